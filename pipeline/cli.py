@@ -1,0 +1,20 @@
+"""The `pipeline` command: one group, one module per command under pipeline/commands/."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.commands import extract, metrics
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rvq-antispoof")
+def main() -> None:
+    """Speech anti-spoofing from the quantizer hierarchy of a frozen EnCodec.
+
+    Data flows one way: extract (audio -> feature store) -> train / evaluate / sweep (store -> scores).
+    """
+
+
+for module in (extract, metrics):
+    main.add_command(module.command)
