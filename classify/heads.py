@@ -1,0 +1,74 @@
+"""Utterance-level classifier heads: frame features [B, T, D] and lengths [B] -> logits [B].
+
+A logit is higher for more bona fide speech. Frames at or beyond a row's length are padding and
+never influence its logit. Default sizes put the whole trainable model (QAF-Static weighting plus
+head) near 4.4 % of the frozen EnCodec 24 kHz model's 14,851,810 parameters, the paper's share:
+with D = 128, `LSTMHead` has 662,305 parameters and `ASPHead` 657,154; QAF-Static adds 1,024.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def frame_mask(lengths: Tensor, frames: int) -> Tensor:
+    """lengths [B] -> BoolTensor [B, T], True on the valid frames."""
+    return torch.arange(frames, device=lengths.device) < lengths.unsqueeze(1)
+
+
+class LSTMHead(nn.Module):
+    """The paper's head: linear D -> P, 1-layer LSTM P -> H over the valid frames only (packed),
+    mean of the LSTM outputs over the valid frames, linear H -> 1."""
+
+    def __init__(self, in_dim: int, proj_dim: int = 256, hidden_dim: int = 288) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, proj_dim)
+        self.lstm = nn.LSTM(proj_dim, hidden_dim, batch_first=True)
+        self.out = nn.Linear(hidden_dim, 1)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """x [B, T, D], lengths [B] (each >= 1) -> logits [B]."""
+        packed = pack_padded_sequence(self.proj(x), lengths.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)  # zero-padded
+        pooled = hidden.sum(dim=1) / lengths.to(hidden.device, hidden.dtype).unsqueeze(1)
+        return self.out(pooled).squeeze(1)
+
+
+class ASPHead(nn.Module):
+    """Attentive statistics pooling: per-frame linear D -> P and ReLU, one attention score per
+    frame (P -> A, tanh, A -> 1) softmaxed over the valid frames, the weighted mean and standard
+    deviation [B, 2P], then an MLP 2P -> H -> 1."""
+
+    def __init__(self, in_dim: int, proj_dim: int = 512, attention_dim: int = 128,
+                 hidden_dim: int = 512) -> None:
+        super().__init__()
+        self.frame = nn.Sequential(nn.Linear(in_dim, proj_dim), nn.ReLU())
+        self.attention = nn.Sequential(nn.Linear(proj_dim, attention_dim), nn.Tanh(),
+                                       nn.Linear(attention_dim, 1))
+        self.mlp = nn.Sequential(nn.Linear(2 * proj_dim, hidden_dim), nn.ReLU(),
+                                 nn.Linear(hidden_dim, 1))
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """x [B, T, D], lengths [B] (each >= 1) -> logits [B]."""
+        valid = frame_mask(lengths.to(x.device), x.shape[1]).unsqueeze(2)  # [B, T, 1]
+        frames = self.frame(x).masked_fill(~valid, 0.0)  # [B, T, P]
+        weights = torch.softmax(self.attention(frames).masked_fill(~valid, float("-inf")), dim=1)
+        mean = (weights * frames).sum(dim=1)
+        var = (weights * frames.square()).sum(dim=1) - mean.square()
+        std = var.clamp(min=1e-5).sqrt()
+        return self.mlp(torch.cat([mean, std], dim=1)).squeeze(1)
+
+
+HEADS: dict[str, Callable[..., nn.Module]] = {"lstm": LSTMHead, "asp": ASPHead}
+
+
+def build_head(name: str, in_dim: int, **kwargs: int) -> nn.Module:
+    """Build the head called `name` (see HEADS) for features of size `in_dim`."""
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; valid choices: {', '.join(HEADS)}")
+    return HEADS[name](in_dim, **kwargs)

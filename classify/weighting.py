@@ -1,0 +1,118 @@
+"""Learnable weighting of the RVQ hierarchy, fused into one table lookup.
+
+Shapes: codes LongTensor [B, T, Q] with values in [0, K); codebooks FloatTensor [Q, K, D];
+latent FloatTensor [B, T, D]; output FloatTensor [B, T, D].
+
+Every code-based variant is h[t, d] = sum_q alpha[q, d] * C_q[code_q[t], d], with alpha of shape
+[Q] (one weight per level) or [Q, D] (QAF-Static, one per level and dimension). That sum equals a
+lookup into the scaled tables alpha[q] * C_q, flattened to [Q * K, D], at rows q * K + code_q[t],
+summed over the Q rows of each frame: one `embedding_bag(mode="sum")`. Memory stays at [B * T, D]
+plus the table; [B, T, Q, D] is never built, and gradients reach alpha through the scaled table.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from classify.variants import VariantSpec, parse_variant
+
+
+def _fixed_alpha(spec: VariantSpec, n_q: int) -> Tensor:
+    """The constant alpha [Q] of the variants without trainable weights."""
+    alpha = torch.zeros(n_q)
+    if spec.kind == "single":
+        alpha[spec.k - 1] = 1.0
+    elif spec.kind == "first":
+        alpha[: spec.k] = 1.0 / spec.k
+    else:  # mean
+        alpha[:] = 1.0 / n_q
+    return alpha
+
+
+class HierarchyWeighting(nn.Module):
+    """Combine the per-level embeddings of RVQ codes into one feature per frame.
+
+    Variants (see `classify.variants`); w are trainable logits, initialised to zero so that every
+    softmax starts uniform:
+
+    - `mean`: alpha_q = 1 / Q.
+    - `scalar`: alpha = softmax(w / tau) over levels, w [Q].
+    - `qaf-static`: alpha = softmax(W / tau) over levels for each dimension, W [Q, D].
+    - `single:k`: alpha = one-hot at level k. `first:k`: alpha_q = 1 / k for q <= k, else 0.
+    - `cumulative`: h = sum_k beta_k S_k over the partial reconstructions S_k = sum_{q<=k} e_q,
+      beta = softmax(w / tau), w [Q]; equivalently alpha_q = sum_{k>=q} beta_k.
+    - `trainable-tables`: the tables [Q * K, D] are parameters initialised from the codebooks,
+      combined as in `scalar`.
+    - `latent`: returns the given continuous latent [B, T, D] as float32; codes are ignored.
+
+    The codebooks are a frozen buffer `table` [Q * K, D], except in `trainable-tables`.
+    """
+
+    def __init__(self, codebooks: Tensor, variant: str | VariantSpec, tau: float = 1.0) -> None:
+        super().__init__()
+        if codebooks.dim() != 3:
+            raise ValueError(f"codebooks must be [Q, K, D], got shape {tuple(codebooks.shape)}")
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        n_q, n_codes, dim = codebooks.shape
+        name = variant.name if isinstance(variant, VariantSpec) else variant
+        self.spec = parse_variant(name, n_q)
+        self.n_q, self.n_codes, self.dim, self.tau = n_q, n_codes, dim, tau
+
+        table = codebooks.detach().to(torch.float32).reshape(n_q * n_codes, dim).clone()
+        if self.spec.kind == "trainable-tables":
+            self.table = nn.Parameter(table)
+        else:
+            self.register_buffer("table", table)
+        self.register_buffer("offsets", torch.arange(n_q) * n_codes, persistent=False)
+
+        kind = self.spec.kind
+        if kind == "qaf-static":
+            self.weights = nn.Parameter(torch.zeros(n_q, dim))
+        elif kind in ("scalar", "cumulative", "trainable-tables"):
+            self.weights = nn.Parameter(torch.zeros(n_q))
+        else:
+            self.register_parameter("weights", None)
+        if kind in ("mean", "single", "first"):
+            self.register_buffer("fixed_alpha", _fixed_alpha(self.spec, n_q))
+
+    @property
+    def out_dim(self) -> int:
+        """D, the size of the output feature."""
+        return self.dim
+
+    def alpha(self) -> Tensor:
+        """The effective level weights, [Q] or [Q, D] (QAF-Static), differentiable."""
+        if self.weights is None:
+            return self.fixed_alpha
+        soft = torch.softmax(self.weights / self.tau, dim=0)
+        if self.spec.kind == "cumulative":
+            return soft.flip(0).cumsum(0).flip(0)
+        return soft
+
+    def level_weights(self) -> Tensor | None:
+        """alpha [Q] or [Q, D], detached on the CPU, for reports; None for `latent`."""
+        if self.spec.kind == "latent":
+            return None
+        return self.alpha().detach().cpu()
+
+    def n_trainable(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def forward(self, codes: Tensor, latent: Tensor | None = None) -> Tensor:
+        """codes [B, T, Q] (and latent [B, T, D] for `latent`) -> features [B, T, D]."""
+        if self.spec.kind == "latent":
+            if latent is None:
+                raise ValueError("variant 'latent' needs the continuous latent, but this store has "
+                                 "no latent; re-extract with --latent")
+            return latent.to(torch.float32)
+        if codes.dim() != 3 or codes.shape[-1] != self.n_q:
+            raise ValueError(f"codes must be [B, T, {self.n_q}], got shape {tuple(codes.shape)}")
+        batch, frames, _ = codes.shape
+        alpha = self.alpha().reshape(self.n_q, 1, -1)  # [Q, 1, 1] or [Q, 1, D]
+        scaled = (self.table.view(self.n_q, self.n_codes, self.dim) * alpha).view(-1, self.dim)
+        rows = (codes.long() + self.offsets).view(batch * frames, self.n_q)
+        return F.embedding_bag(rows, scaled, mode="sum").view(batch, frames, self.dim)
