@@ -1,0 +1,177 @@
+"""The frozen EnCodec 24 kHz codec: where its weights come from, and how to build it.
+
+Three sources of weights, each named in every output made with them:
+
+* ``pretrained``: EnCodec's published checkpoint. Taken from the torch hub cache
+  (``$TORCH_HOME/hub/checkpoints/encodec_24khz-d7cc33bc.th``) when it is there, else downloaded from
+  EnCodec's URL; either way its sha256 must start with the 8 hex digits in the file name.
+* a local file: a state dict for ``EncodecModel.encodec_model_24khz(pretrained=False)`` (a copy of the
+  published checkpoint, or weights saved by an earlier extraction), loaded with weights_only=True.
+* ``untrained``: a seeded random encoder whose codebooks are initialised by k-means on the corpus's
+  own audio, as EnCodec initialises its codebooks before training. For offline use and tests only:
+  its features are NOT those of the real codec, and every output says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from encodec import EncodecModel
+from encodec.model import ROOT_URL
+from encodec.quantization.core_vq import sample_vectors
+
+CODEC_NAME = "encodec_24khz"
+CHECKPOINT_NAME = "encodec_24khz-d7cc33bc.th"
+PRETRAINED_URL = ROOT_URL + CHECKPOINT_NAME
+FRAME_RATE = 75
+HOP_LENGTH = 320  # samples per frame at 24 kHz
+CODEBOOK_SIZE = 1024
+DIM = 128
+BANDWIDTHS: dict[float, int] = {1.5: 2, 3.0: 4, 6.0: 8, 12.0: 16, 24.0: 32}
+"""Target bandwidth (kbps) -> number of quantizer levels."""
+
+
+class WeightsError(ValueError):
+    """The requested codec weights cannot be used."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Provenance of codec weights: stored with every feature store and every result."""
+
+    source: str  # "pretrained" | "file" | "untrained"
+    sha256: str
+    trained: bool
+    origin: str  # URL, file path or "seed=N, k-means on DATASET"
+
+    @property
+    def label(self) -> str:
+        """One line for every report, plot and score file made with these weights."""
+        kind = "pretrained EnCodec 24 kHz" if self.trained else "UNTRAINED EnCodec 24 kHz (random encoder, k-means codebooks; not real codec features)"
+        return f"{kind}, weights sha256 {self.sha256[:12]}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "label": self.label}
+
+
+def n_quantizers(bandwidth: float) -> int:
+    try:
+        return BANDWIDTHS[float(bandwidth)]
+    except KeyError:
+        raise WeightsError(f"bandwidth {bandwidth} kbps is not one of EnCodec 24 kHz's: {sorted(BANDWIDTHS)}") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_dict_bytes(model: EncodecModel) -> bytes:
+    """The model's state dict serialised by torch.save (what a weights file holds)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getvalue()
+
+
+def new_model() -> EncodecModel:
+    """EnCodec 24 kHz architecture with default (random, codebooks zero) parameters, in eval mode."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        return EncodecModel.encodec_model_24khz(pretrained=False)
+
+
+def load_weights_file(path: str | Path) -> EncodecModel:
+    """Build the codec from a local state dict (never executes code: weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: codec weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise WeightsError(f"{path}: not a loadable state dict ({type(err).__name__}: {err})") from None
+    model = new_model()
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise WeightsError(f"{path}: not an EnCodec 24 kHz state dict ({err})") from None
+    return model.eval()
+
+
+def pretrained_file(download: bool = True) -> Path:
+    """Path of EnCodec's published checkpoint, checked against the sha256 prefix in its name.
+
+    Looks in the torch hub cache first; downloads from EnCodec's URL only when ``download``.
+    """
+    dest = Path(torch.hub.get_dir()) / "checkpoints" / CHECKPOINT_NAME
+    expected = CHECKPOINT_NAME.rsplit("-", 1)[1].split(".")[0]
+    if not dest.is_file():
+        if not download:
+            raise WeightsError(f"pretrained EnCodec weights not in the torch hub cache ({dest})")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(PRETRAINED_URL, str(dest), hash_prefix=expected, progress=True)
+        except Exception as err:
+            raise WeightsError(
+                f"cannot download {PRETRAINED_URL} ({err}). Put the file at {dest}, pass it with "
+                "--weights FILE, or use --weights untrained for an offline (untrained) codec."
+            ) from None
+    actual = sha256_file(dest)
+    if not actual.startswith(expected):
+        raise WeightsError(f"{dest}: sha256 {actual[:8]}... does not match the expected {expected}; delete it and retry")
+    return dest
+
+
+def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """EnCodec's codebook k-means (``encodec.quantization.core_vq.kmeans``), computed with matmuls.
+
+    Same algorithm: centroids start as a random sample of the data (EnCodec's own
+    ``sample_vectors``), then Lloyd iterations; an empty cluster keeps its centroid. EnCodec's
+    version materialises [n, clusters, dim] differences, which takes minutes on a CPU; here the
+    squared distances come from ``|x|^2 - 2 x.c + |c|^2``. samples [n, dim] -> (means [c, dim], bins [c]).
+    """
+    means = sample_vectors(samples, num_clusters)
+    sq = samples.pow(2).sum(1, keepdim=True)
+    bins = torch.zeros(num_clusters, dtype=torch.long)
+    for _ in range(num_iters):
+        dists = -(sq - 2 * samples @ means.t() + means.pow(2).sum(1)[None])
+        buckets = dists.max(dim=-1).indices
+        bins = torch.bincount(buckets, minlength=num_clusters)
+        zero_mask = bins == 0
+        sums = torch.zeros_like(means).index_add_(0, buckets, samples)
+        new_means = sums / bins.masked_fill(zero_mask, 1)[:, None]
+        means = torch.where(zero_mask[:, None], means, new_means)
+    return means, bins
+
+
+@torch.no_grad()
+def init_codebooks(model: EncodecModel, audio: Iterable[torch.Tensor], n_q: int, max_frames: int, iters: int = 50) -> int:
+    """Initialise the first ``n_q`` codebooks by k-means on encoder frames of ``audio``, level by level
+    on the residual, as EnCodec's first training step does. Returns the number of frames used."""
+    frames, total = [], 0
+    for wav in audio:  # [1, T] at 24 kHz
+        emb = model.encoder(wav[None])[0].t()  # [frames, dim]
+        frames.append(emb)
+        total += emb.shape[0]
+        if total >= max_frames:
+            break
+    if total == 0:
+        raise WeightsError("no audio to initialise the untrained codec's codebooks")
+    residual = torch.cat(frames)[:max_frames]
+    for layer in model.quantizer.vq.layers[:n_q]:
+        book = layer._codebook
+        means, bins = kmeans(residual, book.codebook_size, iters)
+        book.embed.copy_(means)
+        book.embed_avg.copy_(means)
+        book.cluster_size.copy_(bins.float())
+        book.inited.fill_(1.0)
+        residual = residual - book.dequantize(book.quantize(residual))
+    return residual.shape[0]

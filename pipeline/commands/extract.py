@@ -1,0 +1,127 @@
+"""`pipeline extract`: run the frozen codec once over a corpus into a feature store."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+
+import click
+from tqdm import tqdm
+
+from extract.codec import BANDWIDTHS, WeightsError
+from extract.datasets import DATASETS, DatasetError
+from extract.run import ExtractConfig, extract
+from extract.store import StoreError
+from extract.unit import UnitTask, run_unit
+from pipeline.cluster import dask_client, threads_per_worker
+from pipeline.config import ConfigError, load_config, parse_overrides
+
+
+def _splits(value: str | None) -> list[str] | None:
+    return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -> int:
+    """Run an extraction with a progress bar; print a summary; return the exit status."""
+    bar = tqdm(unit="utt", dynamic_ncols=True, desc="extract", file=sys.stderr, disable=True)  # enabled once units start
+    audio = {"seconds": 0.0, "start": time.perf_counter()}
+
+    def progress(result: dict) -> None:
+        audio["seconds"] += result["audio_seconds"]
+        rate = audio["seconds"] / max(1e-9, time.perf_counter() - audio["start"])
+        bar.update(result["utterances"])
+        bar.set_postfix_str(f"{rate:.1f} audio-s/s, {result['failed']} failed in unit {result['unit']}" if result["failed"] else f"{rate:.1f} audio-s/s")
+
+    def log(message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
+
+    def start_bar(tasks: list[UnitTask]) -> None:
+        nonlocal bar
+        bar = tqdm(total=sum(len(t.rows) for t in tasks), unit="utt", dynamic_ncols=True, desc="extract", file=sys.stderr)
+        audio["start"] = time.perf_counter()
+
+    try:
+        if workers == 0 and not scheduler:
+            def submit_local(tasks: list[UnitTask]) -> Iterator[dict]:
+                start_bar(tasks)
+                return map(run_unit, tasks)
+
+            result = extract(config, submit_local, log=log, progress=progress)
+        else:
+            if config.torch_threads is None and not scheduler:
+                config.torch_threads = threads_per_worker(workers)
+            with dask_client(workers, scheduler) as client:
+                from distributed import as_completed
+
+                def submit(tasks: list[UnitTask]) -> Iterator[dict]:
+                    start_bar(tasks)
+                    for future in as_completed(client.map(run_unit, tasks, pure=False)):
+                        yield future.result()
+
+                result = extract(config, submit, log=log, progress=progress)
+    except (DatasetError, StoreError, WeightsError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        bar.close()
+
+    table, failures = result.table, result.failures
+    ok = table["status"] == "ok"
+    click.echo(f"store: {result.store}")
+    click.echo(f"codec weights: {result.weights.label}")
+    click.echo(
+        f"utterances: {int(ok.sum())} extracted, {len(failures)} failed; "
+        f"{table.loc[ok, 'duration'].sum():.1f} audio seconds; {int(table['n_frames'].sum())} frames; "
+        f"{result.ran_units} units run, {result.resumed_units} already done; {result.wall_seconds:.1f} s"
+    )
+    if len(failures):
+        click.echo("failures (see failures.parquet, `pipeline inspect`):")
+        for row in failures.head(20).itertuples():
+            click.echo(f"  {row.path}: {row.reason}")
+        if len(failures) > 20:
+            click.echo(f"  ... and {len(failures) - 20} more")
+        return 1
+    return 0
+
+
+@click.command("extract")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), required=True, help="Corpus layout.")
+@click.option("--root", required=True, help="Dataset root (for manifest: the CSV/Parquet file).")
+@click.option("--out", required=True, help="Feature store to create or resume (path or fsspec URL).")
+@click.option("--split", "split", default=None, help="Comma-separated splits (default: every split).")
+@click.option("--bandwidth", type=click.Choice([str(b) for b in BANDWIDTHS]), default=None, help="kbps: 1.5/3/6/12/24 = 2/4/8/16/32 quantizers (default 6.0).")
+@click.option("--weights", default=None, help="pretrained | untrained | FILE (a state dict). Default pretrained.")
+@click.option("--latent/--no-latent", default=None, help="Also store the continuous encoder output (default on).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--workers", type=int, default=1, show_default=True, help="LocalCluster worker processes (0: run in this process).")
+@click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
+@click.option("--batch-seconds", type=float, default=None, help="Padded audio seconds per encoder batch (default 64).")
+@click.option("--seed", type=int, default=None, help="Seed of the untrained codec (default 0).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of extraction settings.")
+@click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
+def command(dataset, root, out, split, bandwidth, weights, latent, device, workers, scheduler, batch_seconds, seed, config_file, overrides):
+    """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
+
+    Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
+    """
+    if workers < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--workers")
+    try:
+        config = load_config(
+            ExtractConfig,
+            config_file,
+            parse_overrides(overrides),
+            dataset=dataset,
+            root=root,
+            out=out,
+            splits=_splits(split),
+            bandwidth=float(bandwidth) if bandwidth else None,
+            weights=weights,
+            latent=latent,
+            device=device,
+            batch_seconds=batch_seconds,
+            seed=seed,
+        )
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+    sys.exit(run_extraction(config, workers, scheduler))
