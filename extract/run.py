@@ -62,10 +62,20 @@ class ExtractConfig:
     max_seconds: float = 3600.0
     seed: int = 0
     kmeans_frames: int = 8192
+    kmeans_iters: int = 50  # EnCodec's
     torch_threads: int | None = None
     download: bool = True
 
-    FINGERPRINT = ("dataset", "root", "splits", "bandwidth", "latent", "unit_size", "window_seconds", "min_batch_seconds", "max_seconds")
+    def __post_init__(self):
+        if self.kmeans_frames < CODEBOOK_SIZE:
+            raise ValueError(f"kmeans_frames must be at least the codebook size ({CODEBOOK_SIZE}); got {self.kmeans_frames}")
+        if self.batch_seconds < 0:
+            raise ValueError(f"batch_seconds must be 0 (one utterance at a time) or more; got {self.batch_seconds}")
+        for name in ("window_seconds", "max_seconds", "unit_size", "kmeans_iters"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+
+    FINGERPRINT = ("dataset", "root", "splits", "bandwidth", "latent", "unit_size", "batch_seconds", "window_seconds", "min_batch_seconds", "max_seconds")
 
 
 @dataclass
@@ -118,7 +128,12 @@ def _codec_for_new_store(config: ExtractConfig, plan: pd.DataFrame, n_q: int, lo
         model = new_model()
         log(f"untrained codec: seed {config.seed}, k-means on up to {config.kmeans_frames} frames of the corpus")
         torch.manual_seed(config.seed)
-        used = init_codebooks(model, _kmeans_audio(plan), n_q, config.kmeans_frames)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # float results may depend on the thread count: keep the codec reproducible
+        try:
+            used = init_codebooks(model, _kmeans_audio(plan), n_q, config.kmeans_frames, config.kmeans_iters)
+        finally:
+            torch.set_num_threads(threads)
         data = state_dict_bytes(model)
         origin = f"seed={config.seed}, k-means on {used} frames of {config.dataset}"
         return model, data, WeightsInfo("untrained", hashlib.sha256(data).hexdigest(), False, origin)

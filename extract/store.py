@@ -18,6 +18,10 @@ from . import storeformat as sf
 from .storeformat import StoreFiles
 
 
+COMPRESSORS = zarr.codecs.ZstdCodec(level=0, checksum=True)
+"""Zstandard with a per-chunk checksum, so that `pipeline verify` detects any corrupted chunk."""
+
+
 class StoreError(RuntimeError):
     """The store cannot be created, resumed or finished as asked."""
 
@@ -55,7 +59,7 @@ def create_store(
     files.write_bytes(sf.WEIGHTS, weights)
     files.write_table(sf.PLAN, plan)
     files.write_table(sf.PROBLEMS, problems)
-    root.create_array(sf.CODEBOOKS, data=codebooks.astype(np.float32), chunks=codebooks.shape)
+    root.create_array(sf.CODEBOOKS, data=codebooks.astype(np.float32), chunks=codebooks.shape, compressors=COMPRESSORS)
     # attributes last: a store without them is an unfinished creation and is simply made again
     root.attrs.update({**attrs, "format": sf.FORMAT, "format_version": sf.FORMAT_VERSION, "state": sf.STATE_EXTRACTING, "created": now()})
 
@@ -65,10 +69,10 @@ def write_part(url: str, part: PartData) -> None:
     group = zarr.open_group(url, mode="r+").require_group(sf.part_name(part.unit))
     if part.codes:
         codes = np.concatenate(part.codes)
-        group.create_array(sf.CODES, data=codes, chunks=codes.shape, overwrite=True)
+        group.create_array(sf.CODES, data=codes, chunks=codes.shape, compressors=COMPRESSORS, overwrite=True)
         if part.latent is not None:
             latent = np.concatenate(part.latent)
-            group.create_array(sf.LATENT, data=latent, chunks=latent.shape, overwrite=True)
+            group.create_array(sf.LATENT, data=latent, chunks=latent.shape, compressors=COMPRESSORS, overwrite=True)
     group.attrs["records"] = part.records
 
 
@@ -108,7 +112,7 @@ def _write_concatenated(root: zarr.Group, name: str, blocks: Iterator[np.ndarray
         shards = None
     else:
         shards = (shard, shape[1])
-    array = root.create_array(name, shape=shape, dtype=dtype, chunks=(chunk, shape[1]), shards=shards, overwrite=True)
+    array = root.create_array(name, shape=shape, dtype=dtype, chunks=(chunk, shape[1]), shards=shards, compressors=COMPRESSORS, overwrite=True)
     buffer, filled, start = [], 0, 0
     for block in blocks:
         buffer.append(block)
@@ -154,7 +158,7 @@ def finish_store(url: str, n_units: int, summary_extra: dict | None = None) -> p
     if root.attrs.get("config", {}).get("latent", False):
         dim = root[sf.CODEBOOKS].shape[2]
         _write_concatenated(root, sf.LATENT, _stream_rows(url, units, sf.LATENT), (total, dim), "float16", sf.LATENT_CHUNK)
-    root.create_array(sf.OFFSETS, data=offsets, chunks=offsets.shape, overwrite=True)
+    root.create_array(sf.OFFSETS, data=offsets, chunks=offsets.shape, compressors=COMPRESSORS, overwrite=True)
 
     failed = table[table["status"] != "ok"]
     failures = pd.concat(

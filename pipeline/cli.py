@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.commands import extract, metrics
+from pipeline.commands import extract, metrics, storetools
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,5 +16,5 @@ def main() -> None:
     """
 
 
-for module in (extract, metrics):
-    main.add_command(module.command)
+for command in (extract.command, storetools.inspect_command, storetools.verify_command, storetools.export_command, metrics.command):
+    main.add_command(command)

@@ -1,0 +1,35 @@
+"""Fixtures for the extraction tests: a tiny generated corpus and an untrained-codec store of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extract.datasets import generate_demo_corpus
+from extract.run import ExtractConfig, extract
+
+TINY = {"train": 6, "dev": 4, "eval": 4}
+
+
+def tiny_config(root: Path, out: Path, **overrides) -> ExtractConfig:
+    """An untrained-codec extraction small enough for unit tests (k-means: 3000 frames, 5 iterations)."""
+    values = dict(dataset="asv19", root=str(root), out=str(out), weights="untrained", kmeans_frames=3000, kmeans_iters=5, unit_size=4, device="cpu", torch_threads=1)
+    values.update(overrides)
+    return ExtractConfig(**values)
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    return generate_demo_corpus(tmp_path_factory.mktemp("corpus") / "demo", n_per_split=TINY, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_corpus, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("stores") / "tiny.zarr"
+    extract(tiny_config(tiny_corpus, out), log=quiet)
+    return str(out)

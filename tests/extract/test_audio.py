@@ -1,0 +1,62 @@
+"""Audio decoding: EnCodec's own conversion, and a clear AudioError for every kind of bad file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from encodec.utils import convert_audio
+
+from extract.audio import AudioError, load_audio, probe, resampled_length
+
+
+def tone(sr: int, seconds: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    rng = np.random.default_rng(sr + channels)
+    return np.stack([0.3 * np.sin(2 * np.pi * (200 + 50 * c) * t) + 0.01 * rng.standard_normal(t.size) for c in range(channels)], axis=1)
+
+
+@pytest.mark.parametrize("sr", [8000, 16000, 22050, 24000, 44100, 48000])
+def test_resampling_equals_encodec_convert_audio(tmp_path, sr):
+    path = tmp_path / f"x{sr}.flac"
+    sf.write(path, tone(sr, 0.7), sr, subtype="PCM_16")
+    data, _ = sf.read(path, dtype="float32", always_2d=True)
+    expected = convert_audio(torch.from_numpy(data.T.copy()), sr, 24000, 1)
+    got = load_audio(path)
+    assert got.shape == expected.shape == (1, resampled_length(len(data), sr))
+    assert torch.equal(got, expected)
+
+
+def test_stereo_mixdown_equals_convert_audio_and_more_channels_average(tmp_path):
+    stereo = tone(48000, 0.5, channels=2)
+    sf.write(tmp_path / "s.wav", stereo, 48000, subtype="FLOAT")
+    expected = convert_audio(torch.from_numpy(stereo.T.astype(np.float32)), 48000, 24000, 1)
+    assert torch.equal(load_audio(tmp_path / "s.wav"), expected)
+
+    six = tone(16000, 0.5, channels=6).astype(np.float32)
+    sf.write(tmp_path / "six.wav", six, 16000, subtype="FLOAT")
+    mono = torch.from_numpy(six.mean(1, keepdims=True).T.copy())
+    assert torch.allclose(load_audio(tmp_path / "six.wav"), convert_audio(mono, 16000, 24000, 1), atol=1e-7)
+
+
+def test_bad_files_raise_audio_error_with_reason(tmp_path):
+    (tmp_path / "empty.flac").write_bytes(b"")
+    (tmp_path / "text.flac").write_text("this is not audio\n" * 50)
+    sf.write(tmp_path / "good.flac", tone(16000, 1.0), 16000, subtype="PCM_16")
+    blob = (tmp_path / "good.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(blob[: len(blob) // 3])
+    nan = tone(16000, 0.5).astype(np.float32)
+    nan[100] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    cases = {"missing.flac": "not found", "empty.flac": "empty", "text.flac": "not a readable audio", "cut.flac": "decoding failed|truncated", "nan.wav": "non-finite"}
+    for name, reason in cases.items():
+        with pytest.raises(AudioError, match=reason):
+            load_audio(tmp_path / name)
+
+
+def test_silence_is_valid_audio(tmp_path):
+    sf.write(tmp_path / "zero.flac", np.zeros(16000), 16000, subtype="PCM_16")
+    wav = load_audio(tmp_path / "zero.flac")
+    assert wav.shape == (1, 24000) and float(wav.abs().max()) == 0.0
+    assert probe(tmp_path / "zero.flac").duration == 1.0

@@ -1,0 +1,112 @@
+"""Codec weights: loading from a local file, the sha256 check, weights_only safety, k-means init."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+
+import pytest
+import torch
+from encodec.quantization.core_vq import kmeans as encodec_kmeans
+
+import extract.codec as codec
+from extract.codec import WeightsError, init_codebooks, kmeans, load_weights_file, new_model, pretrained_file
+
+
+def test_kmeans_is_encodecs_algorithm():
+    data = torch.randn(300, 8)
+    torch.manual_seed(5)
+    expected, expected_bins = encodec_kmeans(data, 16, 10)
+    torch.manual_seed(5)
+    got, bins = kmeans(data, 16, 10)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.equal(bins, expected_bins)
+
+
+def test_untrained_codebooks_are_initialised_level_by_level():
+    torch.manual_seed(0)
+    model = new_model()
+    assert all(float(layer._codebook.embed.abs().sum()) == 0 for layer in model.quantizer.vq.layers)  # EnCodec's zeros
+    t = torch.arange(24000 * 3) / 24000
+    wavs = [(0.2 * torch.sin(2 * torch.pi * f0 * t * (1 + 0.3 * t)) + 0.05 * torch.randn(t.shape))[None] for f0 in range(100, 300, 20)]
+    wav = wavs[0]
+    used = init_codebooks(model, wavs, n_q=4, max_frames=2000, iters=5)
+    assert used == 2000
+    layers = model.quantizer.vq.layers
+    assert all(float(layer._codebook.inited) == 1.0 and float(layer._codebook.embed.abs().sum()) > 0 for layer in layers[:4])
+    assert all(float(layer._codebook.embed.abs().sum()) == 0 for layer in layers[4:])
+    model.set_target_bandwidth(3.0)
+    with torch.no_grad():
+        codes = model.encode(wav[None])[0][0]
+    assert codes.shape[1] == 4 and all(codes[0, q].unique().numel() > 10 for q in range(4))
+
+
+def test_weights_file_roundtrip_and_errors(tmp_path):
+    torch.manual_seed(1)
+    model = new_model()
+    path = tmp_path / "w.th"
+    torch.save(model.state_dict(), path)
+    loaded = load_weights_file(path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+    with pytest.raises(WeightsError, match="not found"):
+        load_weights_file(tmp_path / "nope.th")
+    (tmp_path / "junk.th").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(WeightsError, match="junk.th"):
+        load_weights_file(tmp_path / "junk.th")
+    torch.save({"something": torch.zeros(2)}, tmp_path / "other.th")
+    with pytest.raises(WeightsError, match="not an EnCodec 24 kHz state dict"):
+        load_weights_file(tmp_path / "other.th")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (open, ("/tmp/rvq_antispoof_pwned", "w"))
+
+
+def test_weights_file_never_executes_code(tmp_path):
+    path = tmp_path / "evil.th"
+    with open(path, "wb") as f:
+        pickle.dump({"x": _Exploit()}, f)
+    with pytest.raises(WeightsError, match="evil.th"):
+        load_weights_file(path)
+    import os
+
+    assert not os.path.exists("/tmp/rvq_antispoof_pwned")
+
+
+def test_pretrained_file_checks_sha256_prefix_in_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsError, match="not in the torch hub cache"):
+        pretrained_file(download=False)
+
+    torch.manual_seed(2)
+    data = codec.state_dict_bytes(new_model())
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    monkeypatch.setattr(codec, "CHECKPOINT_NAME", f"encodec_24khz-{prefix}.th")
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / f"encodec_24khz-{prefix}.th").write_bytes(data)
+    assert pretrained_file(download=False) == cache / f"encodec_24khz-{prefix}.th"
+    assert isinstance(load_weights_file(pretrained_file(download=False)), type(new_model()))
+
+    (cache / f"encodec_24khz-{prefix}.th").write_bytes(data[:-10] + b"0123456789")
+    with pytest.raises(WeightsError, match="does not match"):
+        pretrained_file(download=False)
+
+
+def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(url, dst, hash_prefix=None, progress=True):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsError, match="--weights untrained"):
+        pretrained_file(download=True)
+
+
+def test_bandwidth_to_levels():
+    assert [codec.n_quantizers(b) for b in (1.5, 3, 6, 12, 24)] == [2, 4, 8, 16, 32]
+    with pytest.raises(WeightsError, match="not one of"):
+        codec.n_quantizers(5)

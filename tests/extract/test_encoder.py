@@ -1,0 +1,78 @@
+"""Batched encoding gives each utterance the codes and latent it gets when encoded alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from extract.audio import load_audio
+from extract.codec import init_codebooks, new_model
+from extract.datasets import get_dataset
+from extract.encoder import BatchEncoder
+
+
+@pytest.fixture(scope="module")
+def corpus_wavs(tiny_corpus):
+    table = get_dataset("asv19").load(tiny_corpus).table
+    return [load_audio(p) for p in table["path"]]
+
+
+@pytest.fixture(scope="module")
+def model(corpus_wavs):
+    torch.manual_seed(0)
+    m = new_model()
+    init_codebooks(m, corpus_wavs, n_q=8, max_frames=3000, iters=5)
+    return m
+
+
+def odd_lengths(wavs):
+    """Cut the corpus's utterances to lengths that are not multiples of any stride, plus a short one."""
+    cuts = [w[:, : w.shape[-1] - k * 37 - 1] for k, w in enumerate(wavs[:6])]
+    return cuts + [wavs[0][:, :5000]]
+
+
+def quantization_error(model, latent: torch.Tensor, codes: np.ndarray) -> float:
+    """|latent - decode(codes)|: how well the codes represent the frames."""
+    q = torch.from_numpy(codes.astype(np.int64)).t()[:, None]  # [n_q, 1, frames]
+    return float((latent - model.quantizer.decode(q)[0]).abs().mean())
+
+
+def test_batched_equals_one_by_one(model, corpus_wavs):
+    """The encoder output is the same batched or alone (to float rounding), and where rounding
+    flips a code between two (near-)duplicate codewords the codes represent the frames as well."""
+    wavs = odd_lengths(corpus_wavs)
+    encoder = BatchEncoder(model, 6.0, window_seconds=600)
+    batched = encoder._encode_items(wavs)
+    alone = [encoder._encode_items([w])[0] for w in wavs]
+    differ = total = 0
+    for (codes_b, emb_b), (codes_a, emb_a), w in zip(batched, alone, wavs):
+        frames = -(-w.shape[-1] // 320)
+        assert codes_b.shape == codes_a.shape == (8, frames)
+        assert torch.allclose(emb_b, emb_a, atol=1e-6, rtol=1e-5)
+        differ += int((codes_b != codes_a).sum())
+        total += codes_a.numel()
+        with torch.no_grad():
+            err_b = quantization_error(model, emb_a, codes_b.t().numpy())
+            err_a = quantization_error(model, emb_a, codes_a.t().numpy())
+        assert err_b <= err_a + 1e-4 * float(emb_a.abs().mean())
+    # measured, not asserted to be 0: this untrained codec has many duplicate codewords (see README)
+    print(f"codes differing between batched and one-by-one: {differ} of {total} ({differ / total:.2%})")
+
+
+def test_one_by_one_equals_encodec_encode(model, corpus_wavs):
+    encoder = BatchEncoder(model, 6.0)
+    for w in odd_lengths(corpus_wavs)[:4]:
+        with torch.no_grad():
+            expected = model.encode(w[None])[0][0][0].t().numpy()
+        assert np.array_equal(encoder.encode([w])[0].codes, expected)
+
+
+def test_long_files_are_encoded_in_windows(model, corpus_wavs):
+    wav = torch.cat(corpus_wavs[:2], dim=1)
+    encoder = BatchEncoder(model, 6.0, window_seconds=1.0)
+    result = encoder.encode([wav])[0]
+    assert result.n_windows == -(-wav.shape[-1] // 24000)
+    assert result.codes.shape[0] == sum(-(-min(24000, wav.shape[-1] - s) // 320) for s in range(0, wav.shape[-1], 24000))
+    first = BatchEncoder(model, 6.0).encode([wav[:, :24000]])[0]
+    np.testing.assert_allclose(result.latent[:75].astype(np.float32), first.latent.astype(np.float32), atol=2e-3)

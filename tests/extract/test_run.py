@@ -1,0 +1,132 @@
+"""End-to-end extraction: the store holds EnCodec's own codes, losslessly, and survives kills."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+import zarr
+from encodec.utils import convert_audio
+
+from classify.store import FeatureStore
+from extract.codec import new_model
+from extract.run import ExtractConfig, extract
+from extract.store import StoreError
+from extract.unit import run_unit
+
+from .conftest import quiet, tiny_config
+
+
+def store_model(store: FeatureStore):
+    model = new_model()
+    model.load_state_dict(torch.load(io.BytesIO(store.files.read_bytes("codec_weights.th")), weights_only=True))
+    model.set_target_bandwidth(store.codec.bandwidth)
+    return model
+
+
+def test_store_codes_equal_encodec_encode_of_each_file(tiny_corpus, tmp_path):
+    """With one utterance per batch the store must hold exactly EncodecModel.encode(convert_audio(...))."""
+    out = tmp_path / "solo.zarr"
+    extract(tiny_config(tiny_corpus, out, batch_seconds=0), log=quiet)
+    store = FeatureStore(str(out))
+    model = store_model(store)
+    table = store.utterances
+    assert (table["status"] == "ok").all() and len(table) == 14
+    for row in table.itertuples():
+        data, sr = sf.read(row.path, dtype="float32", always_2d=True)
+        wav = convert_audio(torch.from_numpy(data.T.copy()), sr, 24000, 1)
+        with torch.no_grad():
+            expected = model.encode(wav[None])[0][0][0].t().numpy()
+            latent = model.encoder(wav[None])[0].t().numpy()
+        got = store.utterance_codes(row.Index)
+        assert got.dtype == np.uint16 and np.array_equal(got, expected), row.utt_id
+        np.testing.assert_array_equal(store.utterance_latent(row.Index), latent.astype(np.float16))
+        assert row.n_frames == expected.shape[0] and row.frame_offset == store.offsets[row.Index]
+
+
+def test_embeddings_rebuilt_from_store_equal_the_codecs_dequantization(tiny_store):
+    store = FeatureStore(tiny_store)
+    model = store_model(store)
+    codes = store.utterance_codes(3)
+    dense = store.embeddings(codes)  # [frames, n_q, dim]
+    q = torch.from_numpy(codes.astype(np.int64)).t()  # [n_q, frames]
+    for level, layer in enumerate(model.quantizer.vq.layers[: store.codec.n_q]):
+        per_level = layer.decode(q[level][None])[0].t().numpy()  # EnCodec's own dequantization
+        assert np.array_equal(dense[:, level], per_level)
+    summed = model.quantizer.decode(q[:, None])[0].t().numpy()
+    np.testing.assert_allclose(dense.sum(1), summed, atol=1e-5)
+
+
+def test_store_layout_and_provenance(tiny_store):
+    store = FeatureStore(tiny_store)
+    n = len(store.utterances)
+    assert store.offsets.shape == (n + 1,) and store.offsets[0] == 0 and store.offsets[-1] == store.codes.shape[0]
+    assert np.array_equal(np.diff(store.offsets), store.utterances["n_frames"].to_numpy())
+    assert store.codebooks.shape == (8, 1024, 128) and store.codes.shape[1] == 8
+    assert int(store.codes.max()) < 1024
+    assert store.latent.shape == (store.codes.shape[0], 128) and store.latent.dtype == np.float16
+    attrs = store.attrs
+    assert attrs["weights"]["source"] == "untrained" and "UNTRAINED" in attrs["weights"]["label"]
+    assert attrs["codec"]["bandwidth"] == 6.0 and attrs["codec"]["frame_rate"] == 75
+    assert {"torch", "encodec", "zarr"} <= set(attrs["versions"]) and attrs["created"] and attrs["completed"]
+    assert not store.files.exists("parts")
+    assert set(store.utterances["split"]) == {"train", "dev", "eval"}
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tiny_corpus, tiny_store, tmp_path):
+    out = tmp_path / "killed.zarr"
+    config = tiny_config(tiny_corpus, out)
+
+    class Killed(Exception):
+        pass
+
+    def dies_after_two(tasks):
+        for task in tasks[:2]:
+            yield run_unit(task)
+        raise Killed
+
+    with pytest.raises(Killed):
+        extract(config, dies_after_two, log=quiet)
+    assert zarr.open_group(str(out), mode="r").attrs["state"] == "extracting"
+    # a unit whose data was written but not its records (killed mid-commit) is redone
+    zarr.open_group(str(out), mode="r+").require_group("parts/u000002").create_array("codes", data=np.zeros((3, 8), np.uint16))
+
+    ran = []
+
+    def counting(tasks):
+        ran.extend(t.unit for t in tasks)
+        return map(run_unit, tasks)
+
+    result = extract(tiny_config(tiny_corpus, out), counting, log=quiet)
+    assert result.resumed_units == 2 and sorted(ran) == [2, 3]
+    a, b = FeatureStore(str(out)), FeatureStore(tiny_store)
+    assert np.array_equal(a.codes, b.codes) and np.array_equal(a.offsets, b.offsets)
+    assert np.array_equal(a.latent[...], b.latent[...])
+    pd.testing.assert_frame_equal(a.utterances.drop(columns="path"), b.utterances.drop(columns="path"))
+    # a finished store is not touched again
+    assert extract(tiny_config(tiny_corpus, out), counting, log=quiet).ran_units == 0
+
+
+def test_resume_with_other_settings_is_refused(tiny_corpus, tiny_store):
+    with pytest.raises(StoreError, match="bandwidth"):
+        extract(tiny_config(tiny_corpus, tiny_store, bandwidth=3.0), log=quiet)
+
+
+def test_never_overwrites_a_foreign_folder(tiny_corpus, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(StoreError, match="not a feature store"):
+        extract(tiny_config(tiny_corpus, out), log=quiet)
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="kmeans_frames"):
+        ExtractConfig(dataset="demo", root="x", out="y", kmeans_frames=10)
+    with pytest.raises(ValueError, match="unit_size"):
+        ExtractConfig(dataset="demo", root="x", out="y", unit_size=0)
