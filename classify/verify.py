@@ -1,0 +1,457 @@
+"""`pipeline verify`: check a finished feature store's integrity, down to every stored chunk.
+
+Each check reports what it looked at and a list of problems, one line each, naming the file, the
+array and chunk (or shard) key concerned. The checks:
+
+* ``format``: the store's format, version and state;
+* ``tables``: utterances.parquet and failures.parquet are readable and have their columns;
+* ``offsets``: start 0, never decrease, one more than the utterances, end at the last frame, and
+  agree with the table's ``n_frames`` and ``frame_offset``;
+* ``utterances``: every utterance is done (status "ok", or "failed" with a reason in
+  failures.parquet), ids are unique, the recorded summary agrees;
+* ``arrays``: codebooks, codes, latent and offsets have the shapes and types the attributes imply;
+* ``weights``: the weights file's sha256 is the one in the attributes, and its codebooks are the
+  store's;
+* ``chunks``: every chunk (or shard, and every chunk inside a shard) that the array metadata implies
+  exists and decodes. Zarr reads a missing chunk as the fill value without a word, so the expected
+  keys are enumerated from the metadata and looked up;
+* ``values``: codes are below the codebook size, floats are finite (checked chunk by chunk).
+
+A chunk compressed without a checksum (Zarr's default zstd) can be corrupted in a way that still
+decodes; the ``chunks`` line says when that is so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+from fsspec.implementations.local import LocalFileSystem
+
+from extract import storeformat as sf
+from extract.storeformat import StoreFiles
+
+SHARDING = "sharding_indexed"
+EMPTY = np.uint64(2**64 - 1)
+"""Offset and length of a chunk a shard index marks as absent."""
+CHECKSUM_CODECS = ("crc32c",)
+
+UTTERANCE_COLUMNS = ("utt_id", "split", "label", "status", "duration", "n_frames", "frame_offset")
+EXPECTED = {  # array -> (dtype, shape from the attributes)
+    sf.CODEBOOKS: ("float32", lambda c, n: (c["n_q"], c["codebook_size"], c["dim"])),
+    sf.CODES: ("uint16", lambda c, n: (None, c["n_q"])),
+    sf.LATENT: ("float16", lambda c, n: (None, c["dim"])),
+    sf.OFFSETS: ("int64", lambda c, n: (n + 1,)),
+}
+"""None in a shape: the total frames, which must be the same for codes and latent."""
+
+
+@dataclass
+class Check:
+    """One check: what it looked at (``detail``) and what it found wrong (one line per problem)."""
+
+    name: str
+    detail: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class VerifyReport:
+    store: str
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{c.name}: {p}" for c in self.checks for p in c.problems]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "ok": self.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "problems": c.problems} for c in self.checks],
+        }
+
+    def format(self) -> str:
+        lines = [f"verify {self.store}"]
+        for c in self.checks:
+            lines.append(f"  ok    {c.name:<10}  {c.detail}" if c.ok else f"  FAIL  {c.name:<10}  {c.detail}")
+            lines += [f"  FAIL  {c.name}: {p}" for p in c.problems]
+        n = len(self.problems)
+        lines.append("OK: every check passed" if self.ok else f"{n} problem{'s' if n != 1 else ''} found")
+        return "\n".join(lines)
+
+
+# -- chunk layout from the array metadata ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """Where an array's chunks live, from its zarr.json: the stored keys and the chunks in each."""
+
+    name: str
+    shape: tuple[int, ...]
+    grid: tuple[int, ...]  # shape of a stored object: a chunk, or a shard when sharded
+    inner: tuple[int, ...] | None  # chunk shape inside a shard
+    index_at_end: bool
+    index_checksum: bool
+    encoding: str
+    separator: str
+    checksummed: bool  # whether a chunk's codecs detect any corruption of its bytes
+
+    @classmethod
+    def from_metadata(cls, name: str, meta: dict) -> "ChunkLayout":
+        if meta.get("chunk_grid", {}).get("name") != "regular":
+            raise ValueError(f"chunk grid {meta.get('chunk_grid')!r} is not a regular grid")
+        encoding = meta.get("chunk_key_encoding", {"name": "default"})
+        kind = encoding.get("name", "default")
+        separator = encoding.get("configuration", {}).get("separator", "/" if kind == "default" else ".")
+        codecs = meta.get("codecs", [])
+        shard = next((c for c in codecs if c.get("name") == SHARDING), None)
+        inner_codecs = shard["configuration"].get("codecs", []) if shard else codecs
+        config = shard["configuration"] if shard else {}
+        return cls(
+            name=name,
+            shape=tuple(meta["shape"]),
+            grid=tuple(meta["chunk_grid"]["configuration"]["chunk_shape"]),
+            inner=tuple(config["chunk_shape"]) if shard else None,
+            index_at_end=config.get("index_location", "end") == "end",
+            index_checksum=any(c.get("name") in CHECKSUM_CODECS for c in config.get("index_codecs", [])),
+            encoding=kind,
+            separator=separator,
+            checksummed=any(
+                c.get("name") in CHECKSUM_CODECS or (c.get("name") == "zstd" and c.get("configuration", {}).get("checksum"))
+                for c in inner_codecs
+            ),
+        )
+
+    def key(self, index: tuple[int, ...]) -> str:
+        """The stored object's key relative to the array, e.g. ``c/3/0``."""
+        parts = [str(i) for i in index]
+        if self.encoding == "v2":
+            return self.separator.join(parts) if parts else "0"
+        return self.separator.join(["c", *parts])
+
+    def stored(self) -> Iterator[tuple[tuple[int, ...], str]]:
+        """(grid index, key) of every chunk or shard the shape implies."""
+        counts = [math.ceil(s / g) for s, g in zip(self.shape, self.grid)]
+        for index in itertools.product(*(range(c) for c in counts)):
+            yield index, self.key(index)
+
+    def chunks_in(self, index: tuple[int, ...]) -> list[tuple[int, tuple[slice, ...]]]:
+        """(position in the shard index, region) of each chunk of a stored object inside the shape.
+
+        Unsharded, that is the one chunk at position 0."""
+        start = [i * g for i, g in zip(index, self.grid)]
+        inner = self.inner or self.grid
+        per = [g // c for g, c in zip(self.grid, inner)]
+        out = []
+        for position, sub in enumerate(itertools.product(*(range(p) for p in per))):
+            lo = [s + k * c for s, k, c in zip(start, sub, inner)]
+            if all(a < n for a, n in zip(lo, self.shape)):
+                out.append((position, tuple(slice(a, min(a + c, n)) for a, c, n in zip(lo, inner, self.shape))))
+        return out
+
+    @property
+    def chunks_per_shard(self) -> int:
+        return math.prod(g // c for g, c in zip(self.grid, self.inner)) if self.inner else 1
+
+
+def _region(region: tuple[slice, ...]) -> str:
+    return ", ".join(f"{s.start}:{s.stop}" for s in region)
+
+
+def _shard_index(files: StoreFiles, path: str, layout: ChunkLayout) -> tuple[np.ndarray | None, str | None]:
+    """The (offset, nbytes) pairs of a shard's index, or a problem when the file cannot hold them."""
+    n = layout.chunks_per_shard
+    index_size = 16 * n + (4 if layout.index_checksum else 0)
+    size = files.fs.size(path)
+    if size < index_size:
+        return None, f"{size} bytes, too short to hold its shard index of {index_size} bytes (truncated?)"
+    with files.fs.open(path, "rb") as f:
+        f.seek(size - index_size if layout.index_at_end else 0)
+        raw = f.read(16 * n)
+    entries = np.frombuffer(raw, dtype="<u8").reshape(n, 2)
+    data_end = size - index_size if layout.index_at_end else size
+    present = entries[:, 0] != EMPTY
+    if np.any(entries[present, 0] + entries[present, 1] > data_end):
+        return None, f"its shard index points beyond the file's {size} bytes (truncated or corrupted)"
+    return entries, None
+
+
+def _value_problem(name: str, data: np.ndarray, codebook_size: int) -> str | None:
+    if name == sf.CODES:
+        bad = int(np.count_nonzero(data >= codebook_size))
+        return f"{bad} codes >= codebook size {codebook_size} (max {int(data.max())})" if bad else None
+    if data.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        return f"{bad} values not finite" if bad else None
+    return None
+
+
+def _check_array_chunks(files: StoreFiles, root: zarr.Group, name: str, codebook_size: int, chunks: Check, values: Check) -> bool:
+    """Look up, decode and check every chunk of one array. Returns whether its chunks carry checksums."""
+    layout = ChunkLayout.from_metadata(name, json.loads(files.read_bytes(f"{name}/zarr.json")))
+    array = root[name]
+    base = files.path(name)
+    existing = {p[len(base) + 1 :] for p in files.fs.find(base)}
+    for index, key in layout.stored():
+        where = f"{name}/{key}"
+        if key not in existing:
+            chunks.problems.append(f"{where}: missing (Zarr would read it as fill value {array.fill_value})")
+            continue
+        entries = None
+        if layout.inner:
+            entries, problem = _shard_index(files, f"{base}/{key}", layout)
+            if problem:
+                chunks.problems.append(f"{where}: {problem}")
+                continue
+        for position, region in layout.chunks_in(index):
+            label = f"{where} (chunk {position} of the shard, rows {_region(region)})" if layout.inner else f"{where} (rows {_region(region)})"
+            if entries is not None and entries[position, 0] == EMPTY:
+                chunks.problems.append(f"{label}: missing from the shard (Zarr would read it as fill value {array.fill_value})")
+                continue
+            try:
+                data = array[region]
+            except Exception as err:  # codecs raise many types for corrupt bytes
+                chunks.problems.append(f"{label}: cannot be decoded ({type(err).__name__}: {err})")
+                continue
+            problem = _value_problem(name, data, codebook_size)
+            if problem:
+                values.problems.append(f"{label}: {problem}")
+    return layout.checksummed
+
+
+# -- the checks -----------------------------------------------------------------------------------
+
+
+def _check_tables(files: StoreFiles, check: Check) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    tables = []
+    for name, columns in ((sf.UTTERANCES, UTTERANCE_COLUMNS), (sf.FAILURES, sf.FAILURE_COLUMNS)):
+        try:
+            table = files.read_table(name)
+        except FileNotFoundError:
+            check.problems.append(f"{name}: missing")
+            tables.append(None)
+            continue
+        except Exception as err:  # pyarrow raises several types for damaged files
+            check.problems.append(f"{name}: not readable ({type(err).__name__}: {err})")
+            tables.append(None)
+            continue
+        lacking = [c for c in columns if c not in table]
+        if lacking:
+            check.problems.append(f"{name}: lacks the columns {', '.join(lacking)}")
+            table = None
+        tables.append(table)
+    table, failures = tables
+    check.detail = f"{len(table) if table is not None else '?'} utterances, {len(failures) if failures is not None else '?'} failures"
+    return table, failures
+
+
+def _check_offsets(offsets: np.ndarray, table: pd.DataFrame, n_frames: int | None, check: Check) -> None:
+    where = sf.OFFSETS
+    check.detail = f"{len(offsets)} offsets, last {offsets[-1] if len(offsets) else '?'}"
+    if len(offsets) != len(table) + 1:
+        check.problems.append(f"{where}: {len(offsets)} values for {len(table)} utterances (expected {len(table) + 1})")
+    if len(offsets) and offsets[0] != 0:
+        check.problems.append(f"{where}: starts at {offsets[0]}, not 0")
+    steps = np.diff(offsets)
+    if np.any(steps < 0):
+        i = int(np.argmax(steps < 0))
+        check.problems.append(f"{where}: not monotonic: [{i + 1}] = {offsets[i + 1]} < [{i}] = {offsets[i]} ({int(np.count_nonzero(steps < 0))} decrease(s))")
+    if n_frames is not None and len(offsets) and offsets[-1] != n_frames:
+        check.problems.append(f"{where}: ends at {offsets[-1]}, but codes has {n_frames} frames")
+    if len(offsets) == len(table) + 1:
+        for column, expected in (("n_frames", steps), ("frame_offset", offsets[:-1])):
+            differ = np.flatnonzero(table[column].to_numpy() != expected)
+            if len(differ):
+                row = int(differ[0])
+                check.problems.append(
+                    f"{sf.UTTERANCES}: {column} disagrees with {where} for {len(differ)} utterances, first {table['utt_id'].iloc[row]} "
+                    f"(row {row}: {table[column].iloc[row]} vs {expected[row]})"
+                )
+
+
+def _check_utterances(table: pd.DataFrame, failures: pd.DataFrame, summary: dict, check: Check) -> None:
+    status = table["status"]
+    ok = status == "ok"
+    failed = status == "failed"
+    check.detail = f"{int(ok.sum())} ok, {int(failed.sum())} failed, {len(failures)} in {sf.FAILURES}"
+    other = table[~ok & ~failed]
+    if len(other):
+        check.problems.append(f"{len(other)} utterances not done (status {sorted(other['status'].astype(str).unique())}), first {other['utt_id'].iloc[0]}")
+    duplicated = table["utt_id"][table["utt_id"].duplicated()]
+    if len(duplicated):
+        check.problems.append(f"{len(duplicated)} duplicated utterance ids, first {duplicated.iloc[0]}")
+    reasons = failures.dropna(subset=["utt_id"]).drop_duplicates("utt_id").set_index("utt_id")["reason"]
+    for utt in table.loc[failed, "utt_id"]:
+        if utt not in reasons.index:
+            check.problems.append(f"{utt}: failed, but not in {sf.FAILURES}")
+        elif not isinstance(reasons[utt], str) or not reasons[utt].strip():
+            check.problems.append(f"{utt}: failed without a reason in {sf.FAILURES}")
+    listed_ok = sorted(set(reasons.index) & set(table.loc[ok, "utt_id"]))
+    if listed_ok:
+        check.problems.append(f"{len(listed_ok)} utterances are ok but listed in {sf.FAILURES}, first {listed_ok[0]}")
+    with_frames = table.loc[failed & (table["n_frames"] != 0), "utt_id"]
+    if len(with_frames):
+        check.problems.append(f"{len(with_frames)} failed utterances have frames, first {with_frames.iloc[0]}")
+    expected = {
+        "utterances": len(table),
+        "ok": int(ok.sum()),
+        "failed": len(failures),
+        "frames": int(table.loc[ok, "n_frames"].sum()),
+    }
+    for key, value in expected.items():
+        if key in summary and summary[key] != value:
+            check.problems.append(f"zarr.json summary says {key} {summary[key]}, the tables give {value}")
+    seconds = float(table.loc[ok, "duration"].sum())
+    if "audio_seconds" in summary and not math.isclose(summary["audio_seconds"], seconds, rel_tol=1e-6, abs_tol=1e-6):
+        check.problems.append(f"zarr.json summary says audio_seconds {summary['audio_seconds']}, the table gives {seconds}")
+
+
+def _check_arrays(files: StoreFiles, root: zarr.Group, attrs: dict, n_utts: int | None, check: Check) -> dict[str, tuple[int, ...]]:
+    codec = attrs.get("codec", {})
+    shapes = {}
+    present = {name for name in EXPECTED if files.exists(f"{name}/zarr.json")}
+    wanted = [n for n in EXPECTED if n != sf.LATENT or attrs.get("config", {}).get("latent") or n in present]
+    for name in wanted:
+        dtype, shape_of = EXPECTED[name]
+        if name not in present:
+            check.problems.append(f"{name}: missing" + (" (config.latent is true)" if name == sf.LATENT else ""))
+            continue
+        try:
+            array = root[name]
+        except Exception as err:  # a damaged zarr.json
+            check.problems.append(f"{name}/zarr.json: not readable ({type(err).__name__}: {err})")
+            continue
+        shapes[name] = tuple(array.shape)
+        if str(array.dtype) != dtype:
+            check.problems.append(f"{name}: dtype {array.dtype}, expected {dtype}")
+        if name == sf.OFFSETS and n_utts is None:
+            continue
+        expected = shape_of(codec, n_utts)
+        if len(array.shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, array.shape)):
+            shown = "x".join("frames" if e is None else str(e) for e in expected)
+            check.problems.append(f"{name}: shape {list(array.shape)}, expected [{shown}]")
+    frames = {shapes[n][0] for n in (sf.CODES, sf.LATENT) if n in shapes}
+    if len(frames) > 1:
+        check.problems.append(f"{sf.CODES} has {shapes[sf.CODES][0]} frames, {sf.LATENT} {shapes[sf.LATENT][0]}")
+    check.detail = ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
+    return shapes
+
+
+def _sha256(files: StoreFiles, name: str) -> str:
+    digest = hashlib.sha256()
+    with files.fs.open(files.path(name), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_state(files: StoreFiles, name: str) -> dict:
+    """The weights file's state dict (memory-mapped when local: only the codebooks are read)."""
+    if isinstance(files.fs, LocalFileSystem):
+        return torch.load(files.path(name), map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(io.BytesIO(files.read_bytes(name)), map_location="cpu", weights_only=True)
+
+
+def _check_weights(files: StoreFiles, attrs: dict, root: zarr.Group, check: Check) -> None:
+    name = attrs.get("weights", {}).get("file", sf.WEIGHTS)
+    expected = attrs.get("weights", {}).get("sha256")
+    check.detail = f"{name}, sha256 {str(expected)[:12]}"
+    if not files.exists(name):
+        check.problems.append(f"{name}: missing")
+        return
+    actual = _sha256(files, name)
+    if actual != expected:
+        check.problems.append(f"{name}: sha256 {actual[:12]}... differs from the attributes' {str(expected)[:12]}... (file altered or replaced)")
+        return
+    try:
+        state = _load_state(files, name)
+        codebooks = root[sf.CODEBOOKS][...]
+    except Exception as err:  # a damaged file or array
+        check.problems.append(f"{name}: cannot compare with {sf.CODEBOOKS} ({type(err).__name__}: {err})")
+        return
+    keys = [f"quantizer.vq.layers.{q}._codebook.embed" for q in range(codebooks.shape[0])]
+    differ = [q for q, key in enumerate(keys) if key not in state or not np.array_equal(state[key].numpy(), codebooks[q])]
+    if differ:
+        check.problems.append(f"{sf.CODEBOOKS} differ from {name}'s quantizer codebooks at levels {', '.join(map(str, differ))}")
+
+
+def _check_format(files: StoreFiles, check: Check) -> dict | None:
+    if not files.exists():
+        check.problems.append("zarr.json: missing (no feature store here)")
+        return None
+    try:
+        attrs = files.read_group_attrs()
+    except ValueError as err:
+        check.problems.append(f"zarr.json: not readable ({err})")
+        return None
+    check.detail = f"{attrs.get('format')} v{attrs.get('format_version')}, state {attrs.get('state')}"
+    if attrs.get("format") != sf.FORMAT:
+        check.problems.append(f"zarr.json: format {attrs.get('format')!r}, not {sf.FORMAT!r}")
+    elif attrs.get("format_version", 0) > sf.FORMAT_VERSION:
+        check.problems.append(f"zarr.json: format version {attrs.get('format_version')} is newer than this tool's {sf.FORMAT_VERSION}")
+    elif attrs.get("state") != sf.STATE_COMPLETE:
+        check.problems.append(f"zarr.json: extraction not finished (state {attrs.get('state')!r}); run `pipeline extract` again to resume it")
+    return None if check.problems else attrs
+
+
+def _guarded(check: Check, run: Callable[[], Any]) -> Any:
+    """Run one check; an unexpected error becomes one of its problems instead of a crash."""
+    try:
+        return run()
+    except Exception as err:  # report, never crash, on a damaged store
+        check.problems.append(f"could not be completed ({type(err).__name__}: {err})")
+        return None
+
+
+def verify_store(url: str) -> VerifyReport:
+    """Run every check on the store at ``url`` (a path or fsspec URL); never raises for a damaged store."""
+    files = StoreFiles(url)
+    fmt = Check("format")
+    report = VerifyReport(files.url, [fmt])
+    attrs = _check_format(files, fmt)
+    if attrs is None:
+        return report
+    tables, offsets_check, utts, arrays, weights, chunks, values = (
+        Check(n) for n in ("tables", "offsets", "utterances", "arrays", "weights", "chunks", "values")
+    )
+    report.checks += [tables, offsets_check, utts, arrays, weights, chunks, values]
+    root = zarr.open_group(files.url, mode="r")
+    table, failures = _check_tables(files, tables)
+    shapes = _guarded(arrays, lambda: _check_arrays(files, root, attrs, None if table is None else len(table), arrays)) or {}
+    if table is not None and sf.OFFSETS in shapes:
+        _guarded(offsets_check, lambda: _check_offsets(root[sf.OFFSETS][...], table, shapes.get(sf.CODES, (None,))[0], offsets_check))
+    else:
+        offsets_check.problems.append(f"not checked: {sf.OFFSETS} or {sf.UTTERANCES} unreadable")
+    if table is not None and failures is not None:
+        _guarded(utts, lambda: _check_utterances(table, failures, attrs.get("summary", {}), utts))
+    else:
+        utts.problems.append(f"not checked: {sf.UTTERANCES} or {sf.FAILURES} unreadable")
+    _guarded(weights, lambda: _check_weights(files, attrs, root, weights))
+    size = attrs.get("codec", {}).get("codebook_size", 2**16)
+    unguarded = [n for n in shapes if _guarded(chunks, lambda n=n: _check_array_chunks(files, root, n, size, chunks, values)) is False]
+    chunks.detail = f"every chunk of {', '.join(shapes)} present and decodable"
+    if unguarded:
+        chunks.detail += f" (no chunk checksums in {', '.join(unguarded)}: a corruption there that still decodes goes unseen)"
+    floats = [n for n in shapes if n in (sf.CODEBOOKS, sf.LATENT)]
+    values.detail = f"codes < {size}; {', '.join(floats) or 'no float arrays'} finite"
+    return report
