@@ -47,6 +47,10 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"{name}: expected a list, got {value!r}")
         (item,) = typing.get_args(annotation)[:1] or (Any,)
         return [_check_type(f"{name}[]", v, item) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a table (dict), got {value!r}")
+        return value
     if annotation is Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
