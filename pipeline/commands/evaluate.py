@@ -1,0 +1,40 @@
+"""`pipeline evaluate`: score a split of a feature store with a trained checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from classify.config import DEVICES
+from classify.evaluate import FORMATS, evaluate
+from classify.store import FeatureStore
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command("evaluate")
+@click.option("--model", "checkpoint", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Checkpoint (best.pt / last.pt) or a run directory (its best.pt).")
+@click.option("--features", required=True, help="Feature store (path or fsspec URL) of the same codec.")
+@click.option("--split", default="eval", show_default=True, help="Split of the store to score.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the score file, metrics.json and det.png.")
+@click.option("--asv-scores", type=_FILE, default=None,
+              help="ASVspoof 2019 ASV score file (SOURCE KEY SCORE): adds the min t-DCF.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Map scores to LLRs with a logistic regression fitted on the checkpoint's dev split "
+                   "before actDCF and Cllr.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
+              help="Score file format; auto: the official one of the store's dataset.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+def command(checkpoint, features, split, out_dir, asv_scores, calibrate, fmt, device):
+    """Write official-format scores (higher = bona fide), metrics.json (EER, minDCF, actDCF, Cllr,
+    per attack and codec condition; min t-DCF with --asv-scores) and a DET plot."""
+    try:
+        store = FeatureStore(features)
+        evaluate(checkpoint, store, split, out_dir, asv_scores=asv_scores, calibrate=calibrate, fmt=fmt,
+                 device=device, log=click.echo)
+    except ValueError as err:  # store, split, checkpoint/codec mismatch, score file errors
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {out_dir / 'metrics.json'}")

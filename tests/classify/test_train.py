@@ -1,0 +1,195 @@
+"""Training: it learns, it is reproducible, it resumes bit-exactly, it stops cleanly on NaN."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from classify import train as train_module
+from classify.checkpoint import CheckpointError, load_checkpoint
+from classify.config import TrainConfig, amp_dtype
+from classify.data import DataError
+from classify.store import FeatureStore
+from classify.train import DIVERGED, lr_at, train
+from tests.classify.storefixture import make_store, one_torch_thread, tiny_config  # noqa: F401
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> FeatureStore:
+    return FeatureStore(make_store(str(tmp_path_factory.mktemp("train") / "s.zarr"), n_per_split=24))
+
+
+def same_parameters(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_schedule_warms_up_linearly_then_decays_to_zero():
+    rates = [lr_at(step, 100, 10, 1.0) for step in range(100)]
+    assert rates[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert rates[10] == pytest.approx(1.0) and rates[55] == pytest.approx(0.5, abs=0.02)
+    assert all(b <= a for a, b in zip(rates[10:], rates[11:])) and rates[-1] < 1e-3
+    assert lr_at(0, 100, 0, 1.0) == 1.0
+
+
+def test_training_learns_and_writes_the_run_directory(store, tmp_path):
+    logged: list[str] = []
+    result = train(tiny_config(epochs=8, lr=3e-2), store, tmp_path, log=logged.append)
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history] == list(range(1, 9)) and result.epochs_run == 8
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.05
+    assert result.best_dev_eer < 0.3 and result.stopped == "completed"
+    assert result.best_dev_eer == min(row["dev_eer"] for row in history)
+    label = store.codec.weights_label
+    assert all(row["codec_weights"] == label and {"dev_min_dcf", "lr", "seconds"} <= row.keys() for row in history)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["codec_weights"] == label and config["config"]["epochs"] == 8
+    for name in ("best.pt", "last.pt", "training_curves.png", "level_weights.png"):
+        assert (tmp_path / name).is_file(), name
+    n = result.n_trainable
+    assert any(f"{n:,} trainable parameters = {100 * n / 14851810:.2f} % of the frozen codec" in m for m in logged)
+    assert any(label in m for m in logged)
+    # level weights: QAF-Static alpha [Q, D] of the best epoch, a softmax over levels
+    alpha = torch.tensor(result.level_weights)
+    assert alpha.shape == (8, 16) and torch.allclose(alpha.sum(0), torch.ones(16))
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == result.best_epoch
+
+
+def test_same_seed_gives_identical_parameters(store, tmp_path):
+    first = train(tiny_config(), store, tmp_path / "a", log=quiet)
+    second = train(tiny_config(), store, tmp_path / "b", log=quiet)
+    other = train(tiny_config(seed=1), store, tmp_path / "c", log=quiet)
+    a, b, c = (load_checkpoint(tmp_path / d / "last.pt")["model"] for d in "abc")
+    assert same_parameters(a, b) and first.best_dev_eer == second.best_dev_eer
+    assert not same_parameters(a, c) and other.epochs_run == 2
+
+
+def test_resume_after_a_kill_ends_as_an_uninterrupted_run(store, tmp_path, monkeypatch):
+    config = tiny_config(epochs=3, balance="sampler", pad="zero")
+    train(config, store, tmp_path / "whole", log=quiet)
+
+    original = train_module._Run.run_epoch
+
+    def killed_in_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, epoch)
+
+    monkeypatch.setattr(train_module._Run, "run_epoch", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, store, tmp_path / "killed", log=quiet)
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(train_module._Run, "run_epoch", original)
+    logged: list[str] = []
+    result = train(config, store, tmp_path / "killed", log=logged.append)
+    assert any("resuming" in m and "after epoch 1" in m for m in logged)
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert same_parameters(whole["model"], resumed["model"]) and result.epochs_run == 3
+    strip = [{k: v for k, v in row.items() if "seconds" not in k} for row in whole["history"]]
+    assert strip == [{k: v for k, v in row.items() if "seconds" not in k} for row in resumed["history"]]
+    lines = (tmp_path / "killed" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_finished_run_is_not_trained_again_and_can_be_extended(store, tmp_path):
+    train(tiny_config(epochs=1), store, tmp_path, log=quiet)
+    again = train(tiny_config(epochs=1), store, tmp_path, log=quiet)
+    assert again.epochs_run == 1 and again.stopped == "completed"
+    logged: list[str] = []
+    longer = train(tiny_config(epochs=2), store, tmp_path, log=logged.append)
+    assert longer.epochs_run == 2 and any("extending" in m for m in logged)
+
+
+def test_resume_with_other_settings_is_refused(store, tmp_path):
+    train(tiny_config(epochs=1), store, tmp_path, log=quiet)
+    with pytest.raises(CheckpointError, match=r"last\.pt holds a run with other settings \(lr: run 0\.01, now 0\.5\)"):
+        train(tiny_config(epochs=1, lr=0.5), store, tmp_path, log=quiet)
+    fresh = train(tiny_config(epochs=1, lr=0.5), store, tmp_path, log=quiet, resume=False)
+    assert fresh.epochs_run == 1
+
+
+def test_resume_on_a_store_of_another_codec_is_refused(store, tmp_path):
+    train(tiny_config(epochs=1), store, tmp_path / "run", log=quiet)
+    other = FeatureStore(make_store(str(tmp_path / "other.zarr"), n_per_split=8, weights_seed=3))
+    with pytest.raises(CheckpointError, match="another codec.*weights_sha256"):
+        train(tiny_config(epochs=2), other, tmp_path / "run", log=quiet)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(store, tmp_path, monkeypatch):
+    real = train_module.F.binary_cross_entropy_with_logits
+    calls = {"n": 0}
+
+    def nan_after_epoch_1(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 3 else loss  # 3 steps per epoch
+
+    monkeypatch.setattr(train_module.F, "binary_cross_entropy_with_logits", nan_after_epoch_1)
+    logged: list[str] = []
+    result = train(tiny_config(epochs=3), store, tmp_path, log=logged.append)
+    assert result.stopped == DIVERGED and result.epochs_run == 1
+    assert "loss became nan at epoch 2, step 4" in result.message and "last.pt (epoch 1)" in result.message
+    assert any(result.message in m for m in logged)
+    kept = load_checkpoint(tmp_path / "last.pt")
+    assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values())
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 1
+
+
+def test_huge_learning_rate_diverges_without_a_checkpoint(store, tmp_path):
+    result = train(tiny_config(epochs=1, lr=1e30), store, tmp_path, log=quiet)
+    assert result.stopped == DIVERGED and "no checkpoint was saved" in result.message
+    assert math.isnan(result.best_dev_eer) and not (tmp_path / "last.pt").exists()
+
+
+def test_one_class_dev_split_is_refused(tmp_path):
+    store = FeatureStore(make_store(str(tmp_path / "one.zarr"), n_per_split=6, spoof_only=("dev",)))
+    with pytest.raises(DataError, match=r"one\.zarr: split 'dev' has spoof utterances only"):
+        train(tiny_config(), store, tmp_path / "run", log=quiet)
+
+
+def test_latent_variant_reads_the_latent_in_ram_or_lazily_alike(store, tmp_path):
+    in_ram = train(tiny_config(epochs=1, variant="latent"), store, tmp_path / "ram", log=quiet)
+    lazy = train(tiny_config(epochs=1, variant="latent", latent_ram_mb=0.0), store, tmp_path / "lazy", log=quiet)
+    a, b = (load_checkpoint(tmp_path / d / "last.pt")["model"] for d in ("ram", "lazy"))
+    assert same_parameters(a, b) and in_ram.level_weights is None and lazy.best_dev_eer == in_ram.best_dev_eer
+    assert not (tmp_path / "ram" / "level_weights.png").exists()
+
+
+@pytest.mark.parametrize("variant,shape", [("scalar", (8,)), ("single:2", (8,)), ("first:3", (8,))])
+def test_level_variants_report_one_weight_per_level(store, tmp_path, variant, shape):
+    result = train(tiny_config(epochs=1, head="asp", head_kwargs={"proj_dim": 8, "attention_dim": 4, "hidden_dim": 8},
+                               variant=variant), store, tmp_path, log=quiet)
+    assert torch.tensor(result.level_weights).shape == shape and (tmp_path / "level_weights.png").is_file()
+
+
+def test_config_rejects_unknown_choices():
+    for field, value, choices in [("variant", "nope", "qaf-static"), ("head", "gru", "lstm, asp"),
+                                  ("pad", "reflect", "repeat, zero"), ("balance", "x", "weighted-loss")]:
+        with pytest.raises(ValueError, match=f"{value}.*valid choices: .*{choices}"):
+            TrainConfig(**{field: value})
+
+
+def test_early_stopping_and_extending_with_more_patience(store, tmp_path):
+    frozen = tiny_config(epochs=6, lr=1e-12, patience=2)  # the dev EER cannot improve after epoch 1
+    result = train(frozen, store, tmp_path, log=quiet)
+    assert result.stopped == "early stopping" and result.epochs_run == 3 and result.best_epoch == 1
+    logged: list[str] = []
+    more = train(dataclasses.replace(frozen, patience=3), store, tmp_path, log=logged.append)
+    assert any("extending the run (early stopping after epoch 3)" in m for m in logged)
+    assert more.stopped == "early stopping" and more.epochs_run == 4
+
+
+def test_mixed_precision_only_on_cuda():
+    assert amp_dtype(TrainConfig(), torch.device("cpu")) is None
+    assert amp_dtype(TrainConfig(), torch.device("cuda")) == torch.bfloat16
+    assert amp_dtype(TrainConfig(amp_dtype="fp16"), torch.device("cuda")) == torch.float16
+    assert amp_dtype(TrainConfig(amp=False), torch.device("cuda")) is None

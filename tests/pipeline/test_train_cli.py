@@ -1,0 +1,97 @@
+"""`pipeline train` and `pipeline evaluate` through click's test runner: runs and input errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from classify.config import TrainConfig
+from pipeline.commands.evaluate import command as evaluate_command
+from pipeline.commands.train import command as train_command
+from pipeline.config import load_config
+from tests.classify.storefixture import make_store, one_torch_thread  # noqa: F401 (autouse fixture)
+
+DEFAULT_TOML = Path(__file__).resolve().parents[2] / "configs" / "train" / "default.toml"
+TINY = ["--set", "crop_seconds=0.8", "--set", "batch_size=8", "--set", "warmup_steps=0",
+        "--set", "head_kwargs={proj_dim=16, hidden_dim=16}", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return make_store(str(tmp_path_factory.mktemp("cli") / "s.zarr"), n_per_split=12)
+
+
+def run(command, args: list[str]):
+    return CliRunner().invoke(command, [str(a) for a in args])
+
+
+def test_default_toml_equals_the_dataclass_defaults():
+    assert dataclasses.asdict(load_config(TrainConfig, DEFAULT_TOML)) == dataclasses.asdict(TrainConfig())
+
+
+def test_train_then_evaluate(store, tmp_path):
+    result = run(train_command, ["--features", store, "--out", tmp_path / "run", "--epochs", 2, "--seed", 3,
+                                 "--variant", "scalar", "--head", "lstm", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "trainable parameters" in result.output and "SYNTHETIC test codebooks" in result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert config["seed"] == 3 and config["variant"] == "scalar" and config["head_kwargs"] == {"proj_dim": 16, "hidden_dim": 16}
+    for name in ("best.pt", "last.pt", "history.jsonl", "training_curves.png", "level_weights.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+    result = run(evaluate_command, ["--model", tmp_path / "run" / "best.pt", "--features", store, "--split", "eval",
+                                    "--out", tmp_path / "eval", "--no-calibrate", "--format", "asvspoof5"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["scores_format"] == "asvspoof5" and metrics["n_scored"] == 12
+    assert (tmp_path / "eval" / "scores.tsv").is_file() and "EER" in result.output
+
+
+def test_config_file_and_set_override_it(store, tmp_path):
+    (tmp_path / "c.toml").write_text('variant = "mean"\nepochs = 1\nlr = 0.5\n')
+    result = run(train_command, ["--features", store, "--out", tmp_path / "run", "--config", tmp_path / "c.toml",
+                                 "--set", "lr=2e-3", *TINY])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert config["variant"] == "mean" and config["epochs"] == 1 and config["lr"] == 2e-3
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--variant", "qaf-dynamic"], "unknown weighting variant 'qaf-dynamic'; valid choices: mean, scalar, qaf-static"),
+    (["--variant", "single:9"], "k=9 is out of range"),
+    (["--head", "gru"], "unknown head 'gru'; valid choices: lstm, asp"),
+    (["--set", "pad=reflect"], "unknown pad 'reflect'; valid choices: repeat, zero"),
+    (["--set", "learning_rate=1"], "unknown key(s) learning_rate; valid keys:"),
+    (["--set", "lr=fast"], "lr: expected float"),
+    (["--train-split", "test"], "no split 'test'; the store has dev, eval, train"),
+])
+def test_bad_settings_fail_with_a_clear_message(store, tmp_path, args, message):
+    result = run(train_command, ["--features", store, "--out", tmp_path / "run", "--epochs", 1, *TINY, *args])
+    assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_malformed_set_is_a_usage_error(store, tmp_path):
+    result = run(train_command, ["--features", store, "--out", tmp_path / "run", "--set", "lr"])
+    assert result.exit_code == 2 and "expected key=value" in result.output
+
+
+def test_missing_store_is_named(tmp_path):
+    result = run(train_command, ["--features", tmp_path / "none.zarr", "--out", tmp_path / "run"])
+    assert result.exit_code == 1 and "none.zarr: no feature store here" in result.output
+
+
+def test_divergence_exits_with_status_1(store, tmp_path):
+    result = run(train_command, ["--features", store, "--out", tmp_path / "run", "--epochs", 1, "--set", "lr=1e30", *TINY])
+    assert result.exit_code == 1 and "training stopped" in result.output and "became nan" in result.output.lower()
+    assert "no checkpoint was saved" in result.output and result.output.count("training stopped") == 1
+
+
+def test_evaluate_refuses_a_store_of_another_codec(store, tmp_path):
+    assert run(train_command, ["--features", store, "--out", tmp_path / "run", "--epochs", 1, *TINY]).exit_code == 0
+    other = make_store(str(tmp_path / "o.zarr"), n_per_split=6, weights_seed=4)
+    result = run(evaluate_command, ["--model", tmp_path / "run", "--features", other, "--out", tmp_path / "eval"])
+    assert result.exit_code == 1 and "trained on features of another codec" in result.output
