@@ -48,9 +48,14 @@ class HierarchyWeighting(nn.Module):
     - `latent`: returns the given continuous latent [B, T, D] as float32; codes are ignored.
 
     The codebooks are a frozen buffer `table` [Q * K, D], except in `trainable-tables`.
+
+    ``level_norm``: standardise each level's codebook, C_q -> (C_q - mean_q) / rms_q (mean_q [D] the
+    mean codeword, rms_q one scalar), so that every level enters at the same scale and alpha
+    compares the levels' information rather than their norms (RVQ residual levels shrink by orders
+    of magnitude). The `latent` variant is standardised with level 1's statistics.
     """
 
-    def __init__(self, codebooks: Tensor, variant: str | VariantSpec, tau: float = 1.0) -> None:
+    def __init__(self, codebooks: Tensor, variant: str | VariantSpec, tau: float = 1.0, level_norm: bool = False) -> None:
         super().__init__()
         if codebooks.dim() != 3:
             raise ValueError(f"codebooks must be [Q, K, D], got shape {tuple(codebooks.shape)}")
@@ -61,7 +66,15 @@ class HierarchyWeighting(nn.Module):
         self.spec = parse_variant(name, n_q)
         self.n_q, self.n_codes, self.dim, self.tau = n_q, n_codes, dim, tau
 
-        table = codebooks.detach().to(torch.float32).reshape(n_q * n_codes, dim).clone()
+        books = codebooks.detach().to(torch.float32)
+        shift, scale = torch.zeros(n_q, 1, dim), torch.ones(n_q, 1, 1)
+        if level_norm:
+            shift = books.mean(dim=1, keepdim=True)
+            scale = (books - shift).pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)
+        self.level_norm = level_norm
+        self.register_buffer("latent_shift", shift[0, 0].clone())
+        self.register_buffer("latent_scale", scale[0, 0, 0].clone())
+        table = ((books - shift) / scale).reshape(n_q * n_codes, dim).clone()
         if self.spec.kind == "trainable-tables":
             self.table = nn.Parameter(table)
         else:
@@ -108,7 +121,7 @@ class HierarchyWeighting(nn.Module):
             if latent is None:
                 raise ValueError("variant 'latent' needs the continuous latent, but this store has "
                                  "no latent; re-extract with --latent")
-            return latent.to(torch.float32)
+            return (latent.to(torch.float32) - self.latent_shift) / self.latent_scale
         if codes.dim() != 3 or codes.shape[-1] != self.n_q:
             raise ValueError(f"codes must be [B, T, {self.n_q}], got shape {tuple(codes.shape)}")
         batch, frames, _ = codes.shape

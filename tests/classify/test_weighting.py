@@ -200,3 +200,24 @@ def test_qaf_static_never_materialises_levels_by_dims() -> None:
 
     largest, largest_saved = _memory_profile(naive_step)
     assert largest >= full and largest_saved >= full
+
+
+def test_level_norm_equals_naive_sum_over_standardised_codebooks():
+    torch.manual_seed(3)
+    books = torch.randn(4, 16, 6) * torch.tensor([1.0, 0.1, 0.01, 0.001])[:, None, None] + 0.5
+    codes = torch.randint(0, 16, (2, 5, 4))
+    module = HierarchyWeighting(books, "scalar", level_norm=True)
+    with torch.no_grad():
+        module.weights.copy_(torch.randn(4))
+    alpha = torch.softmax(module.weights.detach(), 0)
+    expected = torch.zeros(2, 5, 6)
+    for q in range(4):
+        centred = books[q] - books[q].mean(0)
+        normalised = centred / centred.pow(2).mean().sqrt()
+        assert abs(float(normalised.pow(2).mean()) - 1.0) < 1e-5
+        expected += alpha[q] * normalised[codes[..., q]]
+    assert torch.allclose(module(codes), expected, atol=1e-5)
+    latent = torch.randn(2, 5, 6)
+    lat = HierarchyWeighting(books, "latent", level_norm=True)(codes, latent)
+    level1 = books[0] - books[0].mean(0)
+    assert torch.allclose(lat, (latent - books[0].mean(0)) / level1.pow(2).mean().sqrt(), atol=1e-5)
