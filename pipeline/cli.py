@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.commands import extract, metrics, storetools
+from pipeline.commands import demo, evaluate, extract, metrics, storetools, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,5 +16,14 @@ def main() -> None:
     """
 
 
-for command in (extract.command, storetools.inspect_command, storetools.verify_command, storetools.export_command, metrics.command):
+for command in (
+    extract.command,
+    storetools.inspect_command,
+    storetools.verify_command,
+    storetools.export_command,
+    train.command,
+    evaluate.command,
+    metrics.command,
+    demo.command,
+):
     main.add_command(command)
