@@ -8,6 +8,8 @@ encoder state, data), e.g. ``"EnCodec 24 kHz, UNTRAINED k-means encoder"``.
 
 from __future__ import annotations
 
+import textwrap
+
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +29,8 @@ _DPI = 120
 
 def _titled(fig: Figure, title: str, note: str) -> None:
     """Put ``title`` and, when given, ``note`` (smaller, on its own line) on top of ``fig``."""
-    fig.suptitle(f"{title}\n{note}" if note else title, fontsize=10)
+    width = int(fig.get_figwidth() * 12)  # characters that fit at this font size
+    fig.suptitle(f"{title}\n" + "\n".join(textwrap.wrap(note, width)) if note else title, fontsize=10)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -63,7 +66,7 @@ def plot_det(
     """
     if not curves:
         raise ValueError("plot_det needs at least one curve")
-    fig = Figure(figsize=(6, 6))
+    fig = Figure(figsize=(6, 6), layout="constrained")
     ax = fig.subplots()
     for name, (bona, spoof) in curves.items():
         frr, far, _ = compute_det_curve(bona, spoof)
@@ -108,7 +111,7 @@ def plot_level_weights(
         raise ValueError(f"weights must be a non-empty [n_q] or [n_q, D] array, got shape {w.shape}")
     levels = np.arange(1, w.shape[0] + 1)
     if w.ndim == 1:
-        fig = Figure(figsize=(max(4.0, 0.6 * levels.size + 2), 4))
+        fig = Figure(figsize=(max(4.0, 0.6 * levels.size + 2), 4), layout="constrained")
         ax = fig.subplots()
         ax.bar(levels, w, color="tab:blue")
         if abs(w.sum() - 1.0) < 1e-6:  # normalised weights: show the uniform ("mean") reference
@@ -118,7 +121,7 @@ def plot_level_weights(
         ax.set_xlabel("quantizer level")
         ax.set_ylabel("weight")
     else:
-        fig = Figure(figsize=(8, max(3.0, 0.35 * levels.size + 1.5)))
+        fig = Figure(figsize=(8, max(3.0, 0.35 * levels.size + 1.5)), layout="constrained")
         ax = fig.subplots()
         image = ax.imshow(w, aspect="auto", interpolation="nearest", cmap="viridis")
         ax.set_yticks(np.arange(levels.size), [str(level) for level in levels])
@@ -164,7 +167,7 @@ def plot_training_curves(
     eer_keys = [key for key in keys if "eer" in key.lower()]
     if not loss_keys and not eer_keys:
         raise ValueError("history has no loss or EER entries to plot")
-    fig = Figure(figsize=(10, 4))
+    fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, eer_ax = fig.subplots(1, 2)
     for key in loss_keys:
         loss_ax.plot(*_series(history, key), marker=".", label=key)
