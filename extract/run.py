@@ -67,6 +67,7 @@ class ExtractConfig:
     download: bool = True
 
     def __post_init__(self):
+        n_quantizers(self.bandwidth)  # raises WeightsError naming the valid bandwidths
         if self.kmeans_frames < CODEBOOK_SIZE:
             raise ValueError(f"kmeans_frames must be at least the codebook size ({CODEBOOK_SIZE}); got {self.kmeans_frames}")
         if self.batch_seconds < 0:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import click
 from tqdm import tqdm
 
-from extract.codec import BANDWIDTHS, WeightsError
+from extract.codec import WeightsError
 from extract.datasets import DATASETS, DatasetError
 from extract.run import ExtractConfig, extract
 from extract.store import StoreError
@@ -89,7 +89,7 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
 @click.option("--root", required=True, help="Dataset root (for manifest: the CSV/Parquet file).")
 @click.option("--out", required=True, help="Feature store to create or resume (path or fsspec URL).")
 @click.option("--split", "split", default=None, help="Comma-separated splits (default: every split).")
-@click.option("--bandwidth", type=click.Choice([str(b) for b in BANDWIDTHS]), default=None, help="kbps: 1.5/3/6/12/24 = 2/4/8/16/32 quantizers (default 6.0).")
+@click.option("--bandwidth", type=float, default=None, help="kbps: 1.5/3/6/12/24 = 2/4/8/16/32 quantizers (default 6).")
 @click.option("--weights", default=None, help="pretrained | untrained | FILE (a state dict). Default pretrained.")
 @click.option("--latent/--no-latent", default=None, help="Also store the continuous encoder output (default on).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
@@ -115,13 +115,13 @@ def command(dataset, root, out, split, bandwidth, weights, latent, device, worke
             root=root,
             out=out,
             splits=_splits(split),
-            bandwidth=float(bandwidth) if bandwidth else None,
+            bandwidth=bandwidth,
             weights=weights,
             latent=latent,
             device=device,
             batch_seconds=batch_seconds,
             seed=seed,
         )
-    except ConfigError as err:
+    except (ConfigError, WeightsError) as err:
         raise click.ClickException(str(err)) from None
     sys.exit(run_extraction(config, workers, scheduler))

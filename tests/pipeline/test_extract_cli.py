@@ -64,11 +64,12 @@ def messy_manifest(tmp_path_factory) -> Path:
 def test_bad_input_is_recorded_and_everything_else_extracted(messy_manifest, tmp_path):
     out = tmp_path / "messy.zarr"
     args = ["extract", "--dataset", "manifest", "--root", str(messy_manifest / "manifest.csv"), "--out", str(out), "--workers", "0",
-            *SMALL, "--set", "window_seconds=1.0", "--set", "max_seconds=5.0", "--set", "unit_size=3"]
+            *SMALL, "--set", "window_seconds=1.0", "--set", "max_seconds=5.0", "--set", "unit_size=3", "--bandwidth", "3"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
     assert "UNTRAINED" in result.output
     store = FeatureStore(str(out))
+    assert store.codec.n_q == 4 and store.codebooks.shape == (4, 1024, 128) and store.codes.shape[1] == 4
     table = store.utterances.set_index("utt_id")
     ok = set(table.index[table["status"] == "ok"])
     assert ok == {f"u{i:02d}" for i in range(7)}
@@ -87,6 +88,12 @@ def test_bad_input_is_recorded_and_everything_else_extracted(messy_manifest, tmp
     assert CliRunner().invoke(main, ["verify", str(out)]).exit_code == 0
     info = json.loads(CliRunner().invoke(main, ["inspect", str(out), "--json"]).output)
     assert info["weights"]["source"] == "untrained" and info["audio_seconds"] == pytest.approx(table.loc[list(ok), "duration"].sum())
+
+
+def test_unknown_bandwidth_is_refused_with_the_choices(tmp_path):
+    result = CliRunner().invoke(main, ["extract", "--dataset", "demo", "--root", str(tmp_path / "c"), "--out", str(tmp_path / "s.zarr"), "--bandwidth", "5"])
+    assert result.exit_code == 1 and "1.5, 3.0, 6.0, 12.0, 24.0" in result.output
+    assert not (tmp_path / "s.zarr").exists()
 
 
 @pytest.fixture(scope="module")
