@@ -276,13 +276,16 @@ def validate_table(table: pd.DataFrame) -> None:
 
 
 def iter_protocol(
-    protocol: Path, builder: TableBuilder, hint: str = ""
+    protocol: Path, builder: TableBuilder, line_format: str, hint: str = ""
 ) -> Iterator[tuple[str, list[str]]]:
-    """Yield ``(FILE:LINE, fields)`` for each non-blank line of a whitespace-separated protocol.
+    """Yield ``(FILE:LINE, fields)`` for each non-blank line of a whitespace-separated protocol
+    whose columns are ``line_format`` (e.g. ``"SPEAKER UTT - SYSTEM KEY"``).
 
-    Spaces and tabs both separate fields. Lines that are not UTF-8 become problems in ``builder``.
-    A missing protocol file raises :class:`DatasetError` naming it (``hint`` is appended).
+    Spaces and tabs both separate fields. Lines that are not UTF-8 or have another number of
+    columns become problems in ``builder``. A missing protocol file raises :class:`DatasetError`
+    naming it (``hint`` is appended).
     """
+    n_fields = len(line_format.split())
     try:
         data = protocol.read_bytes()
     except OSError as err:
@@ -298,5 +301,9 @@ def iter_protocol(
             builder.reject(where, "line is not valid UTF-8", path=str(protocol))
             continue
         fields = line.lstrip("\ufeff").split()
-        if fields:
-            yield where, fields
+        if not fields:
+            continue
+        if len(fields) != n_fields:
+            builder.reject(where, f"expected {n_fields} columns ({line_format}), found {len(fields)}", path=str(protocol))
+            continue
+        yield where, fields
