@@ -17,7 +17,8 @@ def threads_per_worker(workers: int) -> int:
 
 @contextmanager
 def dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
-    """A client to ``scheduler`` if given, else to a new LocalCluster of ``workers`` processes."""
+    """A client to ``scheduler`` if given, else to a new LocalCluster of ``workers`` processes, each
+    allowed :func:`threads_per_worker` OpenMP/MKL threads (dask's default for worker processes is 1)."""
     if scheduler:
         with Client(scheduler) as client:
             yield client
@@ -26,7 +27,8 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=logging.ERROR,
+        env={name: str(threads_per_worker(workers)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
     ) as cluster, Client(cluster) as client:
         yield client
