@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 def frame_mask(lengths: Tensor, frames: int) -> Tensor:
@@ -21,8 +20,13 @@ def frame_mask(lengths: Tensor, frames: int) -> Tensor:
 
 
 class LSTMHead(nn.Module):
-    """The paper's head: linear D -> P, 1-layer LSTM P -> H over the valid frames only (packed),
-    mean of the LSTM outputs over the valid frames, linear H -> 1."""
+    """The paper's head: linear D -> P, 1-layer LSTM P -> H, mean of the LSTM outputs over the
+    valid frames, linear H -> 1.
+
+    The LSTM runs forward in time over the padded batch: padding follows each row's valid frames,
+    so it never reaches their outputs, and the mean masks it out. (Packing the sequences gives the
+    same logits, but its backward pass on CPUs grows with the square of the crop length: 17x slower
+    at 4 s crops, bench/RESULTS_train.md.)"""
 
     def __init__(self, in_dim: int, proj_dim: int = 256, hidden_dim: int = 288) -> None:
         super().__init__()
@@ -32,10 +36,9 @@ class LSTMHead(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """x [B, T, D], lengths [B] (each >= 1) -> logits [B]."""
-        packed = pack_padded_sequence(self.proj(x), lengths.cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        hidden, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)  # zero-padded
-        pooled = hidden.sum(dim=1) / lengths.to(hidden.device, hidden.dtype).unsqueeze(1)
+        hidden, _ = self.lstm(self.proj(x))  # [B, T, H]
+        valid = frame_mask(lengths.to(x.device), x.shape[1]).unsqueeze(2).to(hidden.dtype)
+        pooled = (hidden * valid).sum(dim=1) / lengths.to(hidden.device, hidden.dtype).unsqueeze(1)
         return self.out(pooled).squeeze(1)
 
 
