@@ -55,7 +55,7 @@ class ExtractConfig:
     weights: str = "pretrained"  # "pretrained" | "untrained" | path of a state dict
     latent: bool = True
     device: str = "auto"
-    batch_seconds: float = 64.0
+    batch_seconds: float | None = None  # None: 8 on CPUs, 120 on CUDA (see BATCH_SECONDS)
     unit_size: int = 32
     window_seconds: float = 60.0
     min_batch_seconds: float = 0.5
@@ -70,13 +70,18 @@ class ExtractConfig:
         n_quantizers(self.bandwidth)  # raises WeightsError naming the valid bandwidths
         if self.kmeans_frames < CODEBOOK_SIZE:
             raise ValueError(f"kmeans_frames must be at least the codebook size ({CODEBOOK_SIZE}); got {self.kmeans_frames}")
-        if self.batch_seconds < 0:
+        if self.batch_seconds is not None and self.batch_seconds < 0:
             raise ValueError(f"batch_seconds must be 0 (one utterance at a time) or more; got {self.batch_seconds}")
         for name in ("window_seconds", "max_seconds", "unit_size", "kmeans_iters"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
 
     FINGERPRINT = ("dataset", "root", "splits", "bandwidth", "latent", "unit_size", "batch_seconds", "window_seconds", "min_batch_seconds", "max_seconds")
+
+
+BATCH_SECONDS = {"cpu": 8.0, "cuda": 120.0}
+"""Default padded audio seconds per encoder batch. On CPUs large batches do not pay: tensors of
+hundreds of MB are mmap-ed and page-faulted afresh each time (bench/RESULTS_extract.md)."""
 
 
 @dataclass
@@ -184,6 +189,8 @@ def extract(
     started = time.perf_counter()
     n_q = n_quantizers(config.bandwidth)
     device = resolve_device(config.device)
+    if config.batch_seconds is None:  # resolved before the resume check, which compares it
+        config.batch_seconds = BATCH_SECONDS["cuda" if device.startswith("cuda") else "cpu"]
     config.root = str(Path(config.root).resolve()) if "://" not in config.root else config.root
     files = StoreFiles(config.out)
 

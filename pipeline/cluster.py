@@ -18,7 +18,8 @@ def threads_per_worker(workers: int) -> int:
 @contextmanager
 def dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
     """A client to ``scheduler`` if given, else to a new LocalCluster of ``workers`` processes, each
-    allowed :func:`threads_per_worker` OpenMP/MKL threads (dask's default for worker processes is 1)."""
+    allowed :func:`threads_per_worker` OpenMP/MKL threads (dask's default for worker processes is 1)
+    and glibc's default memory trimming."""
     if scheduler:
         with Client(scheduler) as client:
             yield client
@@ -29,6 +30,11 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
         processes=True,
         dashboard_address=":0",
         silence_logs=logging.ERROR,
-        env={name: str(threads_per_worker(workers)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+        env={
+            **{name: str(threads_per_worker(workers)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+            # dask's nanny sets 65536, which makes glibc return every large tensor to the OS and
+            # page-fault it back: 2x slower encoding (bench/RESULTS_extract.md)
+            "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+        },
     ) as cluster, Client(cluster) as client:
         yield client
