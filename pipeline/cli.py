@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.commands import demo, evaluate, extract, metrics, storetools, train
+from pipeline.commands import demo, evaluate, extract, metrics, storetools, sweep, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +23,7 @@ for command in (
     storetools.export_command,
     train.command,
     evaluate.command,
+    sweep.command,
     metrics.command,
     demo.command,
 ):

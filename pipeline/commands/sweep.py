@@ -1,0 +1,170 @@
+"""`pipeline sweep`: every combination of a sweep file's grid, trained and scored in parallel on dask."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import click
+from tqdm import tqdm
+
+from classify.report import ReportContext, format_ranking, ranking, split_summaries, write_report
+from classify.store import StoreReadError
+from classify.sweep import (
+    FAILED,
+    OK,
+    SweepSpec,
+    Trial,
+    TrialTask,
+    base_config,
+    config_diff,
+    expand,
+    finished_ids,
+    load_sweep,
+    open_store,
+    result_row,
+    run_sweep,
+    run_trial,
+    store_identity,
+)
+from pipeline.cluster import dask_client, threads_per_worker
+from pipeline.config import ConfigError, parse_overrides
+
+
+def _log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def _cluster_threads(client) -> int:
+    """torch threads per trial on a running cluster: each host's cores shared by its worker threads
+    (the smallest share over hosts)."""
+    cores = client.run(os.cpu_count)
+    slots_of = client.nthreads()
+    per_host = Counter()
+    for address, slots in slots_of.items():
+        per_host[urlparse(address).hostname] += slots
+    return min(max(1, (cores[a] or 1) // per_host[urlparse(a).hostname]) for a in slots_of)
+
+
+def _execute_local(tasks: list[TrialTask]) -> Iterator[dict]:
+    return map(run_trial, tasks)
+
+
+def _execute_dask(client):
+    """An executor that submits every task at once and yields rows as trials finish; a trial
+    whose worker died (or whose future failed) becomes a failed row."""
+    from distributed import as_completed
+
+    def execute(tasks: list[TrialTask]) -> Iterator[dict]:
+        futures = {client.submit(run_trial, task, key=f"trial-{task.trial_id}-{secrets.token_hex(4)}", pure=False): task for task in tasks}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                yield future.result()
+            except Exception as err:  # noqa: BLE001 - a lost worker fails its trial, not the sweep
+                yield result_row(task, FAILED, f"{type(err).__name__}: {err}", host="", pid=0, torch_threads=0)
+
+    return execute
+
+
+def _dry_run(spec: SweepSpec, trials: list[Trial], out_dir: Path) -> None:
+    base = base_config(spec)
+    done = finished_ids(out_dir)
+    click.echo(f"{len(trials)} trial(s) ({spec.shape()}), {sum(t.trial_id in done for t in trials)} already done in "
+               f"{out_dir}")
+    click.echo("base: " + (", ".join(f"{k}={v!r}" for k, v in spec.base.items()) or "TrainConfig defaults"))
+    width = max(len(t.trial_id) for t in trials)
+    for trial in trials:
+        diff = config_diff(trial.config, base)
+        text = ", ".join(f"{k}={v!r}" for k, v in diff.items()) or "(same as base)"
+        click.echo(f"  {trial.trial_id:<{width}}  {'done' if trial.trial_id in done else 'to run':<6}  {text}")
+
+
+def _on_row(bar: tqdm):
+    def on_row(row: dict) -> None:
+        bar.update()
+        if row["status"] == OK:
+            _log(f"{row['trial_id']}: eval EER {100 * row['eval_eer']:.2f} %, dev EER {100 * row['dev_eer']:.2f} %, "
+                 f"{row['epochs_run']} epochs, {row['wall_seconds']:.0f} s")
+        else:
+            _log(f"{row['trial_id']}: FAILED: {row['error']}")
+    return on_row
+
+
+@click.command("sweep")
+@click.option("--features", required=True, help="Feature store made by `pipeline extract` (path or fsspec URL).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Sweep file: [base] settings and [grid] lists (see configs/sweeps/).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Sweep directory: trials/, results.parquet, report.md. Re-running resumes it.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="LocalCluster worker processes, one trial each at a time (0: run in this process).")
+@click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
+@click.option("--eval-split", default="eval", show_default=True, help="Split every trial is scored on.")
+@click.option("--dry-run", is_flag=True, help="List the trials (id, status, config diff from [base]) and exit.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a [base] setting, or replace a [grid] axis: seed=0 pins it, "
+                   "seed=[0,1] is the new list (repeatable).")
+def command(features, config_file, out_dir, workers, scheduler, eval_split, dry_run, overrides):
+    """Train every combination of a sweep file's [grid] (each with the [base] settings), score each
+    trial's best checkpoint on the dev and eval splits, and write results.parquet and report.md.
+
+    Trials run in parallel on dask workers; each worker reads the store once. With --scheduler,
+    the store and --out must be reachable under the same paths from every worker. Finished trials
+    are skipped on a re-run and a killed trial resumes from its last.pt. Exit status 1 when any
+    trial failed.
+    """
+    if workers < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--workers")
+    try:
+        values = parse_overrides(overrides)
+    except ConfigError as err:
+        raise click.BadParameter(str(err), param_hint="--set") from None
+    try:
+        spec = load_sweep(config_file, values)
+        store = open_store(features)
+        trials = expand(spec, store_identity(store))
+    except (ConfigError, StoreReadError) as err:
+        raise click.ClickException(str(err)) from None
+    if dry_run:
+        _dry_run(spec, trials, out_dir)
+        return
+    splits = sorted(store.utterances["split"].unique())
+    if eval_split not in splits:
+        raise click.ClickException(f"{store.url}: no split {eval_split!r} to score (--eval-split); the store has "
+                                   f"{', '.join(splits)}")
+
+    click.echo(f"sweep {config_file}: {len(trials)} trial(s) ({spec.shape()}) on {store.url}", err=True)
+    click.echo(f"codec weights: {store.codec.weights_label}", err=True)
+    bar = tqdm(total=len(trials), unit="trial", desc="sweep", dynamic_ncols=True, file=sys.stderr)
+    try:
+        if workers == 0 and not scheduler:
+            outcome = run_sweep(trials, store.url, out_dir, eval_split, _execute_local, on_row=_on_row(bar))
+        else:
+            with dask_client(workers, scheduler) as client:
+                threads = _cluster_threads(client) if scheduler else threads_per_worker(workers)
+                outcome = run_sweep(trials, store.url, out_dir, eval_split, _execute_dask(client), threads=threads,
+                                    on_row=_on_row(bar))
+    finally:
+        bar.close()
+
+    base = base_config(spec)
+    context = ReportContext(
+        sweep_file=str(config_file), store_url=store.url,
+        dataset=str(store.attrs.get("dataset", {}).get("name")), dataset_root=str(store.attrs.get("dataset", {}).get("root", "")),
+        eval_split=eval_split, base=spec.base, grid=spec.grid,
+        splits=split_summaries(store, [base.train_split, base.dev_split, eval_split]))
+    report = write_report(outcome.results, out_dir, context)
+    click.echo(f"{outcome.ran} trial(s) run, {outcome.skipped} already done, {len(outcome.failed)} failed; "
+               f"codec weights: {store.codec.weights_label}")
+    click.echo(format_ranking(ranking(outcome.results)))
+    click.echo(f"report: {report}")
+    if outcome.failed:
+        click.echo(f"failed trial(s): {', '.join(outcome.failed)} (errors in {out_dir / 'results.parquet'} and "
+                   "each trial's trial.log)", err=True)
+        sys.exit(1)

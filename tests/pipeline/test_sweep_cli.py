@@ -1,0 +1,128 @@
+"""`pipeline sweep` through click's test runner: dry run, in-process and LocalCluster runs,
+re-runs, failing trials and input errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from classify.store import FeatureStore
+from classify.sweep import expand, load_sweep, store_identity
+from pipeline.cluster import threads_per_worker
+from pipeline.commands.sweep import command
+from tests.classify.storefixture import make_store, one_torch_thread  # noqa: F401 (autouse fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP = """[base]
+epochs = 1
+batch_size = 8
+lr = 1e-2
+warmup_steps = 0
+crop_seconds = 0.4
+device = "cpu"
+head_kwargs = {proj_dim = 8, hidden_dim = 8}
+
+[grid]
+variant = ["mean", "scalar"]
+seed = [0, 1]
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return make_store(str(tmp_path_factory.mktemp("cli") / "s.zarr"), n_per_split=12, frames=(30, 60), latent=False)
+
+
+@pytest.fixture
+def sweep_toml(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(SWEEP)
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(command, [str(a) for a in args])
+
+
+def test_dry_run_lists_trials_with_their_diff_and_runs_nothing(store, sweep_toml, tmp_path):
+    result = run("--features", store, "--config", sweep_toml, "--out", tmp_path / "out", "--dry-run")
+    assert result.exit_code == 0, result.output
+    ids = [t.trial_id for t in expand(load_sweep(sweep_toml), store_identity(FeatureStore(store)))]
+    lines = [line.split() for line in result.output.splitlines() if line.startswith("  ")]
+    assert [line[0] for line in lines] == ids
+    assert "4 trial(s) (2 variant x 2 seed), 0 already done" in result.output
+    assert "variant='mean'" in result.output and "variant='scalar', seed=1" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_in_process_run_then_rerun_skips_everything(store, sweep_toml, tmp_path):
+    args = ["--features", store, "--config", sweep_toml, "--out", tmp_path / "out", "--workers", 0, "--set", "seed=1"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "2 trial(s) run, 0 already done, 0 failed" in result.output
+    assert re.search(r"\| 1 \| `(mean|scalar)` \| 1 \|", result.output)
+    assert f"report: {tmp_path / 'out' / 'report.md'}" in result.output
+    assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == 2
+    assert (tmp_path / "out" / "report.md").read_text().count("**Codec weights: SYNTHETIC test codebooks") == 1
+
+    result = run(*args)
+    assert result.exit_code == 0 and "0 trial(s) run, 2 already done, 0 failed" in result.output
+    dry = run(*args[:-2], "--dry-run")
+    assert "4 trial(s) (2 variant x 2 seed), 2 already done" in dry.output
+    assert sum("  done  " in line for line in dry.output.splitlines()) == 2
+
+
+def test_failing_trials_give_exit_status_1_and_a_report(store, sweep_toml, tmp_path):
+    result = run("--features", store, "--config", sweep_toml, "--out", tmp_path / "out", "--workers", 0,
+                 "--set", "variant=latent")  # the store has no latent
+    assert result.exit_code == 1
+    assert "2 trial(s) run, 0 already done, 2 failed" in result.output
+    assert "failed trial(s): latent-s0-" in result.output and "re-extract with --latent" in result.output
+    table = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    assert list(table["status"]) == ["failed", "failed"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Failed trials" in report and "No trial finished" in report
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "learning_rate=1"], "--set: unknown key(s) learning_rate; valid keys: amp, amp_dtype"),
+    (["--set", "variant=qaf-dynamic"], "tiny.toml: trial variant='qaf-dynamic', seed=0: unknown weighting variant 'qaf-dynamic'"),
+    (["--eval-split", "test"], "no split 'test' to score (--eval-split); the store has dev, eval, train"),
+])
+def test_bad_input_fails_with_a_clear_message(store, sweep_toml, tmp_path, args, message):
+    result = run("--features", store, "--config", sweep_toml, "--out", tmp_path / "out", "--workers", 0, *args)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "out" / "results.parquet").exists()
+
+
+def test_bad_files_are_named(store, sweep_toml, tmp_path):
+    (tmp_path / "bad.toml").write_text("[grid]\nvariant = 'mean'\n")
+    result = run("--features", store, "--config", tmp_path / "bad.toml", "--out", tmp_path / "o", "--dry-run")
+    assert result.exit_code == 1 and "bad.toml [grid]: variant must be a non-empty list" in result.output
+    result = run("--features", tmp_path / "none.zarr", "--config", sweep_toml, "--out", tmp_path / "o", "--dry-run")
+    assert result.exit_code == 1 and "none.zarr: no feature store here" in result.output
+    result = run("--features", store, "--config", sweep_toml, "--out", tmp_path / "o", "--set", "lr")
+    assert result.exit_code == 2 and "expected key=value" in result.output
+
+
+def test_shipped_sweeps_expand(store):
+    identity = store_identity(FeatureStore(store))
+    trials = expand(load_sweep(ROOT / "configs" / "sweeps" / "variants.toml"), identity)
+    variants = ["mean", "scalar", "qaf-static", "single:1", "single:8", "first:4", "cumulative", "latent",
+                "trainable-tables"]
+    assert sorted({t.config.variant for t in trials}) == sorted(variants) and len(trials) == 3 * len(variants)
+    assert {t.config.seed for t in trials} == {0, 1, 2}
+    assert len(expand(load_sweep(ROOT / "configs" / "sweeps" / "tiny.toml"), identity)) == 4
+
+
+@pytest.mark.slow
+def test_local_cluster_of_two_workers(store, sweep_toml, tmp_path):
+    result = run("--features", store, "--config", sweep_toml, "--out", tmp_path / "out", "--workers", 2)
+    assert result.exit_code == 0, result.output
+    table = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    assert list(table["status"]) == ["ok"] * 4 and table["pid"].nunique() == 2
+    assert (table["torch_threads"] == threads_per_worker(2)).all()
