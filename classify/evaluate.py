@@ -38,6 +38,7 @@ from classify.model import SpoofDetector
 from classify.plots import plot_det
 from classify.scorefiles import read_asv_scores, write_scores
 from classify.store import FeatureStore
+from store.provenance import device_label, provenance
 
 #: Official score format of each dataset name in the store's attributes.
 DATASET_FORMATS = {"asv19": "asvspoof2019", "demo": "asvspoof2019", "asv5": "asvspoof5", "manifest": "asvspoof5"}
@@ -142,10 +143,11 @@ def _with_calibrated_costs(raw: dict[str, Any], calibrated: dict[str, Any]) -> d
 
 def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: str | Path,
              asv_scores: str | Path | None = None, calibrate: bool = True, fmt: str = "auto",
-             device: str = "auto", log: Callable[[str], None] = print) -> dict[str, Any]:
+             device: str = "auto", log: Callable[[str], None] = print,
+             origin: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score ``split`` of ``store`` with ``checkpoint`` (a file, or a run directory meaning its
     best.pt), write the outputs listed in the module docstring to ``out_dir``, return metrics.json's
-    content. Raises CheckpointError (other codec), DataError (split), ValueError (inputs)."""
+    content (``origin``: provenance of what asked, as in `classify.train.train`). Raises CheckpointError (other codec), DataError (split), ValueError (inputs)."""
     ckpt_path = checkpoint_path(checkpoint)
     state = load_checkpoint(ckpt_path)
     check_compatible(state, store, ckpt_path)
@@ -179,6 +181,8 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
         "scores_format": score_format,
         "n_scored": len(data),
         "n_failed": data.n_failed,
+        "provenance": {**(origin or provenance()), "device": device_label(str(torch_device))},
+        "model_provenance": state.get("provenance", {}),
     }
     if calibrate:
         try:

@@ -49,11 +49,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from classify.config import TrainConfig
+from classify.config import TrainConfig, resolve_device
 from classify.evaluate import DATASET_FORMATS, evaluate
 from classify.store import FeatureStore
 from classify.train import DIVERGED, train
 from pipeline.config import ConfigError, build, load_toml
+from store.provenance import device_label, provenance
 
 SWEEP_TABLES = ("base", "grid")
 RESULTS = "results.parquet"
@@ -97,7 +98,8 @@ class Trial:
 class TrialTask:
     """What a worker needs to run one trial (plain data, cheap to pickle).
 
-    ``threads``: torch intra-op threads to use in the worker (None: leave torch's setting)."""
+    ``threads``: torch intra-op threads to use in the worker (None: leave torch's setting);
+    ``origin``: the sweep command's provenance record (`store.provenance`)."""
 
     trial_id: str
     config: dict[str, Any]
@@ -106,6 +108,7 @@ class TrialTask:
     trial_dir: str
     eval_split: str
     threads: int | None = None
+    origin: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,8 @@ def result_row(task: TrialTask, status: str, error: str = "", **values: Any) -> 
     ``codec_weights_label``, ``codec_weights_sha256``, ``codec_bandwidth``, ``codec_n_q``,
     ``codec_trained``; ``level_weights`` (alpha of the best model as JSON, [Q] or [Q][D]; empty for
     `latent`); ``eval_per_attack_eer`` (JSON); ``eval_split``, ``store``, ``trial_dir``;
-    ``host``, ``pid`` and ``torch_threads`` of the process that ran it; ``finished_at`` (UTC ISO
-    time). ``values`` fill the columns known at the time."""
+    ``device``, ``host``, ``pid`` and ``torch_threads`` of the process that ran it; ``finished_at`` (UTC ISO
+    time); what made it (see :func:`provenance_columns`). ``values`` fill the columns known at the time."""
     row: dict[str, Any] = {"trial_id": task.trial_id, "status": status, "error": error}
     row.update(_config_columns(task.config))
     row["config_json"] = _canonical(task.config)
@@ -269,11 +272,21 @@ def result_row(task: TrialTask, status: str, error: str = "", **values: Any) -> 
                wall_seconds=math.nan, train_seconds=math.nan, codec_weights_label="", codec_weights_sha256="",
                codec_bandwidth=math.nan, codec_n_q=0, codec_trained=False, level_weights="",
                eval_per_attack_eer="", eval_split=task.eval_split, store=task.store_url,
-               trial_dir=task.trial_dir, host=socket.gethostname(), pid=os.getpid(),
+               trial_dir=task.trial_dir, device="", host=socket.gethostname(), pid=os.getpid(),
                torch_threads=torch.get_num_threads(),
                finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    row.update(provenance_columns(task.origin or provenance()))
     row.update(values)
     return row
+
+
+def provenance_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """``project_version``, ``git_commit``, ``git_dirty``, ``lock_sha256``, ``command`` and
+    ``provenance_json`` (the whole record) of a `store.provenance` record."""
+    git, lock = record.get("git") or {}, record.get("lock") or {}
+    return {"project_version": record.get("version") or "", "git_commit": git.get("commit", ""),
+            "git_dirty": git.get("dirty"), "lock_sha256": lock.get("sha256", ""),
+            "command": record.get("command", ""), "provenance_json": _canonical(record)}
 
 
 def _trial_logger(path: Path) -> Callable[[str], None]:
@@ -306,7 +319,8 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
         values.update(codec_weights_label=info.weights_label, codec_weights_sha256=info.weights_sha256,
                       codec_bandwidth=info.bandwidth, codec_n_q=info.n_q, codec_trained=info.trained)
         config = TrainConfig(**task.config)
-        result = train(config, store, out, log=log, resume=True)
+        values["device"] = device_label(str(resolve_device(config.device)))
+        result = train(config, store, out, log=log, resume=True, origin=task.origin)
         values.update(best_dev_eer=result.best_dev_eer, best_epoch=result.best_epoch,
                       epochs_run=result.epochs_run, stopped=result.stopped, n_trainable=result.n_trainable,
                       train_seconds=result.seconds,
@@ -315,7 +329,8 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
             raise RuntimeError(result.message)
         fmt = _score_format(store)
         for role, split in (("dev", config.dev_split), ("eval", task.eval_split)):
-            metrics = evaluate(out, store, split, out / role, fmt=fmt, device=config.device, log=log)
+            metrics = evaluate(out, store, split, out / role, fmt=fmt, device=config.device, log=log,
+                               origin=task.origin)
             values.update({f"{role}_{m}": metrics[m] for m in METRICS})
             if role == "eval":
                 values["eval_per_attack_eer"] = _canonical(
@@ -352,7 +367,8 @@ Executor = Callable[[list[TrialTask]], Iterator[dict[str, Any]]]
 
 
 def run_sweep(trials: list[Trial], store_url: str, out_dir: str | Path, eval_split: str, execute: Executor,
-              threads: int | None = None, on_row: Callable[[dict[str, Any]], None] | None = None) -> SweepOutcome:
+              threads: int | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
+              origin: dict[str, Any] | None = None) -> SweepOutcome:
     """Run the trials not yet finished in ``out_dir`` through ``execute`` (which yields one row per
     task, in any order), rewriting ``results.parquet`` after each; call ``on_row`` with each row.
 
@@ -362,7 +378,7 @@ def run_sweep(trials: list[Trial], store_url: str, out_dir: str | Path, eval_spl
     rows = {row["trial_id"]: row for row in read_results(out_dir).to_dict("records")}
     done = {tid for tid, row in rows.items() if row["status"] == OK}
     tasks = [TrialTask(t.trial_id, dataclasses.asdict(t.config), t.params, store_url,
-                       str(out_dir / TRIALS / t.trial_id), eval_split, threads)
+                       str(out_dir / TRIALS / t.trial_id), eval_split, threads, origin or provenance())
              for t in trials if t.trial_id not in done]
     for row in execute(tasks):
         rows[row["trial_id"]] = row

@@ -47,6 +47,7 @@ from classify.metrics import compute_eer, compute_mindcf
 from classify.model import SpoofDetector, build_model
 from classify.plots import plot_level_weights, plot_training_curves
 from classify.store import FeatureStore
+from store.provenance import device_label, provenance
 
 HISTORY = "history.jsonl"
 CONFIG = "config.json"
@@ -130,6 +131,7 @@ class _Run:
         w_bona, w_spoof = class_weights(self.train_data.is_bonafide) if config.balance == "weighted-loss" else (1.0, 1.0)
         self.class_weight = torch.tensor([w_spoof, w_bona], device=self.device)  # indexed by target
         self.progress = _Progress()
+        self.provenance: dict[str, Any] = {}
 
     @property
     def label(self) -> str:
@@ -151,6 +153,7 @@ class _Run:
             "history": p.history,
             "early_stop": {"best_eer": p.best_eer, "best_epoch": p.best_epoch, "bad_epochs": p.bad_epochs,
                            "stopped": p.stopped},
+            "provenance": self.provenance,
         }
 
     def resume(self, path: Path) -> None:
@@ -268,15 +271,17 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 
 
 def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Callable[[str], None] = print,
-          resume: bool = True) -> TrainResult:
+          resume: bool = True, origin: dict[str, Any] | None = None) -> TrainResult:
     """Train on ``config.train_split`` of ``store``, choose epochs by ``config.dev_split`` EER, write
     RUN_DIR (see the module docstring). With ``resume`` and an existing ``out_dir/last.pt``, the run
-    continues from it. Raises DataError (splits, store), CheckpointError (resume), ValueError
+    continues from it. ``origin``: the provenance record of what asked for this run (a sweep passes
+    its command's; default: this process's); the device is filled in here. Raises DataError (splits, store), CheckpointError (resume), ValueError
     (variant, head, device); a non-finite loss ends the run with ``stopped == "non-finite loss"``."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = _Run(config, store, out_dir, log)
+    run.provenance = {**(origin or provenance()), "device": device_label(str(run.device))}
     info = store.codec
     n_trainable = run.model.n_trainable()
     log(f"model: variant {config.variant}, head {config.head}: {n_trainable:,} trainable parameters = "
@@ -291,6 +296,7 @@ def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Ca
         "config": dataclasses.asdict(config), "store": store.url, "codec": codec_dict(info),
         "codec_weights": info.weights_label, "n_trainable": n_trainable,
         "trainable_percent_of_codec": 100 * n_trainable / info.parameters,
+        "provenance": run.provenance,
     })
     (out_dir / HISTORY).write_text("".join(json.dumps(row) + "\n" for row in run.progress.history))
 

@@ -37,6 +37,8 @@ from .codec import (
     pretrained_file,
     state_dict_bytes,
 )
+from store.provenance import device_label, provenance
+
 from .datasets import get_dataset
 from .store import StoreError, create_store, done_units, finish_store
 from .storeformat import StoreFiles
@@ -229,6 +231,7 @@ def extract(
             "dataset": {"name": config.dataset, "root": config.root, "splits": sorted(plan["split"].unique().tolist()), "description": loaded.description},
             "config": asdict(config),
             "versions": package_versions(),
+            "provenance": provenance(device_label(device)),
         }
         create_store(config.out, attrs, plan, problems, codebooks, weights_bytes)
         log(f"created {config.out} ({weights.label})")
@@ -259,7 +262,7 @@ def extract(
     for result in results:
         if progress is not None:
             progress(result)
-    table = finish_store(config.out, n_units, {"weights": weights.label})
+    table = finish_store(config.out, n_units, {"weights": weights.label}, {"finished_by": provenance(device_label(device))})
     return ExtractResult(
         config.out,
         table,

@@ -128,7 +128,7 @@ def _write_concatenated(root: zarr.Group, name: str, blocks: Iterator[np.ndarray
         raise StoreError(f"{name}: wrote {start + filled} frames, expected {shape[0]}")
 
 
-def finish_store(url: str, n_units: int, summary_extra: dict | None = None) -> pd.DataFrame:
+def finish_store(url: str, n_units: int, summary_extra: dict | None = None, attrs_extra: dict | None = None) -> pd.DataFrame:
     """Copy every part into the final arrays and tables; mark the store complete; drop the parts.
 
     Safe to run again after a kill: the parts stay until the state says "complete".
@@ -175,7 +175,7 @@ def finish_store(url: str, n_units: int, summary_extra: dict | None = None) -> p
         "audio_seconds": float(table.loc[ok, "duration"].sum()),
         **(summary_extra or {}),
     }
-    root.attrs.update({"state": sf.STATE_COMPLETE, "completed": now(), "summary": summary})
+    root.attrs.update({**(attrs_extra or {}), "state": sf.STATE_COMPLETE, "completed": now(), "summary": summary})
     files.remove(sf.PARTS)
     files.remove(sf.PLAN)
     files.remove(sf.PROBLEMS)

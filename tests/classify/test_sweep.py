@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from classify import sweep as sweep_module
 from classify import train as train_module
@@ -179,6 +180,12 @@ def test_results_have_one_row_per_trial_with_every_column(swept, store):
         for name in ("best.pt", "last.pt", "trial.log", "dev/metrics.json", "eval/metrics.json"):
             assert (run_dir / name).is_file(), name
         assert json.loads((run_dir / "eval" / "metrics.json").read_text())["eer"] == row["eval_eer"]
+        # what made it: the sweep's own provenance (not the worker's), with the trial's device
+        origin = json.loads(row["provenance_json"])
+        assert row["command"] == origin["command"] and row["project_version"] == origin["version"]
+        assert row["device"] == "cpu" and (row["git_commit"] or origin["git"] is None)
+        checkpoint = torch.load(run_dir / "best.pt", weights_only=True)
+        assert checkpoint["provenance"] == {**origin, "device": "cpu"}
     assert not (out / (RESULTS + ".tmp")).exists()
 
 

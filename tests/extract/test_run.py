@@ -75,6 +75,9 @@ def test_store_layout_and_provenance(tiny_store):
     assert {"torch", "encodec", "zarr"} <= set(attrs["versions"]) and attrs["created"] and attrs["completed"]
     assert not store.files.exists("parts")
     assert set(store.utterances["split"]) == {"train", "dev", "eval"}
+    for record in (attrs["provenance"], attrs["finished_by"]):  # what made it: created, finished
+        assert record["project"] == "rvq-antispoof" and record["device"] == "cpu" and record["command"]
+        assert {"version", "git", "lock", "python", "host", "created"} <= record.keys()
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tiny_corpus, tiny_store, tmp_path):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from classify.config import TrainConfig
@@ -95,3 +96,21 @@ def test_evaluate_refuses_a_store_of_another_codec(store, tmp_path):
     other = make_store(str(tmp_path / "o.zarr"), n_per_split=6, weights_seed=4)
     result = run(evaluate_command, ["--model", tmp_path / "run", "--features", other, "--out", tmp_path / "eval"])
     assert result.exit_code == 1 and "trained on features of another codec" in result.output
+
+
+def test_checkpoint_and_metrics_record_what_made_them(store, tmp_path, monkeypatch):
+    train_args = ["--features", store, "--out", tmp_path / "run", "--epochs", 1, *TINY]
+    monkeypatch.setattr("sys.argv", ["pipeline", "train", *map(str, train_args)])
+    assert run(train_command, train_args).exit_code == 0
+    checkpoint = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    trained_by = checkpoint["provenance"]
+    assert trained_by["command"].startswith("pipeline train --features") and trained_by["device"] == "cpu"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["provenance"] == trained_by
+    eval_args = ["--model", tmp_path / "run", "--features", store, "--out", tmp_path / "ev"]
+    monkeypatch.setattr("sys.argv", ["pipeline", "evaluate", *map(str, eval_args)])
+    assert run(evaluate_command, eval_args).exit_code == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["provenance"]["command"].startswith("pipeline evaluate --model")
+    assert metrics["model_provenance"] == trained_by
+    for record in (trained_by, metrics["provenance"]):
+        assert record["version"] and "git" in record and "lock" in record

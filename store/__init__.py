@@ -1,0 +1,1 @@
+"""The feature store: the contract between extraction and classification (see store/format.py)."""
