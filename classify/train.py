@@ -87,6 +87,33 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def param_groups(model: SpoofDetector, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: ``model`` (the head, and trainable tables) at ``lr`` with
+    ``weight_decay``; ``hierarchy_weights`` (the weighting's logits, when it has any) at
+    ``weights_lr`` without weight decay. Each group keeps its peak rate as ``peak_lr``.
+
+    Why the logits get their own rate. Adam divides each parameter's gradient by its running RMS,
+    so a parameter moves by about its learning rate per step whatever the gradient's size: the
+    logits' gradients (larger than the head's, measured in bench/RESULTS_planted.md) do not make
+    them move faster, and over a run of N cosine-scheduled steps a logit moves at most about
+    lr * N / 2. alpha = softmax(w / tau), so two levels' weights differ by a factor of at most
+    exp(lr * N / tau) even when every step pushes the same way: 1.4 for the old sweep's 228 steps at
+    lr 3e-3, and 1.3 for 80 steps at lr 3e-3 on a planted store, where the instrumented run showed
+    exactly that, the informative level's logit moving the whole sum of the learning rates (see
+    BENCHMARKS.md). Neither the gradient's magnitude nor ``level_norm`` is the brake; the learning
+    rate is, and ``tau`` only rescales it. Weight decay is left off the logits: it would pull them
+    towards uniform at a strength that grows with ``weights_lr``."""
+    weights = model.weighting.weights
+    logits = [weights] if weights is not None and weights.requires_grad else []
+    rest = [p for p in model.parameters() if p.requires_grad and not any(p is w for w in logits)]
+    groups = [{"name": "model", "params": rest, "lr": config.lr, "peak_lr": config.lr,
+               "weight_decay": config.weight_decay}]
+    if logits:
+        groups.append({"name": "hierarchy_weights", "params": logits, "lr": config.weights_lr,
+                       "peak_lr": config.weights_lr, "weight_decay": 0.0})
+    return groups
+
+
 def effective_warmup(config: TrainConfig, total_steps: int) -> int:
     """``warmup_steps``, capped at a tenth of the run so that short runs still reach ``lr``."""
     return min(config.warmup_steps, total_steps // 10)
@@ -120,9 +147,9 @@ class _Run:
                                                 config.tau, config.head_kwargs, config.level_norm).to(self.device)
         self.source = FrameSource(store, with_latent=self.model.weighting.spec.needs_latent,
                                   latent_ram_bytes=config.latent_ram_mb * 2**20)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, config), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.steps_per_epoch = n_train_batches(self.train_data, config.batch_size)
         self.total_steps = config.epochs * self.steps_per_epoch
         self.warmup = effective_warmup(config, self.total_steps)
@@ -204,9 +231,9 @@ class _Run:
                 if item is None:
                     break
                 batch, targets = item
-                lr = lr_at(self.progress.step, self.total_steps, self.warmup, self.config.lr)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr_at(self.progress.step, self.total_steps, self.warmup, group["peak_lr"])
+                lr = self.optimizer.param_groups[0]["lr"]
                 loss = self.step(batch.to(self.device), torch.from_numpy(targets).to(self.device))
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(f"the training loss became {loss} at epoch {epoch}, step {self.progress.step + 1}")

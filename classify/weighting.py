@@ -96,6 +96,11 @@ class HierarchyWeighting(nn.Module):
         """D, the size of the output feature."""
         return self.dim
 
+    @property
+    def n_streams(self) -> int:
+        """Levels that `level_moments` returns: Q, or 1 for `latent` (one continuous stream)."""
+        return 1 if self.spec.kind == "latent" else self.n_q
+
     def alpha(self) -> Tensor:
         """The effective level weights, [Q] or [Q, D] (QAF-Static), differentiable."""
         if self.weights is None:
@@ -125,7 +130,34 @@ class HierarchyWeighting(nn.Module):
         if codes.dim() != 3 or codes.shape[-1] != self.n_q:
             raise ValueError(f"codes must be [B, T, {self.n_q}], got shape {tuple(codes.shape)}")
         batch, frames, _ = codes.shape
-        alpha = self.alpha().reshape(self.n_q, 1, -1)  # [Q, 1, 1] or [Q, 1, D]
-        scaled = (self.table.view(self.n_q, self.n_codes, self.dim) * alpha).view(-1, self.dim)
         rows = (codes.long() + self.offsets).view(batch * frames, self.n_q)
-        return F.embedding_bag(rows, scaled, mode="sum").view(batch, frames, self.dim)
+        return F.embedding_bag(rows, self.scaled_table(), mode="sum").view(batch, frames, self.dim)
+
+    def scaled_table(self) -> Tensor:
+        """The level-scaled tables alpha[q] * C_q, flattened to [Q * K, D] (differentiable)."""
+        alpha = self.alpha().reshape(self.n_q, 1, -1)  # [Q, 1, 1] or [Q, 1, D]
+        return (self.table.view(self.n_q, self.n_codes, self.dim) * alpha).view(-1, self.dim)
+
+    def level_moments(self, codes: Tensor, lengths: Tensor, latent: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and mean of squares over each row's valid frames of every level's weighted
+        embedding alpha_q * e_q: codes [B, T, Q], lengths [B] -> two [B, Q, D] tensors.
+
+        One `embedding_bag` per moment with a bag per (row, level) and weights 1 / length on the
+        valid frames (0 on padding), so [B, T, Q, D] is never built. `latent`: the moments of the
+        standardised latent [B, T, D], as one level ([B, 1, D])."""
+        if self.spec.kind == "latent":
+            x = self.forward(codes, latent)
+            weights = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)).to(x.dtype)
+            weights = (weights / lengths.to(x.device, x.dtype).unsqueeze(1)).unsqueeze(2)  # [B, T, 1]
+            return (x * weights).sum(1, keepdim=True), (x.square() * weights).sum(1, keepdim=True)
+        if codes.dim() != 3 or codes.shape[-1] != self.n_q:
+            raise ValueError(f"codes must be [B, T, {self.n_q}], got shape {tuple(codes.shape)}")
+        batch, frames, _ = codes.shape
+        table = self.scaled_table()
+        bags = (codes.long() + self.offsets).permute(0, 2, 1).reshape(batch * self.n_q, frames)  # (row, level)
+        valid = torch.arange(frames, device=codes.device) < lengths.to(codes.device).unsqueeze(1)  # [B, T]
+        weights = valid.to(table.dtype) / lengths.to(codes.device, table.dtype).unsqueeze(1)
+        weights = weights.unsqueeze(1).expand(batch, self.n_q, frames).reshape(batch * self.n_q, frames)
+        mean = F.embedding_bag(bags, table, per_sample_weights=weights, mode="sum")
+        square = F.embedding_bag(bags, table.square(), per_sample_weights=weights, mode="sum")
+        return mean.view(batch, self.n_q, self.dim), square.view(batch, self.n_q, self.dim)
