@@ -5,6 +5,11 @@ A sweep file (TOML, see ``configs/sweeps/``) has two tables::
     [base]   training settings shared by every trial: TrainConfig fields, the `pipeline train --set` keys
     [grid]   a list of values per setting; every combination is one trial
 
+A value in a grid list may also be a *bundle*: a table of settings applied together, which must set
+the axis's own key, e.g. ``head = [{head = "lstm", head_kwargs = {proj_dim = 64}}, {head = "stats"}]``
+(a table in the list of a setting whose values are tables, such as ``head_kwargs``, is a value).
+A bundle's settings override [base] and may not be grid axes themselves.
+
 ``--set key=value`` overrides change ``[base]``; on a ``[grid]`` key they replace that axis: a list
 is the new axis, one value pins it (``--set seed=0`` runs the seed-0 trials only, with the same
 trial ids as in the full sweep).
@@ -65,6 +70,8 @@ OK, FAILED = "ok", "failed"
 METRICS = ("eer", "min_dcf", "act_dcf", "cllr")
 #: TrainConfig field names, in declaration order: the config columns of the results table.
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+#: Fields whose values are tables: a table in their grid list is a value, not a bundle.
+TABLE_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if str(f.type).startswith("dict"))
 _ID_HASH_CHARS = 8
 
 
@@ -154,6 +161,34 @@ def _check_axes(grid: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {key} lists a value twice: {values!r}")
 
 
+def _is_bundle(key: str, value: Any) -> bool:
+    return isinstance(value, dict) and key not in TABLE_FIELDS
+
+
+def _check_bundles(grid: dict[str, list[Any]], where: str) -> None:
+    """A bundle sets its own axis's key, only valid keys, and no other grid axis."""
+    for key, values in grid.items():
+        for value in values:
+            if not _is_bundle(key, value):
+                continue
+            if key not in value:
+                raise ConfigError(f"{where}: a table in the {key} list sets settings together and must set {key} "
+                                  f"itself, got {value!r}")
+            _check_keys(value, f"{where}: {key} table {value!r}")
+            clash = sorted((set(value) - {key}) & set(grid))
+            if clash:
+                raise ConfigError(f"{where}: the {key} table {value!r} sets {', '.join(clash)}, which is also a grid "
+                                  "axis; keep each setting in one place")
+
+
+def flatten_params(params: dict[str, Any]) -> dict[str, Any]:
+    """One combination of grid values with its bundles spread into their settings."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        out.update(value if _is_bundle(key, value) else {key: value})
+    return out
+
+
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
     """Read and validate a sweep file; ``overrides`` are ``--set`` values (see the module docstring).
 
@@ -187,6 +222,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         else:
             base[key] = value
     _check_axes({k: v for k, v in grid.items() if k in overrides}, "--set")
+    _check_bundles(grid, f"{where} [grid]")
     _build(base, f"{where} [base]")
     return SweepSpec(path=where, base=base, grid=grid)
 
@@ -217,7 +253,7 @@ def expand(spec: SweepSpec, identity: dict[str, Any]) -> list[Trial]:
     trials: list[Trial] = []
     seen: dict[str, dict[str, Any]] = {}
     for combo in itertools.product(*(spec.grid[k] for k in keys)):
-        params = dict(zip(keys, combo))
+        params = flatten_params(dict(zip(keys, combo)))
         label = ", ".join(f"{k}={v!r}" for k, v in params.items())
         config = _build({**spec.base, **params}, f"{spec.path}: trial {label}")
         tid = trial_id(config, identity)

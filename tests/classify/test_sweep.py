@@ -88,6 +88,26 @@ def test_grid_expands_in_order_with_stable_ids(tmp_path, store):
     assert config_diff(trials[4].config, base_config(spec)) == {"variant": "single:1", "seed": 1}
 
 
+def test_a_bundle_sets_several_settings_together(tmp_path, store):
+    """head = [lstm (its size from [base]), {head = "stats", head_kwargs = {}}]: the stats head cannot take
+    the LSTM's sizes, so both settings change together; head_kwargs tables stay plain values."""
+    grid = 'variant = ["mean"]\nhead = ["lstm", {head = "stats", head_kwargs = {}}]\nseed = [0]\n'
+    trials = expand(load_sweep(sweep_file(tmp_path, grid)), store_identity(store))
+    assert [(t.config.head, t.config.head_kwargs) for t in trials] == [
+        ("lstm", {"proj_dim": 8, "hidden_dim": 8}), ("stats", {})]
+    assert trials[1].params == {"variant": "mean", "head": "stats", "head_kwargs": {}, "seed": 0}
+    sizes = expand(load_sweep(sweep_file(tmp_path, 'head_kwargs = [{proj_dim = 4, hidden_dim = 4}, {}]\n',
+                                         base=TINY_BASE.replace("head_kwargs = {proj_dim = 8, hidden_dim = 8}\n", ""))),
+                   store_identity(store))
+    assert [t.config.head_kwargs for t in sizes] == [{"proj_dim": 4, "hidden_dim": 4}, {}]
+    for bad, message in [('head = [{head_kwargs = {}}]\n', "a table in the head list sets settings together and "
+                          "must set head itself"),
+                         ('head = [{head = "stats", lrr = 1}]\n', "unknown key(s) lrr"),
+                         ('seed = [0]\nhead = [{head = "stats", seed = 1}]\n', "sets seed, which is also a grid axis")]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_sweep(sweep_file(tmp_path, bad))
+
+
 def test_set_overrides_base_and_pins_grid_axes(tmp_path, store):
     path = sweep_file(tmp_path, 'variant = ["mean", "scalar"]\nseed = [0, 1]\n')
     identity = store_identity(store)
@@ -104,7 +124,7 @@ def test_set_overrides_base_and_pins_grid_axes(tmp_path, store):
 
 
 @pytest.mark.parametrize("base,grid,overrides,message", [
-    (TINY_BASE, 'variants = ["mean"]\n', {}, "s.toml [grid]: unknown key(s) variants; valid keys: amp, amp_dtype"),
+    (TINY_BASE, 'variants = ["mean"]\n', {}, "s.toml [grid]: unknown key(s) variants; valid keys: amp, amp_cpu, amp_dtype"),
     (TINY_BASE + "learning_rate = 1\n", "", {}, "s.toml [base]: unknown key(s) learning_rate; valid keys:"),
     (TINY_BASE, 'variant = "mean"\n', {}, "s.toml [grid]: variant must be a non-empty list of values"),
     (TINY_BASE, "seed = []\n", {}, "s.toml [grid]: seed must be a non-empty list"),

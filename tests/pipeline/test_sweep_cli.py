@@ -89,7 +89,7 @@ def test_failing_trials_give_exit_status_1_and_a_report(store, sweep_toml, tmp_p
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--set", "learning_rate=1"], "--set: unknown key(s) learning_rate; valid keys: amp, amp_dtype"),
+    (["--set", "learning_rate=1"], "--set: unknown key(s) learning_rate; valid keys: amp, amp_cpu, amp_dtype"),
     (["--set", "variant=qaf-dynamic"], "tiny.toml: trial variant='qaf-dynamic', seed=0: unknown weighting variant 'qaf-dynamic'"),
     (["--eval-split", "test"], "no split 'test' to score (--eval-split); the store has dev, eval, train"),
 ])
