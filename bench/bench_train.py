@@ -199,9 +199,8 @@ def on_the_fly_epoch(run: _Run, data: SplitData, fly: OnTheFly, state: torch.Ten
         batch = fly.batch(chosen, positions[first : first + bs], run.crop, run.config.pad)
         targets = torch.from_numpy(data.is_bonafide[chosen])
         t1, c1 = time.perf_counter(), time.process_time()
-        lr = lr_at(run.progress.step, run.total_steps, run.warmup, run.config.lr)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
+        for group in run.optimizer.param_groups:  # as _Run.run_epoch: each group on its own peak rate
+            group["lr"] = lr_at(run.progress.step, run.total_steps, run.warmup, group["peak_lr"])
         run.step(batch, targets)
         run.progress.step += 1
         step_s += time.perf_counter() - t1

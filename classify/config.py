@@ -37,10 +37,10 @@ class TrainConfig:
       parameter group, same schedule, no weight decay); everything else trains at ``lr``. Adam
       moves a parameter by about its learning rate per step whatever the gradient's size, so a
       logit travels at most about ``weights_lr * steps / 2`` in a cosine-scheduled run, and the
-      ratio of two levels' weights is exp(difference of logits / tau): at ``lr`` = 1e-3 a
-      few hundred steps leave the weights within a few % of uniform (see
-      `classify.train.param_groups`). ``tau`` only rescales that: under Adam, dividing tau by c
-      is the same as multiplying ``weights_lr`` by c.
+      ratio of two levels' weights is exp(difference of logits / tau): at the head's ``lr`` a
+      few hundred steps leave the weights near uniform (see `classify.train.param_groups`).
+      ``tau`` only rescales that: under Adam, dividing tau by c is the same as multiplying
+      ``weights_lr`` by c.
     - ``crop_seconds``: training crop length (frames = round(crop_seconds * frame rate)). Shorter
       utterances are padded by ``pad``: ``repeat`` tiles the utterance up to the crop length (the
       ASVspoof baselines' policy; every frame is valid), ``zero`` appends zero frames that the

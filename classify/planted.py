@@ -32,13 +32,14 @@ reference length of ``ref_frames`` frames (75 = 1 s). The default target d' = 5 
 * `mean` (alpha = 1/Q on every level) adds Q - 1 noise levels of the same variance to the same
   dims: d' / sqrt(Q) = 1.77 at Q = 8, EER 19 % at 1 s: the weighting has to find the level;
 * scalar weights with level k r times any other level give d' r / sqrt(r^2 + Q - 1); an EER
-  of 2 % (d' = 4.11) needs r >= 3.6.
+  of 2 % (d' = 4.11) needs r >= 3.8 for this ideal linear read-out.
 
 For a plant split over two levels a and b with disjoint dims S_a, S_b (d' per level d'/sqrt(2),
 so that the ideal detector on both has the same d' = 5): per-dimension weights (QAF-Static) can
-take level a in S_a and level b in S_b (d' = 5, EER 0.6 % at 1 s), while one scalar per level does
-best with alpha_a = alpha_b = 1/2, which keeps the other level's noise in each dim set: d' = 5 /
-sqrt(2) = 3.5, EER 3.8 % at 1 s.
+take level a in S_a and level b in S_b (d' = 5, EER 0.6 % at 1 s), while with one scalar per
+level the other level's noise covers each level's dims: d'^2 = (alpha_a^2 d_a^2 + alpha_b^2 d_b^2)
+/ (alpha_a^2 + alpha_b^2 + ...), at most 5 / sqrt(2) = 3.5 whatever the split (single:a alone gets
+as much), EER 3.8 % at 1 s.
 
 The generator returns plain arrays (``PlantedData``); :func:`write_planted_store` writes them in
 today's store layout directly with zarr (as the test fixtures do), to be replaced by the store
@@ -57,6 +58,8 @@ import pandas as pd
 SPLITS = ("train", "dev", "eval")
 _PREFIX = {"train": "T", "dev": "D", "eval": "E"}
 FRAME_RATE = 75
+COLUMNS = ("utt_id", "speaker", "system", "codec", "label", "split", "path", "duration", "status", "n_frames",
+           "n_windows", "sample_rate", "channels")
 #: The label every planted store carries as its codec weights.
 WEIGHTS_NOTE = "SYNTHETIC planted-signal codebooks (random, not a codec)"
 
@@ -197,10 +200,11 @@ def make_planted(spec: PlantedSpec) -> PlantedData:
                 "sample_rate": 16000,
                 "channels": 1,
             })
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
     offsets = np.concatenate([[0], np.cumsum(table["n_frames"].to_numpy())]).astype(np.int64)
     table["frame_offset"] = offsets[:-1]
-    return PlantedData(spec, codebooks, np.concatenate(codes), offsets, table, shares, realised)
+    codes_array = np.concatenate(codes) if codes else np.zeros((0, spec.n_q), dtype=np.uint16)
+    return PlantedData(spec, codebooks, codes_array, offsets, table, shares, realised)
 
 
 def describe(data: PlantedData) -> str:
