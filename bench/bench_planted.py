@@ -213,7 +213,7 @@ def diagnose(out: Path, sweep: SweepSpec) -> list[dict[str, Any]]:
             "level_grad_1": float(level[0]), "level_grad_8": float(level[7]),
             "normalised_step": float(np.median(norm_steps)), "sum_lr": float(np.sum(rates)),
             "travel_level4": float(travel[3]), "travel_max": float(travel.max()),
-            "ratio": float(alpha[3] / np.delete(alpha, 3).max()), "alpha": alpha.round(3).tolist(),
+            "ratio": float(alpha[3] / np.delete(alpha, 3).max()), "alpha": [round(float(a), 3) for a in alpha],
             "dev_eer": dev_eer, "cpu_seconds": time.process_time() - cpu,
             "schedule_check": float(sum(lr_at(s, run.total_steps, run.warmup, config.weights_lr)
                                         for s in range(run.total_steps))),
