@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from classify.model import SpoofDetector, build_model
-from classify.store import CodecInfo, FeatureStore
+from store.reader import CodecInfo, FeatureStore
 
 FORMAT = "rvq-antispoof-checkpoint"
 FORMAT_VERSION = 1

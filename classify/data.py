@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from classify.config import BALANCE_MODES, PAD_POLICIES
-from classify.store import FeatureStore, StoreReadError
+from store.reader import FeatureStore, StoreReadError
 
 LABELS = {"bonafide": True, "spoof": False}
 

@@ -30,18 +30,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from classify.checkpoint import check_compatible, checkpoint_path, load_checkpoint, model_from_checkpoint
+from classify.checkpoint import (
+    check_compatible,
+    checkpoint_path,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from classify.config import TrainConfig, amp_dtype, resolve_device
 from classify.data import DataError, FrameSource, SplitData, eval_batches, load_split
-from classify.metrics import asv_error_rates, compute_actdcf, compute_cllr, compute_tdcf_legacy, metrics_table
+from classify.metrics import (
+    compute_actdcf,
+    compute_cllr,
+    metrics_table,
+    min_tdcf_with_asv,
+)
 from classify.model import SpoofDetector
 from classify.plots import plot_det
 from classify.scorefiles import read_asv_scores, write_scores
-from classify.store import FeatureStore
 from store.provenance import device_label, provenance
+from store.reader import FeatureStore
 
-#: Official score format of each dataset name in the store's attributes.
-DATASET_FORMATS = {"asv19": "asvspoof2019", "demo": "asvspoof2019", "asv5": "asvspoof5", "manifest": "asvspoof5"}
 FORMATS = ("auto", "asvspoof2019", "asvspoof5")
 _SUFFIX = {"asvspoof2019": ".txt", "asvspoof5": ".tsv"}
 _CALIBRATION_C = 1e4
@@ -83,17 +91,18 @@ def resolve_format(fmt: str, store: FeatureStore) -> str:
         raise ValueError(f"unknown score format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     if fmt != "auto":
         return fmt
-    name = store.attrs.get("dataset", {}).get("name")
-    if name not in DATASET_FORMATS:
-        raise ValueError(f"{store.url}: no official score format known for dataset {name!r}; "
-                         f"choose --format asvspoof2019 or asvspoof5")
-    return DATASET_FORMATS[name]
+    if store.score_format is None:
+        raise ValueError(f"{store.url}: no official score format known for dataset "
+                         f"{store.attrs.get('dataset', {}).get('name')!r}; choose --format asvspoof2019 or asvspoof5")
+    return store.score_format
 
 
 def fit_calibration(scores: np.ndarray, is_bonafide: np.ndarray) -> dict[str, Any]:
     """Fit raw score -> LLR on labelled scores [N]; returns the record kept in metrics.json
     (``coef`` a, ``intercept`` b, ``log_prior_odds``; LLR = a s + b - log_prior_odds)."""
-    from sklearn.linear_model import LogisticRegression  # slow to import; only evaluation needs it
+    from sklearn.linear_model import (
+        LogisticRegression,  # slow to import; only evaluation needs it
+    )
 
     n_bona = int(is_bonafide.sum())
     n_spoof = int(is_bonafide.size - n_bona)
@@ -121,12 +130,10 @@ def _tdcf(scores: np.ndarray, is_bonafide: np.ndarray, asv_path: Path) -> dict[s
     """Min t-DCF (ASVspoof 2019 LA cost model) of the CM scores with the ASV file's error rates."""
     asv = read_asv_scores(asv_path)
     try:
-        pfa, pmiss, pmiss_spoof = asv_error_rates(asv.target, asv.nontarget, asv.spoof)
-        min_tdcf, _ = compute_tdcf_legacy(scores[is_bonafide], scores[~is_bonafide], pfa, pmiss, pmiss_spoof)
+        rates = min_tdcf_with_asv(scores[is_bonafide], scores[~is_bonafide], asv.target, asv.nontarget, asv.spoof)
     except ValueError as err:
         raise ValueError(f"t-DCF with ASV scores {asv_path}: {err}") from None
-    return {"min_tdcf": min_tdcf, "asv_scores": str(asv_path),
-            "asv_error_rates": {"pfa_asv": pfa, "pmiss_asv": pmiss, "pmiss_spoof_asv": pmiss_spoof}}
+    return {"min_tdcf": rates.pop("min_tdcf"), "asv_scores": str(asv_path), "asv_error_rates": rates}
 
 
 def _with_calibrated_costs(raw: dict[str, Any], calibrated: dict[str, Any]) -> dict[str, Any]:

@@ -30,8 +30,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from classify.plots import plot_level_weights
-from classify.store import FeatureStore
 from classify.sweep import CONFIG_FIELDS, OK
+from store.reader import FeatureStore
 
 REPORT = "report.md"
 EER_PLOT = "eer.png"

@@ -50,11 +50,11 @@ import pandas as pd
 import torch
 
 from classify.config import TrainConfig, resolve_device
-from classify.evaluate import DATASET_FORMATS, evaluate
-from classify.store import FeatureStore
+from classify.evaluate import evaluate
 from classify.train import DIVERGED, train
-from pipeline.config import ConfigError, build, load_toml
+from store.config import ConfigError, build, load_toml
 from store.provenance import device_label, provenance
+from store.reader import FeatureStore
 
 SWEEP_TABLES = ("base", "grid")
 RESULTS = "results.parquet"
@@ -298,7 +298,7 @@ def _trial_logger(path: Path) -> Callable[[str], None]:
 
 def _score_format(store: FeatureStore) -> str:
     """The dataset's official score format, or ASVspoof5's for a dataset without one."""
-    return "auto" if store.attrs.get("dataset", {}).get("name") in DATASET_FORMATS else "asvspoof5"
+    return "auto" if store.score_format else "asvspoof5"
 
 
 def run_trial(task: TrialTask) -> dict[str, Any]:

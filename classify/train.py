@@ -41,13 +41,20 @@ from classify.checkpoint import (
     save_checkpoint,
 )
 from classify.config import RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
-from classify.data import Batch, FrameSource, class_weights, load_split, n_train_batches, train_batches
+from classify.data import (
+    Batch,
+    FrameSource,
+    class_weights,
+    load_split,
+    n_train_batches,
+    train_batches,
+)
 from classify.evaluate import autocast, frame_window, score_split
 from classify.metrics import compute_eer, compute_mindcf
 from classify.model import SpoofDetector, build_model
 from classify.plots import plot_level_weights, plot_training_curves
-from classify.store import FeatureStore
 from store.provenance import device_label, provenance
+from store.reader import FeatureStore
 
 HISTORY = "history.jsonl"
 CONFIG = "config.json"

@@ -12,10 +12,10 @@ from tqdm import tqdm
 from extract.codec import WeightsError
 from extract.datasets import DATASETS, DatasetError
 from extract.run import ExtractConfig, extract
-from extract.store import StoreError
 from extract.unit import UnitTask, run_unit
 from pipeline.cluster import dask_client, threads_per_worker
-from pipeline.config import ConfigError, load_config, parse_overrides
+from store.config import ConfigError, load_config, parse_overrides
+from store.writer import StoreError
 
 
 def _splits(value: str | None) -> list[str] | None:
@@ -38,6 +38,7 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
 
     def start_bar(tasks: list[UnitTask]) -> None:
         nonlocal bar
+        bar.close()
         bar = tqdm(total=sum(len(t.rows) for t in tasks), unit="utt", dynamic_ncols=True, desc="extract", file=sys.stderr)
         audio["start"] = time.perf_counter()
 
@@ -69,6 +70,8 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
     ok = table["status"] == "ok"
     click.echo(f"store: {result.store}")
     click.echo(f"codec weights: {result.weights.label}")
+    if result.added_streams:
+        click.echo(f"streams added to the finished store: {', '.join(result.added_streams)} (the others were not touched)")
     click.echo(
         f"utterances: {int(ok.sum())} extracted, {len(failures)} failed; "
         f"{table.loc[ok, 'duration'].sum():.1f} audio seconds; {int(table['n_frames'].sum())} frames; "
@@ -91,7 +94,9 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
 @click.option("--split", "split", default=None, help="Comma-separated splits (default: every split).")
 @click.option("--bandwidth", type=float, default=None, help="kbps: 1.5/3/6/12/24 = 2/4/8/16/32 quantizers (default 6).")
 @click.option("--weights", default=None, help="pretrained | untrained | FILE (a state dict). Default pretrained.")
-@click.option("--latent/--no-latent", default=None, help="Also store the continuous encoder output (default on).")
+@click.option("--latent/--no-latent", default=None, help="Also store the continuous encoder output (default on; "
+              "asked of a finished store without it, it is added).")
+@click.option("--energy/--no-energy", default=None, help="Also store each frame's log energy, a no-codec control (default on).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--workers", type=int, default=1, show_default=True, help="LocalCluster worker processes (0: run in this process).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
@@ -99,7 +104,7 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
 @click.option("--seed", type=int, default=None, help="Seed of the untrained codec (default 0).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of extraction settings.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
-def command(dataset, root, out, split, bandwidth, weights, latent, device, workers, scheduler, batch_seconds, seed, config_file, overrides):
+def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed, config_file, overrides):
     """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
 
     Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
@@ -118,6 +123,7 @@ def command(dataset, root, out, split, bandwidth, weights, latent, device, worke
             bandwidth=bandwidth,
             weights=weights,
             latent=latent,
+            energy=energy,
             device=device,
             batch_seconds=batch_seconds,
             seed=seed,

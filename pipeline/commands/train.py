@@ -11,10 +11,10 @@ from tqdm import tqdm
 
 from classify.config import DEVICES, TrainConfig
 from classify.heads import HEADS
-from classify.store import FeatureStore
 from classify.train import DIVERGED, train
 from classify.variants import VARIANT_NAMES
-from pipeline.config import ConfigError, load_config, parse_overrides
+from store.config import ConfigError, load_config, parse_overrides
+from store.reader import FeatureStore
 
 
 def _log(message: str) -> None:
