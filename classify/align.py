@@ -10,8 +10,8 @@ three codec frames, so the weights repeat every pair:
     ssl[2k]     = 2/3 codec[3k] + 1/3 codec[3k + 1]
     ssl[2k + 1] = 1/3 codec[3k + 1] + 2/3 codec[3k + 2]
 
-Every codec frame's audio is counted once in total (its weights sum to 1.5, one per 20 ms), none is
-skipped (nearest-frame mapping would drop every third codec frame), and the map is linear, so it
+Every codec frame's audio is counted once in total (its weights sum to 2/3: its 13.3 ms in units of
+an SSL hop), none is skipped (nearest-frame mapping would drop every third codec frame), and the map is linear, so it
 commutes with the level weighting. A pair of SSL frames is the unit of every crop and window: a crop
 starts on an even SSL frame and takes 3 codec frames per SSL pair (see `classify.ssldata`).
 """

@@ -78,7 +78,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _, codec_variant = split_ssl(self.variant)
-        kind, sep, _ = (codec_variant or "mean").partition(":")
+        kind, sep, _ = ("mean" if codec_variant is None else codec_variant).partition(":")
         if (kind not in PLAIN_KINDS or sep) and (kind not in LEVEL_KINDS or not sep):
             raise ValueError(f"unknown weighting variant {self.variant!r}; valid choices: {', '.join(VARIANT_NAMES)}")
         _choice("head", self.head, tuple(HEADS))

@@ -228,3 +228,51 @@ def test_layers_are_parsed_and_checked():
         with pytest.raises(ValueError):
             ssl.parse_layers(bad, 24)
     assert ssl.crop_start(100_000, 32_000) == 33_920 and ssl.crop_start(32_000, 32_000) == 0
+
+
+def assert_same_batches(store: FeatureStore, config: dict, online_kwargs: dict, splits=("train", "dev")) -> None:
+    """Training and scoring batches from the cached stream and from online features: the same
+    frames, codes and lengths; SSL features equal to float16 rounding."""
+    from classify.fusion import build_detector, make_source
+
+    online_config = {**config, "ssl_kwargs": online_kwargs}
+    cached_model, online_model = build_detector(config, store), build_detector(online_config, store)
+    for key in ("model", "layers", "crop_seconds", "crop_splits", "weights"):
+        assert online_model.ssl_source[key] == cached_model.ssl_source[key], key
+    cached = make_source(store, cached_model, config)
+    online = make_source(store, online_model, online_config)
+    assert np.array_equal(cached.ssl_offsets, online.ssl_offsets)
+    assert np.array_equal(cached.ssl_starts, online.ssl_starts)
+    for name in splits:
+        a, b = cached.split(store, name), online.split(store, name)
+        runs = [(x.train_batches(s, 4, 30, "repeat", "none", torch.Generator().manual_seed(0)))
+                for x, s in ((cached, a), (online, b))]
+        runs += [x.eval_batches(s, 300, 600) for x, s in ((cached, a), (online, b))]
+        for first, second in ((runs[0], runs[1]), (runs[2], runs[3])):
+            for (x, _), (y, _) in zip(first, second, strict=True):
+                assert torch.equal(x.codes, y.codes) and torch.equal(x.lengths, y.lengths)
+                torch.testing.assert_close(x.ssl.float(), y.ssl.float(), rtol=2e-3, atol=2e-3)
+
+
+def test_online_features_equal_the_cached_stream(ssl_store):
+    from dataclasses import asdict
+
+    from tests.synthetic import tiny_config as train_config
+
+    store = FeatureStore(ssl_store[0])
+    assert_same_batches(store, asdict(train_config(variant="ssl+mean")), {"online": True})
+
+
+def test_online_features_of_a_store_without_stream_equal_a_cached_crop(tiny_corpus, tiny_store, tmp_path):
+    """The same model, weights, layers and crop given as options give the features a cached
+    cropped stream holds: the codec crop is drawn inside the SSL crop either way."""
+    from dataclasses import asdict
+
+    from tests.synthetic import tiny_config as train_config
+
+    out = copy_store(tiny_store, tmp_path / "crop.zarr")
+    extract(tiny_config(tiny_corpus, out, **SSL, ssl_crop=0.4, ssl_layers="1,3"), log=quiet)
+    store = FeatureStore(str(out))
+    options = {"online": True, "stream": "none", "model": "wavlm-tiny", "weights": "untrained", "layers": "1,3",
+               "crop_seconds": 0.4}
+    assert_same_batches(store, asdict(train_config(variant="ssl+qaf-static")), options)
