@@ -243,7 +243,7 @@ def add_ssl_stream(config, device: str, submit, log: Callable[[str], None], prog
         log(f"resuming the addition of stream {config.ssl_stream!r} to {config.out}")
     else:
         source = stream_source(weights, layers, config.ssl_crop, settings.crop_splits)
-        about = f"{arch.title} transformer layers {format_layers(layers)} (outputs), 16 kHz input"
+        about = f"transformer layers {format_layers(layers)} (outputs, 16 kHz input) of {weights.label}"
         spec = sf.added_stream_spec(config.ssl_stream, SSL_FRAME_RATE, "float16", (len(layers), arch.hidden),
                                     about, source)
         spec = dataclasses.replace(spec, tables=(f"{group}/{STARTS}",))
