@@ -61,10 +61,6 @@ class FusedDetector(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
-def is_fused(variant: str) -> bool:
-    return split_ssl(variant)[0]
-
-
 def ssl_spec(store: FeatureStore, options: SSLOptions) -> tuple[dict[str, Any], tuple[int, ...]]:
     """(source of the SSL features, the layers they hold): the store's stream, or (online without a
     stream) the options' model, weights and layers (`classify.online`)."""

@@ -51,7 +51,14 @@ from classify.data import (
 )
 from classify.evaluate import autocast, frame_window, score_split
 from classify.metrics import compute_eer, compute_mindcf
-from classify.fusion import FusedDetector, build_detector, make_source, ssl_label, ssl_provenance
+from classify.fusion import (
+    FusedDetector,
+    build_detector,
+    check_ssl_compatible,
+    make_source,
+    ssl_label,
+    ssl_provenance,
+)
 from classify.model import SpoofDetector
 from classify.plots import plot_level_weights, plot_training_curves
 from store.provenance import device_label, provenance
@@ -168,6 +175,9 @@ class _Run:
         """Continue from the checkpoint at ``path`` (same codec; config equal up to RESUMABLE_CHANGES)."""
         state = load_checkpoint(path)
         check_compatible(state, self.store, path)
+        ssl_problems = check_ssl_compatible(state, self.model, str(path))
+        if ssl_problems:
+            raise CheckpointError(f"{path} was trained on other SSL features: {'; '.join(ssl_problems)}")
         now = dataclasses.asdict(self.config)
         changed = [k for k in now if k not in RESUMABLE_CHANGES and state["config"].get(k) != now[k]]
         if changed:
