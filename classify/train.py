@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from classify import budget
 from classify.checkpoint import (
     BEST,
     LAST,
@@ -41,7 +42,6 @@ from classify.checkpoint import (
     save_checkpoint,
 )
 from classify.config import RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
-from classify import budget
 from classify.data import (
     Batch,
     class_weights,
