@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from classify.config import TrainConfig
-from classify.store import FeatureStore
+from store.reader import FeatureStore
 from classify.sweep import expand, load_sweep, store_identity
 from classify.train import _Run
 

@@ -51,7 +51,7 @@ import torch
 from classify.config import TrainConfig
 from classify.planted import Plant, PlantedSpec, make_planted, write_planted_store
 from classify.report import ReportContext, split_summaries, write_report
-from classify.store import FeatureStore
+from store.reader import FeatureStore
 from classify.sweep import SweepSpec, TrialTask, expand, load_sweep, run_sweep, run_trial, store_identity
 from classify.train import _Run, lr_at
 

@@ -41,9 +41,8 @@ level the other level's noise covers each level's dims: d'^2 = (alpha_a^2 d_a^2 
 / (alpha_a^2 + alpha_b^2 + ...), at most 5 / sqrt(2) = 3.5 whatever the split (single:a alone gets
 as much), EER 3.8 % at 1 s.
 
-The generator returns plain arrays (``PlantedData``); :func:`write_planted_store` writes them in
-today's store layout directly with zarr (as the test fixtures do), to be replaced by the store
-package's writer.
+The generator returns plain arrays (``PlantedData``); :func:`write_planted_store` writes them
+through the store's writer.
 """
 
 from __future__ import annotations
@@ -218,35 +217,36 @@ def describe(data: PlantedData) -> str:
     return f"planted: {'; '.join(parts)}; Q={s.n_q}, K={s.codebook_size}, D={s.dim}, seed {s.seed}"
 
 
-def write_planted_store(path: str, data: PlantedData) -> str:
-    """Write ``data`` as a finished store at ``path`` (today's layout, written directly with zarr as
-    tests/classify/storefixture.py does; no codec weights file) and return ``path``."""
-    import zarr
+def write_planted_store(path: str, data: PlantedData, unit_size: int = 256) -> str:
+    """Write ``data`` as a finished store at ``path`` through the store's writer (`store.writer`:
+    work units of ``unit_size`` utterances; stream ``codes`` only, no codec weights file) and return
+    ``path``."""
+    from store import format as sf
+    from store.writer import PartData, create_store, finish_store, write_part
 
-    from extract import storeformat as sf
-    from extract.storeformat import StoreFiles
-
-    root = zarr.open_group(path, mode="w")
-    root.create_array(sf.CODEBOOKS, data=data.codebooks)
-    root.create_array(sf.CODES, data=data.codes)
-    root.create_array(sf.OFFSETS, data=data.offsets)
-    files = StoreFiles(path)
-    files.write_table(sf.UTTERANCES, data.table)
-    files.write_table(sf.FAILURES, pd.DataFrame(columns=list(sf.FAILURE_COLUMNS)))
     sha = hashlib.sha256(data.codebooks.tobytes()).hexdigest()
     s = data.spec
-    root.attrs.update({
-        "format": sf.FORMAT,
-        "format_version": sf.FORMAT_VERSION,
-        "state": sf.STATE_COMPLETE,
-        "codec": {"name": "encodec_24khz", "sample_rate": 24000, "frame_rate": FRAME_RATE, "n_q": s.n_q,
-                  "bandwidth": 0.75 * s.n_q, "codebook_size": s.codebook_size, "dim": s.dim,
-                  "parameters": 14851810},
-        "weights": {"source": "synthetic", "sha256": sha, "trained": False,
-                    "label": f"{WEIGHTS_NOTE}, sha256 {sha[:12]}"},
-        "dataset": {"name": "planted", "root": "/planted", "splits": list(SPLITS), "description": describe(data)},
-        "config": {"latent": False},
-        "summary": {"utterances": len(data.table), "ok": len(data.table), "failed": 0,
-                    "frames": int(data.offsets[-1])},
-    })
+    label = f"{WEIGHTS_NOTE}, sha256 {sha[:12]}"
+    codec = {"name": "encodec_24khz", "sample_rate": 24000, "frame_rate": FRAME_RATE, "n_q": s.n_q,
+             "bandwidth": 0.75 * s.n_q, "codebook_size": s.codebook_size, "dim": s.dim, "parameters": 14851810}
+    attrs = {
+        "codec": codec,
+        "weights": {"source": "synthetic", "sha256": sha, "trained": False, "label": label},
+        "dataset": {"name": "planted", "root": "/planted", "splits": list(SPLITS), "description": describe(data),
+                    "score_format": "asvspoof2019"},
+        "config": {"latent": False, "energy": False, "unit_size": unit_size},
+    }
+    table = data.table
+    plan = table[list(COLUMNS[:8])].copy()  # the dataset columns (utt_id ... duration)
+    streams = sf.codec_stream_specs(codec, latent=False, energy=False)
+    create_store(path, attrs, plan, pd.DataFrame(columns=list(sf.FAILURE_COLUMNS)), streams,
+                 {sf.CODEBOOKS: data.codebooks})
+    n_units = math.ceil(len(table) / unit_size)
+    for unit in range(n_units):
+        rows = range(unit * unit_size, min(len(table), (unit + 1) * unit_size))
+        records = [{"row": k, "status": "ok", "n_frames": int(table["n_frames"].iat[k]), "n_windows": 1,
+                    "sample_rate": 16000, "channels": 1, "duration": float(table["duration"].iat[k])} for k in rows]
+        codes = [data.codes[data.offsets[k]:data.offsets[k + 1]] for k in rows]
+        write_part(path, PartData(unit, records, {sf.CODES: codes}))
+    finish_store(path, n_units, {"weights": label})
     return path

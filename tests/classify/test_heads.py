@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from classify.heads import HEADS, ASPHead, LSTMHead, StatsHead, build_head, frame_mask
+from classify.heads import HEADS, build_head, frame_mask
 from classify.model import build_model
 
 ENCODEC_24KHZ_PARAMS = 14_851_810  # frozen codec; the paper trains 4.4 % of the frozen size
@@ -49,10 +49,6 @@ def test_padding_is_ignored(name: str) -> None:
 def test_unknown_head_lists_choices() -> None:
     with pytest.raises(ValueError, match="valid choices: lstm, asp, stats"):
         build_head("transformer", D)
-
-
-def test_registry() -> None:
-    assert HEADS == {"lstm": LSTMHead, "asp": ASPHead, "stats": StatsHead}
 
 
 def test_stats_head_is_a_linear_function_of_mean_and_std() -> None:

@@ -19,9 +19,10 @@ from scipy.stats import norm
 from classify.config import TrainConfig
 from classify.metrics import compute_eer
 from classify.planted import Plant, PlantedSpec, make_planted, standardise, write_planted_store
-from classify.store import FeatureStore
 from classify.train import train
-from tests.classify.storefixture import one_torch_thread  # noqa: F401 (autouse fixture)
+from store.reader import FeatureStore
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 D_PRIME = 5.0
 SMALL = dict(codebook_size=64, dim=16, sizes={"train": 256, "dev": 200, "eval": 200})
