@@ -4,7 +4,7 @@
         [--heads lstm:64 lstm:256x288 stats] [--crop 1.5] [--epochs 2] [--workers 2] [--json FILE]
 
 For every head (``lstm:P`` a P-unit projection and P-unit LSTM, ``lstm:PxH``, ``asp``, ``stats``,
-``stats-levels``) with the qaf-static weighting: build the training loop's own ``classify.train._Run``
+``stats-levels``) with the qaf-static weighting: build the training loop's own ``classify.train.TrainingRun``
 on the store's train split, take one warm-up step, then time ``--epochs`` calls of ``run_epoch``
 (crops, gather, forward, backward, AdamW) and of ``dev_metrics`` (scoring the whole dev split and its
 EER), each as process CPU time and wall time, with one torch thread (what a sweep worker gets on
@@ -38,7 +38,7 @@ import torch
 from classify.config import TrainConfig
 from store.reader import FeatureStore
 from classify.sweep import expand, load_sweep, store_identity
-from classify.train import _Run
+from classify.train import TrainingRun
 
 
 def loadavg() -> str:
@@ -76,7 +76,7 @@ def measure(store: FeatureStore, head: str, kwargs: dict[str, Any], crop: float,
     config = TrainConfig(variant=variant, head=head, head_kwargs=kwargs, crop_seconds=crop, batch_size=batch,
                          epochs=epochs + 1, patience=0, device="cpu", seed=0)
     with_tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_epoch_run"
-    run = _Run(config, store, with_tmp, lambda _: None)
+    run = TrainingRun(config, store, with_tmp, lambda _: None)
     from classify.data import train_batches
     batch0, targets = next(train_batches(run.source, run.train_data, batch, run.crop, config.pad, config.balance,
                                          torch.Generator().manual_seed(1)))

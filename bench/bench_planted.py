@@ -53,7 +53,7 @@ from classify.planted import Plant, PlantedSpec, make_planted, write_planted_sto
 from classify.report import ReportContext, split_summaries, write_report
 from store.reader import FeatureStore
 from classify.sweep import SweepSpec, TrialTask, expand, load_sweep, run_sweep, run_trial, store_identity
-from classify.train import _Run, lr_at
+from classify.train import TrainingRun, lr_at
 
 D_PRIME = 5.0
 STORES = {
@@ -181,7 +181,7 @@ def diagnose(out: Path, sweep: SweepSpec) -> list[dict[str, Any]]:
     rows = []
     for label, change in runs:
         config = TrainConfig(**{**base, **change})
-        run = _Run(config, store, out / "diagnosis", lambda _: None)
+        run = TrainingRun(config, store, out / "diagnosis", lambda _: None)
         weights = run.model.weighting.weights
         head_params = [p for p in run.model.head.parameters()]
         logit_grads, head_grads, level_grads, norm_steps, rates = [], [], [], [], []

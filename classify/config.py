@@ -14,7 +14,7 @@ import torch
 
 from classify.heads import HEADS
 from classify.ssloptions import SSLOptions
-from classify.variants import LEVEL_KINDS, PLAIN_KINDS, VARIANT_NAMES, split_ssl
+from classify.variants import check_variant
 
 PAD_POLICIES = ("repeat", "zero")
 BALANCE_MODES = ("weighted-loss", "sampler", "none")
@@ -90,10 +90,7 @@ class TrainConfig:
     ssl_kwargs: dict[str, Any] = field(default_factory=dict)  # SSL variants only: see classify.fusion.SSLOptions
 
     def __post_init__(self) -> None:
-        _, codec_variant = split_ssl(self.variant)
-        kind, sep, _ = ("mean" if codec_variant is None else codec_variant).partition(":")
-        if (kind not in PLAIN_KINDS or sep) and (kind not in LEVEL_KINDS or not sep):
-            raise ValueError(f"unknown weighting variant {self.variant!r}; valid choices: {', '.join(VARIANT_NAMES)}")
+        check_variant(self.variant)  # the registry's parser (classify.variants); k's range needs the store
         _choice("head", self.head, tuple(HEADS))
         _choice("pad", self.pad, PAD_POLICIES)
         _choice("balance", self.balance, BALANCE_MODES)

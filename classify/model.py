@@ -32,7 +32,7 @@ class SpoofDetector(nn.Module):
 
 
 def build_model(codebooks: Tensor, variant: str | VariantSpec, head: str = "lstm", tau: float = 1.0,
-                head_kwargs: dict[str, Any] | None = None, level_norm: bool = False) -> SpoofDetector:
+                head_kwargs: dict[str, Any] | None = None, level_norm: bool = True) -> SpoofDetector:
     """A SpoofDetector over codebooks [Q, K, D] with the named weighting variant and head
     (``level_norm``: see `HierarchyWeighting`)."""
     weighting = HierarchyWeighting(codebooks, variant, tau, level_norm)

@@ -38,13 +38,12 @@ from classify.bootstrap import cluster_counts, percentile_interval, replicate_ee
 from classify.plots import plot_level_weights
 from classify.scorefiles import ScoreFileError, read_scores
 from classify.sweep import CONFIG_FIELDS, OK
+from classify.variants import CONTROL_KINDS, FIXED_KINDS
 from store.reader import FeatureStore
 
 REPORT = "report.md"
 EER_PLOT = "eer.png"
 BASELINE = "mean"
-#: Variant kinds whose level weights are fixed, not learned.
-FIXED_KINDS = ("mean", "single", "first")
 _DPI = 120
 
 
@@ -151,7 +150,7 @@ def ranking(results: pd.DataFrame, intervals: dict[str, tuple[float, float]] | N
     ok = with_settings(results)
     columns = ["setting", "variant", "head", "n_seeds", "dev_eer_mean", "eval_eer_mean", "eval_eer_std",
                "eval_eer_min", "eval_eer_max", "eval_ci_low", "eval_ci_high", "eval_min_dcf_mean",
-               "eval_act_dcf_mean", "eval_cllr_mean", "n_trainable", "setting_key"]
+               "eval_act_dcf_mean", "eval_cllr_mean", "n_trainable", "control", "setting_key"]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     groups = ok.groupby("setting_key", sort=False)
@@ -170,6 +169,7 @@ def ranking(results: pd.DataFrame, intervals: dict[str, tuple[float, float]] | N
         "eval_cllr_mean": groups["eval_cllr"].mean(),
         "n_trainable": groups["n_trainable"].first(),
     }).reset_index()
+    table["control"] = [is_control(v) for v in table["variant"]]
     intervals = intervals or {}
     table["eval_ci_low"] = [intervals.get(k, (math.nan, math.nan))[0] for k in table["setting_key"]]
     table["eval_ci_high"] = [intervals.get(k, (math.nan, math.nan))[1] for k in table["setting_key"]]
@@ -177,9 +177,21 @@ def ranking(results: pd.DataFrame, intervals: dict[str, tuple[float, float]] | N
     return table[columns]
 
 
+def is_control(variant: str) -> bool:
+    """True for a variant that sees no codec (`classify.variants.CONTROL_KINDS`, e.g. `energy`)."""
+    return str(variant).split(":")[0] in CONTROL_KINDS
+
+
 def best_per_head(table: pd.DataFrame) -> pd.DataFrame:
-    """The first (best on dev) row of ``ranking``'s table for each head, in ranking order."""
-    return table.drop_duplicates("head", keep="first").reset_index(drop=True)
+    """The first (best on dev) row of ``ranking``'s table for each head, in ranking order; controls
+    are never a head's best."""
+    return table[~table["control"]].drop_duplicates("head", keep="first").reset_index(drop=True)
+
+
+def selected(table: pd.DataFrame) -> pd.Series | None:
+    """The setting selected on dev: ``ranking``'s first row that is not a control (None if none)."""
+    trained = table[~table["control"]]
+    return trained.iloc[0] if len(trained) else None
 
 
 def sign_test_p(wins: int, losses: int) -> float:
@@ -325,7 +337,7 @@ def _interval(low: float, high: float, signed: bool = False) -> str:
 
 def format_ranking(table: pd.DataFrame) -> str:
     """The ranking as a Markdown table (EERs in %), in ``ranking``'s order (dev EER)."""
-    rows = [[str(i + 1), f"`{r.setting}`", str(r.n_seeds), _pct(r.dev_eer_mean), _pct(r.eval_eer_mean),
+    rows = [[str(i + 1), f"`{r.setting}`" + (" (control: no codec)" if r.control else ""), str(r.n_seeds), _pct(r.dev_eer_mean), _pct(r.eval_eer_mean),
              _interval(r.eval_ci_low, r.eval_ci_high), _pct(r.eval_eer_std),
              f"{_pct(r.eval_eer_min)}–{_pct(r.eval_eer_max)}", _num(r.eval_min_dcf_mean),
              _num(r.eval_act_dcf_mean), _num(r.eval_cllr_mean), f"{int(r.n_trainable):,}"]
@@ -336,10 +348,13 @@ def format_ranking(table: pd.DataFrame) -> str:
 
 
 def format_heads(table: pd.DataFrame) -> str:
-    """Each head's best setting on dev (``best_per_head``) as a Markdown table."""
-    rows = [[f"`{r.head}`", f"`{r.setting}`", f"{int(r.n_trainable):,}", str(r.n_seeds), _pct(r.dev_eer_mean),
-             _pct(r.eval_eer_mean), _interval(r.eval_ci_low, r.eval_ci_high), _pct(r.eval_eer_std)]
-            for r in best_per_head(table).itertuples()]
+    """Each head's best setting on dev (``best_per_head``) as a Markdown table, then every control
+    setting (no codec) beside them."""
+    controls = table[table["control"]]
+    rows = [[f"`{r.head}`" + (" (control: no codec)" if r.control else ""), f"`{r.setting}`",
+             f"{int(r.n_trainable):,}", str(r.n_seeds), _pct(r.dev_eer_mean), _pct(r.eval_eer_mean),
+             _interval(r.eval_ci_low, r.eval_ci_high), _pct(r.eval_eer_std)]
+            for r in pd.concat([best_per_head(table), controls]).itertuples()]
     return _markdown(["head", "best setting (chosen on dev)", "trainable params", "seeds", "dev EER % (mean)",
                       "eval EER % (mean)", "eval 95 % CI", "std over seeds"], rows)
 
@@ -438,6 +453,10 @@ def _caveats(context: ReportContext, results: pd.DataFrame, table: pd.DataFrame,
     if seeds[-1] <= 5:
         text.append(f"With {seeds[-1]} paired seeds even a variant that wins every seed has a two-sided sign-test "
                     f"p of {sign_test_p(seeds[-1], 0):.3f}: the paired table ranks, it does not prove.")
+    if table["control"].any():
+        text.append("The control (`energy`: statistics of each frame's log energy, no codec at all) shows what the "
+                    "corpus gives away without the codec, such as the cleaner pauses of some synthesizers; a codec "
+                    "setting no better than it shows nothing the codec adds.")
     if len(results) and not results.loc[results["codec_weights_label"] != "", "codec_trained"].astype(bool).all():
         text.append("The codec is UNTRAINED, so its quantizer levels are not EnCodec's: the learned level weights "
                     "and the ranking of variants say nothing about the real codec's hierarchy or the paper's claims.")
@@ -491,8 +510,8 @@ def write_report(results: pd.DataFrame, out_dir: str | Path, context: ReportCont
     md += ["## Ranking on dev, eval reported", "",
            "Settings (configs without the seed) sorted by mean DEV EER over seeds: the selection never sees eval. "
            "Eval columns are reported for every setting; std has ddof 1.", ""]
-    if len(table):
-        best = table.iloc[0]
+    best = selected(table)
+    if best is not None:
         md += [f"**Selected on dev: `{best.setting}`**: dev EER {_pct(best.dev_eer_mean)} %, eval EER "
                f"{_pct(best.eval_eer_mean)} % (95 % CI {_interval(best.eval_ci_low, best.eval_ci_high)}, "
                f"{best.n_seeds} seeds).", "",
@@ -503,9 +522,11 @@ def write_report(results: pd.DataFrame, out_dir: str | Path, context: ReportCont
     else:
         md += ["No trial finished.", ""]
 
-    if len(table) and table["head"].nunique() > 1:
+    if len(table) and (table["head"].nunique() > 1 or table["control"].any()):
         md += ["## Heads side by side", "",
-               "Each head's best setting, chosen on dev among that head's settings, with its eval EER.", "",
+               "Each head's best setting, chosen on dev among that head's settings, with its eval EER; below them "
+               "the controls that see no codec (e.g. `energy`: frame-energy statistics alone), never selected, "
+               "so that what the codec adds shows.", "",
                format_heads(table), ""]
 
     md += [f"## Paired comparison against `{BASELINE}`", "",

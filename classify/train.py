@@ -149,7 +149,7 @@ class _Progress:
     stopped: str = ""
 
 
-class _Run:
+class TrainingRun:
     """One training run over a store: model, optimizer, data, and the run directory."""
 
     def __init__(self, config: TrainConfig, store: FeatureStore, out_dir: Path, log: Callable[[str], None]):
@@ -163,6 +163,7 @@ class _Run:
         self.source = make_source(store, self.model, dataclasses.asdict(config))  # SSL variants: classify.ssldata
         self.train_data = self.source.split(store, config.train_split)
         self.dev_data = self.source.split(store, config.dev_split)
+        self.fit_stream()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -175,6 +176,17 @@ class _Run:
         self.class_weight = torch.tensor([w_spoof, w_bona], device=self.device)  # indexed by target
         self.progress = _Progress()
         self.provenance: dict[str, Any] = {}
+
+    def fit_stream(self) -> None:
+        """Standardise the stream of a variant that asks for the training split's statistics
+        (`energy`); a resumed run then loads the checkpoint's."""
+        weighting = self.model.weighting
+        stream = weighting.spec.stream if weighting is not None else None
+        if stream is None or stream.norm != "train":
+            return
+        codec = getattr(self.source, "codec", None) or self.source  # SSLSource wraps the FrameSource
+        mean, std = codec.stream_moments(self.train_data)
+        weighting.fit_stream(torch.from_numpy(mean).float(), torch.tensor(std, dtype=torch.float32))
 
     @property
     def label(self) -> str:
@@ -327,14 +339,15 @@ def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Ca
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(config, store, out_dir, log)
+    run = TrainingRun(config, store, out_dir, log)
     run.provenance = {**(origin or provenance()), "device": device_label(str(run.device))}
     info = store.codec
     n_trainable = run.model.n_trainable()
     weighting = run.model.weighting
     trainable_share = budget.share(n_trainable, budget.frozen_used(
         store.attrs["codec"] if weighting is not None else None, ssl_provenance(run.model),
-        codebooks=weighting is not None and not weighting.spec.needs_latent))
+        codebooks=weighting is not None and weighting.spec.stream is None,
+        encoder=weighting is None or weighting.spec.stream is None or weighting.spec.stream.name == "latent"))
     log(f"model: variant {config.variant}, head {config.head}: {budget.describe(trainable_share)}")
     log(f"codec weights: {info.weights_label}")
     if ssl_label(run.model):

@@ -22,6 +22,7 @@ from classify.report import (
     best_per_head,
     paired_vs_mean,
     ranking,
+    selected,
     sign_test_p,
     split_summaries,
     write_report,
@@ -106,6 +107,32 @@ def test_ranking_selects_on_dev_never_on_eval():
     assert list(table["variant"]) == ["scalar", "qaf-static", "mean"]  # by dev; eval would say qaf, mean, scalar
     heads = best_per_head(table)
     assert list(zip(heads["head"], heads["variant"])) == [("lstm", "scalar"), ("stats", "qaf-static")]
+
+
+def test_the_energy_control_is_shown_beside_the_heads_and_never_selected(tmp_path):
+    """`energy` (no codec) wins on dev here, yet the selected setting and each head's best are codec
+    settings; the control appears in the ranking and beside the heads, marked, without weights."""
+    stats = {"head": "stats", "head_kwargs": {}}
+    rows = [row("mean", s, 0.30, dev=0.30) for s in range(2)] + [row("scalar", s, 0.20, dev=0.25, **stats)
+                                                                  for s in range(2)]
+    rows += [row("energy", s, 0.08, dev=0.05, **stats) for s in range(2)]
+    results = pd.DataFrame(rows)
+    results.loc[results["variant"] == "energy", "level_weights"] = ""
+    table = ranking(results)
+    assert list(table["variant"]) == ["energy", "scalar", "mean"] and list(table["control"]) == [True, False, False]
+    assert selected(table)["variant"] == "scalar"
+    heads = best_per_head(table)
+    assert list(zip(heads["head"], heads["variant"])) == [("stats", "scalar"), ("lstm", "mean")]
+    text = write_report(results, tmp_path, context(eval=SplitSummary(100, 40, 60, 5))).read_text()
+    assert "**Selected on dev: `variant=scalar, head=stats`**" in text
+    side = section(text, "Heads side by side").splitlines()
+    rows_md = [line for line in side if line.startswith("| `")]
+    assert [line.split(" | ")[1] for line in rows_md] == ["`variant=scalar, head=stats`", "`variant=mean, head=lstm`",
+                                                          "`variant=energy, head=stats`"]
+    assert rows_md[-1].startswith("| `stats` (control: no codec) |") and "| 8.00 |" in rows_md[-1]
+    assert "`variant=energy, head=stats` (control: no codec)" in section(text, "Ranking on dev, eval reported")
+    assert "energy" not in section(text, "Learned level weights")
+    assert "no codec at all" in section(text, "What this can and cannot show")
 
 
 def test_sign_test():

@@ -233,18 +233,18 @@ def test_a_killed_sweep_keeps_finished_trials_and_resumes_the_killed_one(tmp_pat
     path = sweep_file(tmp_path, 'variant = ["scalar"]\nseed = [0, 1]\n', base=TINY_BASE.replace("epochs = 1", "epochs = 2"))
     trials = expand(load_sweep(path), store_identity(store))
     killed = tmp_path / "out" / "trials" / trials[1].trial_id
-    end_epoch = train_module._Run.end_epoch
+    end_epoch = train_module.TrainingRun.end_epoch
 
     def kill_trial_2_after_epoch_1(self, epoch, row):
         end_epoch(self, epoch, row)
         if self.out_dir == killed and epoch == 1:
             raise KeyboardInterrupt  # like a kill: not an Exception, so nothing records the trial
 
-    monkeypatch.setattr(train_module._Run, "end_epoch", kill_trial_2_after_epoch_1)
+    monkeypatch.setattr(train_module.TrainingRun, "end_epoch", kill_trial_2_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         run(trials, store, tmp_path / "out")
     assert list(read_results(tmp_path / "out")["trial_id"]) == [trials[0].trial_id]
-    monkeypatch.setattr(train_module._Run, "end_epoch", end_epoch)
+    monkeypatch.setattr(train_module.TrainingRun, "end_epoch", end_epoch)
     calls = count_train_calls(monkeypatch)
     outcome = run(trials, store, tmp_path / "out")
     assert calls == [trials[1].trial_id] and outcome.failed == [] and list(outcome.results["epochs_run"]) == [2, 2]

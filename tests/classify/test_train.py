@@ -13,7 +13,7 @@ from classify import train as train_module
 from classify.checkpoint import CheckpointError, load_checkpoint
 from classify.config import TrainConfig, amp_dtype
 from classify.data import DataError
-from classify.train import DIVERGED, _Run, lr_at, param_groups, train
+from classify.train import DIVERGED, TrainingRun, lr_at, param_groups, train
 from store.reader import FeatureStore
 from tests.synthetic import synthetic_store, tiny_config
 
@@ -84,18 +84,18 @@ def test_resume_after_a_kill_ends_as_an_uninterrupted_run(store, tmp_path, monke
     config = tiny_config(epochs=3, balance="sampler", pad="zero", **precision)
     train(config, store, tmp_path / "whole", log=quiet)
 
-    original = train_module._Run.run_epoch
+    original = train_module.TrainingRun.run_epoch
 
     def killed_in_epoch_2(self, epoch):
         if epoch == 2:
             raise KeyboardInterrupt("killed")
         return original(self, epoch)
 
-    monkeypatch.setattr(train_module._Run, "run_epoch", killed_in_epoch_2)
+    monkeypatch.setattr(train_module.TrainingRun, "run_epoch", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(config, store, tmp_path / "killed", log=quiet)
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
-    monkeypatch.setattr(train_module._Run, "run_epoch", original)
+    monkeypatch.setattr(train_module.TrainingRun, "run_epoch", original)
     logged: list[str] = []
     result = train(config, store, tmp_path / "killed", log=logged.append)
     assert any("resuming" in m and "after epoch 1" in m for m in logged)
@@ -213,7 +213,7 @@ def test_mixed_precision_training_path_runs_on_the_cpu(store, tmp_path, monkeypa
     the head computes in the low precision, the loss and every parameter stay float32 and finite,
     the model learns, and fp16 scales its loss."""
     seen: list[torch.dtype] = []
-    original = _Run.step
+    original = TrainingRun.step
 
     def step(self, batch, targets):
         handle = self.model.head.proj.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
@@ -222,7 +222,7 @@ def test_mixed_precision_training_path_runs_on_the_cpu(store, tmp_path, monkeypa
         finally:
             handle.remove()
 
-    monkeypatch.setattr(_Run, "step", step)
+    monkeypatch.setattr(TrainingRun, "step", step)
     result = train(tiny_config(epochs=8, lr=3e-2, amp_cpu=True, amp_dtype=dtype_name), store, tmp_path, log=quiet)
     assert seen and set(seen) == {dtype}
     assert result.stopped == "completed" and result.best_dev_eer < 0.3
@@ -237,7 +237,7 @@ def test_mixed_precision_training_path_runs_on_the_cpu(store, tmp_path, monkeypa
 def test_fp16_gradient_scaler_skips_an_overflowing_step_and_backs_off(store, tmp_path):
     """With a loss scale so large that the fp16 backward overflows, the scaler skips the optimizer step
     (parameters unchanged) and halves the scale; once the scale fits, steps go through."""
-    run = _Run(tiny_config(amp_cpu=True, amp_dtype="fp16"), store, tmp_path, quiet)
+    run = TrainingRun(tiny_config(amp_cpu=True, amp_dtype="fp16"), store, tmp_path, quiet)
     assert run.scaler.is_enabled() and run.dtype == torch.float16
     run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=1000)
     from classify.data import train_batches
@@ -254,7 +254,7 @@ def test_fp16_gradient_scaler_skips_an_overflowing_step_and_backs_off(store, tmp
 
 def test_hierarchy_weights_have_their_own_learning_rate_without_weight_decay(store, tmp_path):
     config = tiny_config(epochs=1, lr=2e-3, weights_lr=0.3, weight_decay=0.5)
-    run = _Run(config, store, tmp_path, quiet)
+    run = TrainingRun(config, store, tmp_path, quiet)
     groups = {g["name"]: g for g in run.optimizer.param_groups}
     assert [p is run.model.weighting.weights for p in groups["hierarchy_weights"]["params"]] == [True]
     assert (groups["hierarchy_weights"]["peak_lr"], groups["hierarchy_weights"]["weight_decay"]) == (0.3, 0.0)
@@ -266,8 +266,8 @@ def test_hierarchy_weights_have_their_own_learning_rate_without_weight_decay(sto
     assert groups["hierarchy_weights"]["lr"] == lr_at(last, run.total_steps, run.warmup, 0.3)
     assert groups["model"]["lr"] == lr_at(last, run.total_steps, run.warmup, 2e-3)
     # variants without logits have one group; trainable tables train at lr, their logits at weights_lr
-    assert [g["name"] for g in param_groups(_Run(tiny_config(variant="mean"), store, tmp_path, quiet).model,
+    assert [g["name"] for g in param_groups(TrainingRun(tiny_config(variant="mean"), store, tmp_path, quiet).model,
                                               config)] == ["model"]
-    tables = _Run(tiny_config(variant="trainable-tables"), store, tmp_path, quiet).model
+    tables = TrainingRun(tiny_config(variant="trainable-tables"), store, tmp_path, quiet).model
     groups = param_groups(tables, config)
     assert any(p is tables.weighting.table for p in groups[0]["params"]) and groups[1]["params"] == [tables.weighting.weights]

@@ -115,13 +115,13 @@ def test_bad_files_are_named(store, sweep_toml, tmp_path):
 
 
 def test_shipped_sweeps_expand(store):
-    """Every variant x the LSTM and the stats head x 5 seeds, and every trial's model can be built
-    (the stats head gets none of the LSTM's sizes)."""
+    """Every variant and the energy control x the LSTM and the stats head x 5 seeds, and every trial's
+    model can be built (the stats head gets none of the LSTM's sizes)."""
     features = FeatureStore(store)
     identity = store_identity(features)
     trials = expand(load_sweep(ROOT / "configs" / "sweeps" / "variants.toml"), identity)
     variants = ["mean", "scalar", "qaf-static", "single:1", "single:8", "first:4", "cumulative", "latent",
-                "trainable-tables"]
+                "trainable-tables", "energy"]
     assert sorted({t.config.variant for t in trials}) == sorted(variants) and len(trials) == 2 * 5 * len(variants)
     assert {t.config.seed for t in trials} == {0, 1, 2, 3, 4}
     assert {(t.config.head, json.dumps(t.config.head_kwargs)) for t in trials} == {
