@@ -236,9 +236,16 @@ def store_identity(store: FeatureStore) -> dict[str, Any]:
     }
 
 
+#: TrainConfig fields added after trial ids existed, left out of the id while at this value, which
+#: changes nothing for the configs that existed before them (so their ids, and finished results, stay).
+ID_OMITTED_AT = {"ssl_kwargs": {}}
+
+
 def trial_id(config: TrainConfig, identity: dict[str, Any]) -> str:
-    """``<variant>-s<seed>-<hash>``, stable for equal configs and store identities."""
-    payload = _canonical({"config": dataclasses.asdict(config), "store": identity})
+    """``<variant>-s<seed>-<hash>``, stable for equal configs and store identities (the fields of
+    ``ID_OMITTED_AT`` count only when they differ from their value there)."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in ID_OMITTED_AT or v != ID_OMITTED_AT[k]}
+    payload = _canonical({"config": fields, "store": identity})
     digest = hashlib.sha256(payload.encode()).hexdigest()[:_ID_HASH_CHARS]
     variant = "".join(c if c.isalnum() or c == "-" else "" for c in config.variant.lower())
     return f"{variant}-s{config.seed}-{digest}"

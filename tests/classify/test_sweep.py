@@ -3,6 +3,8 @@ resuming (finished trials skipped, a killed trial resumed from last.pt) and fail
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -88,6 +90,11 @@ def test_grid_expands_in_order_with_stable_ids(tmp_path, store):
     assert {t.trial_id for t in expand(moved, identity)} == {t.trial_id for t in trials}
     assert trial_id(trials[0].config, {**identity, "weights_sha256": "0" * 64}) != trials[0].trial_id
     assert config_diff(trials[4].config, base_config(spec)) == {"variant": "single:1", "seed": 1}
+    # a field added later (ssl_kwargs) is hashed only away from its old-behaviour value: older ids stay
+    older = {k: v for k, v in dataclasses.asdict(trials[0].config).items() if k != "ssl_kwargs"}
+    digest = hashlib.sha256(json.dumps({"config": older, "store": identity}, sort_keys=True).encode()).hexdigest()[:8]
+    assert trials[0].trial_id == f"mean-s0-{digest}"
+    assert trial_id(dataclasses.replace(trials[0].config, ssl_kwargs={"proj_dim": 8}), identity) != trials[0].trial_id
 
 
 def test_a_bundle_sets_several_settings_together(tmp_path, store):
