@@ -52,7 +52,7 @@ from classify.config import TrainConfig
 from classify.planted import Plant, PlantedSpec, make_planted, write_planted_store
 from classify.report import ReportContext, split_summaries, write_report
 from store.reader import FeatureStore
-from classify.sweep import SweepSpec, TrialTask, expand, load_sweep, run_sweep, run_trial, store_identity
+from classify.sweep import SweepSpec, TrialTask, expand, load_sweep, read_results, run_sweep, run_trial, store_identity
 from classify.train import TrainingRun, lr_at
 
 D_PRIME = 5.0
@@ -101,7 +101,7 @@ def run_store(out: Path, name: str, sweep: SweepSpec, seeds: list[int], workers:
                                                             "head": single, "seed": [0]})
     trials = [t for spec in specs for t in expand(spec, store_identity(store))]
     run_sweep(trials, store.url, out / name, "eval", _process_executor(workers), threads=1)
-    results = pd.read_parquet(out / name / "results.parquet")
+    results = read_results(out / name)
     results = results[results["trial_id"].isin({t.trial_id for t in trials})]
     context = ReportContext(f"bench_planted:{name}", store.url, "planted", store.attrs["dataset"]["description"], "eval",
                             sweep.base, {"variant": ["scalar", "qaf-static", "mean", "single:j"], "head": heads,

@@ -387,9 +387,15 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
 
 
 def read_results(out_dir: str | Path) -> pd.DataFrame:
-    """``DIR/results.parquet``, or an empty table when there is none yet."""
+    """``DIR/results.parquet``, or an empty table when there is none yet. A table written before a
+    TrainConfig field existed gets that field's column at the value of ``ID_OMITTED_AT`` (what its
+    trials ran with: their ids did not change)."""
     path = Path(out_dir) / RESULTS
-    return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    table = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    for name, value in ID_OMITTED_AT.items():
+        if len(table) and name not in table.columns:
+            table[name] = _config_columns({name: value})[name]
+    return table
 
 
 def write_results(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:

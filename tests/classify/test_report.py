@@ -135,6 +135,16 @@ def test_the_energy_control_is_shown_beside_the_heads_and_never_selected(tmp_pat
     assert "no codec at all" in section(text, "What this can and cannot show")
 
 
+def test_a_results_table_older_than_ssl_kwargs_is_read_and_reported(synthetic, tmp_path):
+    """Trial ids did not change when ssl_kwargs came (ID_OMITTED_AT), so a sweep resumes an older
+    results table: it reads with the column filled in, and reports as before."""
+    synthetic.drop(columns=["ssl_kwargs"]).to_parquet(tmp_path / "results.parquet", index=False)
+    table = read_results(tmp_path)
+    assert (table["ssl_kwargs"] == "{}").all()
+    text = write_report(table, tmp_path, context()).read_text()
+    assert "**Selected on dev: `variant=scalar, lr=0.5`**" in text
+
+
 def test_sign_test():
     assert sign_test_p(3, 0) == 0.25 and sign_test_p(0, 3) == 0.25 and sign_test_p(2, 1) == 1.0
     assert sign_test_p(0, 0) == 1.0 and sign_test_p(10, 0) == pytest.approx(2 / 1024)
