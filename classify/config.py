@@ -22,6 +22,10 @@ AMP_DTYPES = ("bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 #: Fields that may differ between a run and its resumption (they do not change what was learned).
 RESUMABLE_CHANGES = ("epochs", "patience", "device")
+#: Fields added after runs, checkpoints and sweep results existed, with the value that reproduces what
+#: those did: a checkpoint or results table without the field counts as having this value (resuming
+#: works, sweep trial ids stay; see `classify.sweep.trial_id`).
+LATER_FIELDS: dict[str, Any] = {"ssl_kwargs": {}}
 
 
 @dataclass

@@ -54,7 +54,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from classify.config import TrainConfig, resolve_device
+from classify.config import LATER_FIELDS, TrainConfig, resolve_device
 from classify.evaluate import evaluate
 from classify.train import DIVERGED, train
 from store.config import ConfigError, build, load_toml
@@ -238,7 +238,7 @@ def store_identity(store: FeatureStore) -> dict[str, Any]:
 
 #: TrainConfig fields added after trial ids existed, left out of the id while at this value, which
 #: changes nothing for the configs that existed before them (so their ids, and finished results, stay).
-ID_OMITTED_AT = {"ssl_kwargs": {}}
+ID_OMITTED_AT = LATER_FIELDS
 
 
 def trial_id(config: TrainConfig, identity: dict[str, Any]) -> str:

@@ -41,7 +41,7 @@ from classify.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from classify.config import RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
+from classify.config import LATER_FIELDS, RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
 from classify.data import (
     Batch,
     class_weights,
@@ -220,9 +220,10 @@ class TrainingRun:
         if ssl_problems:
             raise CheckpointError(f"{path} was trained on other SSL features: {'; '.join(ssl_problems)}")
         now = dataclasses.asdict(self.config)
-        changed = [k for k in now if k not in RESUMABLE_CHANGES and state["config"].get(k) != now[k]]
+        then = {**LATER_FIELDS, **state["config"]}  # a checkpoint older than a field ran at its LATER_FIELDS value
+        changed = [k for k in now if k not in RESUMABLE_CHANGES and then.get(k) != now[k]]
         if changed:
-            details = "; ".join(f"{k}: run {state['config'].get(k)!r}, now {now[k]!r}" for k in changed)
+            details = "; ".join(f"{k}: run {then.get(k)!r}, now {now[k]!r}" for k in changed)
             raise CheckpointError(f"{path} holds a run with other settings ({details}); resume with the same "
                                   "settings, or start over (--no-resume) or in another --out")
         self.model.load_state_dict(state["model"])

@@ -127,6 +127,20 @@ def test_resume_with_other_settings_is_refused(store, tmp_path):
     assert fresh.epochs_run == 1
 
 
+def test_a_checkpoint_older_than_ssl_kwargs_resumes(store, tmp_path):
+    """A run saved before TrainConfig had ssl_kwargs (LATER_FIELDS) ran as ssl_kwargs = {} does: it
+    resumes, and is extended like any other; a real difference is still refused."""
+    train(tiny_config(epochs=1), store, tmp_path, log=quiet)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    del state["config"]["ssl_kwargs"]
+    torch.save(state, tmp_path / "last.pt")
+    logged: list[str] = []
+    result = train(tiny_config(epochs=2), store, tmp_path, log=logged.append)
+    assert result.epochs_run == 2 and any("resuming" in line and "after epoch 1" in line for line in logged)
+    with pytest.raises(CheckpointError, match=r"ssl_kwargs: run \{\}, now \{'proj_dim': 8\}"):
+        train(tiny_config(epochs=3, ssl_kwargs={"proj_dim": 8}), store, tmp_path, log=quiet)
+
+
 def test_resume_on_a_store_of_another_codec_is_refused(store, tmp_path):
     train(tiny_config(epochs=1), store, tmp_path / "run", log=quiet)
     other = FeatureStore(synthetic_store(str(tmp_path / "other.zarr"), n_per_split=8, weights_seed=3))
