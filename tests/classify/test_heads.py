@@ -87,10 +87,11 @@ def test_per_level_stats_head_reads_every_level_without_the_dense_tensor() -> No
 
 
 def test_stats_head_on_the_latent_is_one_stream() -> None:
-    model = build_model(torch.randn(4, 16, D), "latent", "stats", head_kwargs={"per_level": True})
+    books = torch.randn(4, 16, D)  # the latent is standardised with level 1's statistics (level_norm)
+    model = build_model(books, "latent", "stats", head_kwargs={"per_level": True})
     latent = torch.randn(2, 6, D)
     assert model.head.out.in_features == 2 * D
-    fused = build_model(torch.randn(4, 16, D), "latent", "stats")
+    fused = build_model(books, "latent", "stats")
     fused.head.load_state_dict(model.head.state_dict())
     codes = torch.zeros(2, 6, 4, dtype=torch.long)
     torch.testing.assert_close(model(codes, torch.tensor([6, 3]), latent), fused(codes, torch.tensor([6, 3]), latent))
@@ -124,6 +125,8 @@ def test_gradients_reach_every_parameter(variant: str, head: str) -> None:
     model(codes, torch.tensor([7, 2, 5])).sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if name == "head.attention.2.bias":  # ASP's last attention bias: softmax over time ignores a shift,
+            continue                         # so its gradient is zero by construction (rounding aside)
         assert p.grad.abs().sum() > 0, name
     assert model.weighting.table.requires_grad == (variant == "trainable-tables")
 
