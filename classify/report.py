@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 
 from classify.bootstrap import cluster_counts, percentile_interval, replicate_eers
 from classify.plots import plot_level_weights
+from classify.config import LATER_FIELDS
 from classify.scorefiles import ScoreFileError, read_scores
 from classify.sweep import CONFIG_FIELDS, OK
 from classify.variants import CONTROL_KINDS, FIXED_KINDS
@@ -109,7 +110,7 @@ def split_summaries(store: FeatureStore, names: list[str]) -> dict[str, SplitSum
 
 
 def _setting_key(row: pd.Series) -> str:
-    config = json.loads(row["config_json"])
+    config = {**LATER_FIELDS, **json.loads(row["config_json"])}  # rows older than a field ran at its value
     config.pop("seed")
     return json.dumps(config, sort_keys=True)
 

@@ -138,9 +138,13 @@ def test_the_energy_control_is_shown_beside_the_heads_and_never_selected(tmp_pat
 def test_a_results_table_older_than_ssl_kwargs_is_read_and_reported(synthetic, tmp_path):
     """Trial ids did not change when ssl_kwargs came (ID_OMITTED_AT), so a sweep resumes an older
     results table: it reads with the column filled in, and reports as before."""
-    synthetic.drop(columns=["ssl_kwargs"]).to_parquet(tmp_path / "results.parquet", index=False)
-    table = read_results(tmp_path)
+    older = synthetic.drop(columns=["ssl_kwargs"])
+    older["config_json"] = [json.dumps({k: v for k, v in json.loads(c).items() if k != "ssl_kwargs"})
+                            for c in older["config_json"]]
+    older.iloc[:2].to_parquet(tmp_path / "results.parquet", index=False)
+    table = pd.concat([read_results(tmp_path), synthetic.iloc[2:]], ignore_index=True)  # a resumed sweep's rows
     assert (table["ssl_kwargs"] == "{}").all()
+    assert ranking(table)["n_seeds"].tolist() == ranking(synthetic)["n_seeds"].tolist()  # one setting, all seeds
     text = write_report(table, tmp_path, context()).read_text()
     assert "**Selected on dev: `variant=scalar, lr=0.5`**" in text
 
