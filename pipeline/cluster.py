@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 from distributed import Client, LocalCluster
 
 
@@ -15,26 +16,41 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+class GPUCluster(LocalCluster):
+    """A LocalCluster whose worker ``i`` sees only GPU ``i`` (``CUDA_VISIBLE_DEVICES``, set before the
+    worker process starts; a restarted worker keeps its GPU), so that device ``cuda`` is a different
+    GPU in each worker. ``devices``: the host's GPU ids (default ``0 .. workers - 1``)."""
+
+    def __init__(self, n_workers: int, devices: list[str] | None = None, **kwargs):
+        self._devices = devices or [str(i) for i in range(n_workers)]
+        super().__init__(n_workers=0, **kwargs)
+        self.scale(n_workers)
+
+    def new_worker_spec(self) -> dict:
+        ((name, spec),) = super().new_worker_spec().items()
+        options = dict(spec["options"])
+        device = self._devices[int(name) % len(self._devices)]
+        options["env"] = {**options.get("env", {}), "CUDA_VISIBLE_DEVICES": device}
+        return {name: {**spec, "options": options}}
+
+
 @contextmanager
-def dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
+def dask_client(workers: int, scheduler: str | None, gpus: bool = False) -> Iterator[Client]:
     """A client to ``scheduler`` if given, else to a new LocalCluster of ``workers`` processes, each
     allowed :func:`threads_per_worker` OpenMP/MKL threads (dask's default for worker processes is 1)
-    and glibc's default memory trimming."""
+    and glibc's own memory management (see below); with ``gpus``, one GPU per worker (:class:`GPUCluster`)."""
     if scheduler:
         with Client(scheduler) as client:
             yield client
         return
-    with LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-        env={
-            **{name: str(threads_per_worker(workers)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
-            # dask's nanny sets 65536, which makes glibc return every large tensor to the OS and
-            # page-fault it back: 2x slower encoding (bench/RESULTS_extract.md)
-            "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-        },
-    ) as cluster, Client(cluster) as client:
-        yield client
+    env = {name: str(threads_per_worker(workers)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    options = dict(threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR, env=env)
+    # dask's nanny sets MALLOC_TRIM_THRESHOLD_ (65536) in its workers. Setting ANY of glibc's malloc
+    # thresholds switches off its adaptive mmap threshold: every tensor over 128 KiB is then mmap-ed
+    # and page-faulted afresh, 2x the CPU time of the encoder (bench/RESULTS_extract.md). Unset it
+    # (for as long as the cluster may start or restart workers).
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        cluster = GPUCluster(workers, **options) if gpus else LocalCluster(n_workers=workers, **options)
+        with cluster, Client(cluster) as client:
+            client.wait_for_workers(workers)
+            yield client
