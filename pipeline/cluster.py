@@ -11,6 +11,22 @@ import dask
 from distributed import Client, LocalCluster
 
 
+LOCAL_CONFIG = {
+    # dask's nanny sets MALLOC_TRIM_THRESHOLD_ (65536) in its workers. Setting ANY of glibc's malloc
+    # thresholds switches off its adaptive mmap threshold: every tensor over 128 KiB is then mmap-ed
+    # and page-faulted afresh, 2x the CPU time of the encoder (bench/RESULTS_extract.md). Unset it.
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    # Idle, a default LocalCluster of one worker keeps ~12 % of a core busy: the worker samples its
+    # threads' stacks every 10 ms for the dashboard's profile, and every process wakes every 20 ms
+    # to check its event loop. Our tasks run for seconds: no profiler, and slower ticks (idle: ~2 %).
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+"""dask settings of the LocalClusters this tool starts (a running ``--scheduler``'s are its owner's)."""
+
+
 def threads_per_worker(workers: int) -> int:
     """torch threads for each worker so that workers together do not oversubscribe the cores."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -45,11 +61,7 @@ def dask_client(workers: int, scheduler: str | None, gpus: bool = False) -> Iter
         return
     env = {name: str(threads_per_worker(workers)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     options = dict(threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR, env=env)
-    # dask's nanny sets MALLOC_TRIM_THRESHOLD_ (65536) in its workers. Setting ANY of glibc's malloc
-    # thresholds switches off its adaptive mmap threshold: every tensor over 128 KiB is then mmap-ed
-    # and page-faulted afresh, 2x the CPU time of the encoder (bench/RESULTS_extract.md). Unset it
-    # (for as long as the cluster may start or restart workers).
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set(LOCAL_CONFIG):  # for as long as the cluster may start or restart workers
         cluster = GPUCluster(workers, **options) if gpus else LocalCluster(n_workers=workers, **options)
         with cluster, Client(cluster) as client:
             client.wait_for_workers(workers)
