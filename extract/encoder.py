@@ -19,19 +19,23 @@ separate items (bounded memory; frames near a window boundary then differ from a
 Items are packed, longest first, into forward passes of at most ``batch_seconds`` of padded audio,
 so that one long file's windows never make one huge batch.
 
-On a GPU the padded batch is assembled in pinned host memory and copied without blocking, the
+The encoder is a copy of the model's with its weight norms folded into plain weights (computed
+once, not at every forward; the same values). On a GPU the padded batch is assembled in pinned host memory and copied without blocking, the
 quantizer runs on the device, and each batch's codes and latent come back in one copy each. TF32
 is switched off: the encoder runs in true float32 everywhere, as on the CPU.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from encodec import EncodecModel
 from encodec.modules.conv import SConv1d, get_extra_padding_for_conv1d
+from torch.nn.utils import remove_weight_norm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from .codec import FRAME_RATE, HOP_LENGTH
 
@@ -43,6 +47,24 @@ class Encoded:
     codes: np.ndarray
     latent: np.ndarray | None
     n_windows: int
+
+
+def _frozen_copy(encoder: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``encoder`` with its weight norms folded into plain weights: EnCodec recomputes
+    every convolution's weight g * v / |v| at every forward; folding computes the same weights once
+    (same function, same values: the outputs are bit for bit the same). The copy is ours, so our
+    hooks and the folding leave the caller's model as it was."""
+    memo: dict[int, torch.Tensor] = {}
+    for module in encoder.modules():  # the weights last computed by a hook may carry autograd history
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm) and isinstance(weight := getattr(module, hook.name, None), torch.Tensor):
+                memo[id(weight)] = weight.detach().clone()
+    encoder = copy.deepcopy(encoder, memo)
+    for module in encoder.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, WeightNorm):
+                remove_weight_norm(module, hook.name)
+    return encoder
 
 
 class BatchEncoder:
@@ -60,6 +82,7 @@ class BatchEncoder:
     ):
         self.model = model.eval().to(device)
         self.model.set_target_bandwidth(bandwidth)
+        self.encoder = _frozen_copy(self.model.encoder)
         self.bandwidth = bandwidth
         self.device = torch.device(device)
         self.latent = latent
@@ -72,7 +95,7 @@ class BatchEncoder:
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         self._lengths: list[int] | None = None  # valid lengths at the current layer, None = not batched
-        for module in self.model.encoder.modules():
+        for module in self.encoder.modules():
             if isinstance(module, SConv1d) and module.conv.conv.stride[0] > 1:
                 module.register_forward_pre_hook(self._reflect_each_end)
 
@@ -152,7 +175,7 @@ class BatchEncoder:
         [dim, frames]) on the CPU. ``lengths``: valid samples per item (None: one item, unpadded)."""
         self._lengths = list(lengths) if lengths is not None else None
         try:
-            emb = self.model.encoder(self._stage(batch))  # [B, dim, frames]
+            emb = self.encoder(self._stage(batch))  # [B, dim, frames]
         finally:
             self._lengths = None
         codes = self.model.quantizer.encode(emb, FRAME_RATE, self.bandwidth).transpose(0, 1)  # [B, n_q, frames]

@@ -61,11 +61,20 @@ def test_batched_equals_one_by_one(model, corpus_wavs):
 
 
 def test_one_by_one_equals_encodec_encode(model, corpus_wavs):
+    """Alone, an utterance gets exactly EnCodec's codes and encoder output (the folded weight
+    norms compute the same weights), and the caller's model is left as it was."""
+    hooks = sum(len(m._forward_pre_hooks) for m in model.modules())
     encoder = BatchEncoder(model, 6.0)
     for w in odd_lengths(corpus_wavs)[:4]:
         with torch.no_grad():
             expected = model.encode(w[None])[0][0][0].t().numpy()
-        assert np.array_equal(encoder.encode([w])[0].codes, expected)
+            latent = model.encoder(w[None])[0].t().numpy()
+        got = encoder.encode([w])[0]
+        assert np.array_equal(got.codes, expected)
+        assert np.array_equal(got.latent, latent.astype(np.float16))
+    assert sum(len(m._forward_pre_hooks) for m in model.modules()) == hooks
+    assert any(name.endswith("weight_g") for name, _ in model.encoder.named_parameters())
+    assert not any(name.endswith("weight_g") for name, _ in encoder.encoder.named_parameters())
 
 
 def test_long_files_are_encoded_in_windows(model, corpus_wavs):
@@ -84,7 +93,7 @@ def test_reflection_hook_writes_what_encodecs_pad1d_appends(model):
     from encodec.modules.conv import SConv1d, get_extra_padding_for_conv1d, pad1d
 
     encoder = BatchEncoder(model, 6.0)
-    layer = next(m for m in encoder.model.encoder.modules() if isinstance(m, SConv1d) and m.conv.conv.stride[0] == 8)
+    layer = next(m for m in encoder.encoder.modules() if isinstance(m, SConv1d) and m.conv.conv.stride[0] == 8)
     conv = layer.conv.conv
     kernel, stride = conv.kernel_size[0], conv.stride[0]
     lengths = [97, 90, 64, 33, 18]
@@ -100,7 +109,7 @@ def test_reflection_hook_writes_what_encodecs_pad1d_appends(model):
         assert encoder._reflect_each_end(layer, (x,)) is None
         after = encoder._lengths
     finally:
-        encoder._lengths = None  # the hook stays registered on the shared model
+        encoder._lengths = None
     for i, want in enumerate(expected):
         assert torch.equal(x[i, :, : want.shape[-1]], want)
         assert torch.equal(x[i, :, want.shape[-1] :], original[i, :, want.shape[-1] :])  # nothing else moved
