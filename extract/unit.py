@@ -267,3 +267,8 @@ def task_slices(tasks: list[UnitTask], workers: int, most: int = 8) -> list[list
     that the workers finish together), at most ``most`` units (so that progress is seen)."""
     size = max(1, min(most, -(-len(tasks) // (4 * max(1, workers)))))
     return [tasks[i : i + size] for i in range(0, len(tasks), size)]
+
+
+def warm_up() -> None:
+    """Nothing: sent to a fresh worker so that it imports this module (torch, the codec) before
+    its first unit arrives."""

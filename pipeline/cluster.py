@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 
 import dask
@@ -66,3 +68,37 @@ def dask_client(workers: int, scheduler: str | None, gpus: bool = False) -> Iter
         with cluster, Client(cluster) as client:
             client.wait_for_workers(workers)
             yield client
+
+
+@contextmanager
+def background_client(workers: int, scheduler: str | None, gpus: bool = False,
+                      warm: Callable[[], object] | None = None) -> Iterator[Callable[[], Client]]:
+    """:func:`dask_client` started on a helper thread, so that this process prepares its work while
+    the cluster starts. Yields a function that waits for the client and returns it. ``warm`` runs
+    once on each worker as soon as the cluster is up (e.g. importing torch and the codec before the
+    first task arrives). The cluster lives on the helper thread (a Client is entered and left in
+    one thread) and is closed on exit."""
+    started: Future = Future()
+    closing = threading.Event()
+
+    def run() -> None:
+        try:
+            with dask_client(workers, scheduler, gpus) as client:
+                warming = [client.submit(warm, workers=[address], allow_other_workers=False, pure=False)
+                           for address in client.scheduler_info()["workers"]] if warm is not None else []
+                started.set_result(client)
+                closing.wait()
+                del warming
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            if not started.done():
+                started.set_exception(err)
+            else:
+                raise
+
+    thread = threading.Thread(target=run, name="dask-cluster", daemon=True)
+    thread.start()
+    try:
+        yield started.result
+    finally:
+        closing.set()
+        thread.join()

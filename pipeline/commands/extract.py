@@ -12,8 +12,8 @@ from tqdm import tqdm
 from extract.codec import WeightsError
 from extract.datasets import DATASETS, DatasetError
 from extract.run import ExtractConfig, extract, resolve_device
-from extract.unit import UnitTask, iter_units, run_units, task_slices
-from pipeline.cluster import dask_client, threads_per_worker
+from extract.unit import UnitTask, iter_units, run_units, task_slices, warm_up
+from pipeline.cluster import background_client, threads_per_worker
 from store.config import ConfigError, load_config, parse_overrides
 from store.writer import StoreError
 
@@ -66,10 +66,11 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
                 config.torch_threads = threads_per_worker(workers)
             if gpus and config.decode_threads is None and not scheduler:  # each GPU's share of the cores
                 config.decode_threads = max(1, threads_per_worker(workers) - 1)
-            with dask_client(workers, scheduler, gpus=gpus) as client:
+            with background_client(workers, scheduler, gpus=gpus, warm=warm_up) as get_client:
                 from distributed import as_completed
 
                 def submit(tasks: list[UnitTask]) -> Iterator[dict]:
+                    client = get_client()
                     start_bar(tasks)
                     slots = sum(client.nthreads().values())
                     for future in as_completed(client.map(run_units, task_slices(tasks, slots), pure=False)):
