@@ -230,6 +230,10 @@ def iter_units(tasks: list[UnitTask]) -> Iterator[dict]:
     batches, and so its features, depend only on the unit, never on which units run together."""
     if not tasks:
         return
+    if not isinstance(tasks[0], UnitTask):  # units of another kind of stream (extract.ssl_stream) run themselves
+        for task in tasks:
+            yield task.run()
+        return
     settings = tasks[0].settings
     budget = max(1, int(settings.batch_seconds * CODEC_SAMPLE_RATE))
     with keep_threads(settings.torch_threads):
