@@ -23,12 +23,14 @@ def _splits(value: str | None) -> list[str] | None:
 
 
 def default_workers(device: str | None) -> int:
-    """One worker process on CPUs (its torch threads use every core); one per GPU on CUDA."""
+    """On CPUs 0, this process: its encoder's torch threads already use every core, its helper
+    threads decode and write beside them, and a worker process would only add start-up and
+    transfers (BENCHMARKS.md section 1). On CUDA one worker process per GPU, each on its own."""
     if resolve_device(device or "auto").startswith("cuda"):
         import torch
 
         return max(1, torch.cuda.device_count())
-    return 1
+    return 0
 
 
 def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | None) -> int:
@@ -117,7 +119,7 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
 @click.option("--energy/--no-energy", default=None, help="Also store each frame's log energy, a no-codec control (default on).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--workers", type=int, default=None, help="LocalCluster worker processes (0: run in this process; "
-              "default 1 on CPU, one per GPU on CUDA, each worker on its own GPU).")
+              "default 0 on CPU, one per GPU on CUDA, each worker on its own GPU).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
 @click.option("--batch-seconds", type=float, default=None, help="Padded audio seconds per encoder batch (default 8 on CPU, 240 on CUDA; 0 = one utterance at a time).")
 @click.option("--seed", type=int, default=None, help="Seed of the untrained codec (and SSL model) (default 0).")
