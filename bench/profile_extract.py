@@ -5,7 +5,8 @@ workers included), samples sorted into stages.
         --out /tmp/prof.zarr --weights W.th [--workers 1 ...]
     python bench/profile_extract.py --raw /tmp/prof.txt          # re-read a recorded profile
 
-Needs py-spy (``pip install py-spy``; not a dependency of the project). py-spy samples each
+Needs py-spy (not a dependency of the project: ``pip install py-spy``, or
+``pip install --target DIR py-spy`` and ``--py-spy DIR/bin/py-spy``). py-spy samples each
 thread's Python stack (the C/C++ time below a Python call counts for that call) and leaves out
 threads it sees idle; the stacks of threads waiting in a queue, a lock, a select or a sleep are
 left out here too. Each remaining sample is given to the first stage (from the innermost frame
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,15 +76,33 @@ def categorise(path: Path) -> tuple[collections.Counter, collections.Counter, in
     return stages, roles, idle
 
 
-def report(path: Path) -> None:
+def report(path: Path) -> str:
+    """The breakdown of a recorded profile, as markdown."""
     stages, roles, idle = categorise(path)
-    busy = sum(stages.values())
-    print(f"Busy samples: {busy:,} ({', '.join(f'{r} {n / busy:.0%}' for r, n in roles.most_common())}); idle samples left out: {idle:,}.")
-    print()
-    print("| stage | share of busy samples |")
-    print("|---|---|")
-    for name, n in stages.most_common():
-        print(f"| {name} | {n / busy * 100:.1f} % |")
+    busy = max(1, sum(stages.values()))
+    lines = [f"Busy samples: {busy:,} ({', '.join(f'{r} {n / busy:.0%}' for r, n in roles.most_common())}); idle samples left out: {idle:,}.",
+             "", "| stage | share of busy samples |", "|---|---|"]
+    lines += [f"| {name} | {n / busy * 100:.1f} % |" for name, n in stages.most_common()]
+    return "\n".join(lines)
+
+
+def find_py_spy(given: str | None = None) -> str:
+    """The py-spy executable: ``given``, else on PATH, else beside this Python."""
+    for candidate in (given, shutil.which("py-spy"), str(Path(sys.executable).with_name("py-spy"))):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise SystemExit(f"py-spy not found{f' at {given}' if given else ''}: pip install py-spy (or --target DIR, then --py-spy DIR/bin/py-spy)")
+
+
+def record(extract_args: list[str], out: Path, rate: int = 25, py_spy: str | None = None) -> tuple[list[str], float]:
+    """Run `pipeline extract EXTRACT_ARGS` under py-spy (every process); return the command and its wall seconds."""
+    cmd = [find_py_spy(py_spy), "record", "--format", "raw", "--subprocesses", "-r", str(rate), "-o", str(out), "--",
+           sys.executable, "-m", "pipeline", "extract", *extract_args]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return cmd, time.perf_counter() - started
 
 
 def main() -> int:
@@ -88,16 +110,15 @@ def main() -> int:
     parser.add_argument("--raw", help="a recorded profile (py-spy --format raw) to read instead of recording")
     parser.add_argument("--out", default="/tmp/bench/profile_extract.txt", help="where to record the profile")
     parser.add_argument("--rate", type=int, default=25, help="samples per second")
+    parser.add_argument("--py-spy", default=None, help="the py-spy executable (default: on PATH or beside this Python)")
     parser.add_argument("args", nargs="*", help="`pipeline extract` arguments (after --)")
     args = parser.parse_args()
     if args.raw:
-        report(Path(args.raw))
+        print(report(Path(args.raw)))
         return 0
-    cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--subprocesses", "-r", str(args.rate),
-           "-o", args.out, "--", sys.executable, "-m", "pipeline", "extract", *args.args]
-    print("```\n" + " ".join(cmd) + "\n```\n")
-    subprocess.run(cmd, cwd=REPO, check=True, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
-    report(Path(args.out))
+    cmd, wall = record(args.args, Path(args.out), args.rate, args.py_spy)
+    print("```\n" + " ".join(cmd) + f"\n```\n\n{wall:.1f} s wall under py-spy.\n")
+    print(report(Path(args.out)))
     return 0
 
 
