@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,26 @@ def test_staging_on_the_cpu_is_the_batch_itself(model):
     encoder = BatchEncoder(model, 6.0)
     batch = torch.randn(2, 1, 640)
     assert encoder._stage(batch) is batch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the CPU path is tested above)")
+def test_gpu_path_stages_pinned_batches_and_agrees_with_the_cpu(model, corpus_wavs):
+    """On a GPU: padded batches are built in pinned memory, staged to the device, quantized there,
+    and come back to the CPU; the encoder output equals the CPU's to float rounding (TF32 off),
+    and where a code flips the codes represent the frames as well."""
+    wavs = odd_lengths(corpus_wavs)
+    gpu = BatchEncoder(copy.deepcopy(model), 6.0, device="cuda", window_seconds=600)
+    codebooks = list(gpu.model.quantizer.buffers())
+    assert codebooks and all(b.is_cuda for b in codebooks)
+    staged: list[tuple[bool, bool]] = []
+    stage = gpu._stage
+    gpu._stage = lambda batch: (out := stage(batch), staged.append((batch.is_pinned(), out.is_cuda)))[0]
+    on_gpu = gpu._encode_items(wavs)
+    on_cpu = BatchEncoder(model, 6.0, window_seconds=600)._encode_items(wavs)
+    assert any(pinned for pinned, _ in staged) and all(cuda for _, cuda in staged)
+    for (codes_g, emb_g), (codes_c, emb_c) in zip(on_gpu, on_cpu):
+        assert codes_g.device.type == emb_g.device.type == "cpu" and codes_g.shape == codes_c.shape
+        assert torch.allclose(emb_g, emb_c, atol=1e-5, rtol=1e-4)
+        with torch.no_grad():
+            assert quantization_error(model, emb_c, codes_g.t().numpy()) <= \
+                quantization_error(model, emb_c, codes_c.t().numpy()) + 1e-4 * float(emb_c.abs().mean())
