@@ -604,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     p()
     p("```")
     for r in [*rounds[0].values(), *([hour] if hour else [])]:
-        p(r["command"])
+        p(r.get("command") or r["process"]["command"])  # a child's own command is in its "process"
     p("```")
     if args.report:
         Path(args.report).write_text("\n".join(lines) + "\n")
