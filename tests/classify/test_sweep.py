@@ -269,7 +269,7 @@ def test_failing_trials_are_recorded_and_the_rest_finish(tmp_path, store, monkey
     table = read_results(tmp_path / "out").set_index("trial_id")
     latent, single, mean = (t.trial_id for t in trials)
     assert outcome.failed == [latent, single] and table.loc[mean, "status"] == "ok"
-    for tid, error in ((latent, "this store has none; re-extract with --latent"), (single, "k=9 is out of range")):
+    for tid, error in ((latent, "no stream 'latent'; this store has: codes"), (single, "k=9 is out of range")):
         assert table.loc[tid, "status"] == "failed" and error in table.loc[tid, "error"]
         assert math.isnan(table.loc[tid, "eval_eer"])
         assert "Traceback" in (tmp_path / "out" / "trials" / tid / "trial.log").read_text()
