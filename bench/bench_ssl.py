@@ -16,7 +16,7 @@ and with ``--ssl-crop C`` the share of the train split's audio kept (sum of min(
 sum of durations, from the protocol's files), next to the codec's codes.
 
 ``epoch``: one training epoch of ``--variant`` on the first ``--n`` train utterances of a store with
-an SSL stream, through the training loop's own ``classify.train._Run``: from the cache, then online
+an SSL stream, through the training loop's own ``classify.train.TrainingRun``: from the cache, then online
 (``ssl_kwargs.online``), the same crops. One torch thread each.
 """
 
@@ -101,7 +101,7 @@ def epoch(args) -> None:
     import torch
 
     from classify.config import TrainConfig
-    from classify.train import _Run
+    from classify.train import TrainingRun
     from store.reader import FeatureStore
 
     torch.set_num_threads(1)
@@ -110,7 +110,7 @@ def epoch(args) -> None:
     for online in (False, True):
         config = TrainConfig(variant=args.variant, device="cpu", crop_seconds=args.crop, batch_size=32,
                              ssl_kwargs={"online": online, **({"proj_dim": args.proj_dim} if args.proj_dim else {})})
-        run = _Run(config, store, Path("/tmp/bench_ssl_unused"), log=lambda _: None)
+        run = TrainingRun(config, store, Path("/tmp/bench_ssl_unused"), log=lambda _: None)
         run.train_data = dataclasses.replace(run.train_data, **{
             f.name: getattr(run.train_data, f.name)[: args.n] for f in dataclasses.fields(run.train_data)
             if f.name not in ("name", "n_failed")})

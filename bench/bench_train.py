@@ -11,11 +11,11 @@ measurement, and the CPU share each one got (process CPU time / wall time), are 
 
 Setup, identical for both sides: the default ``TrainConfig`` (qaf-static weighting with level_norm,
 LSTM head, batch 32, 4 s crops = 300 frames, ``pad = repeat``, AdamW) on the CPU (float32: autocast
-is CUDA-only), built by the training loop's own ``classify.train._Run``; the same N utterances (the
+is CUDA-only), built by the training loop's own ``classify.train.TrainingRun``; the same N utterances (the
 first ``--n`` ok utterances of ``--splits``, in table order); the same epoch order and crop positions
 (the run's ``torch.Generator`` is reset to the same state before every epoch of either side).
 
-1. Cached epoch: ``_Run.run_epoch`` itself, the real training path: ``train_batches`` (crop
+1. Cached epoch: ``TrainingRun.run_epoch`` itself, the real training path: ``train_batches`` (crop
    indices, ``FrameSource.gather`` from the codes in RAM) -> model forward -> BCE -> backward ->
    AdamW step. One warm-up step, then ``--cached-epochs`` timed epochs, half before and half after
    the on-the-fly epoch (the machine's load drifts); the median is reported.
@@ -25,7 +25,7 @@ first ``--n`` ok utterances of ``--splits``, in table order); the same epoch ord
    are tiled as ``pad = repeat`` tiles the cached frames), then the frozen EnCodec encoder + RVQ
    quantizer on all crops of the batch at once (``extract.encoder.BatchEncoder``, the extractor's
    padded, per-item exact batching; no latent), at the store's bandwidth, with the store's own
-   ``codec_weights.th`` (loaded with weights_only=True). Then the identical ``_Run.step``. One batch
+   ``codec_weights.th`` (loaded with weights_only=True). Then the identical ``TrainingRun.step``. One batch
    of warm-up, then one timed epoch. Codes of a crop encoded alone differ from the cached
    whole-file codes where the encoder's causal context differs (crops that do not start at frame 0);
    the share that agrees is printed as a check that the right codec was loaded.
@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from classify.config import TrainConfig
 from classify.data import Batch, SplitData, crop_index, epoch_order, train_batches
 from classify.heads import frame_mask
-from classify.train import _Run, lr_at
+from classify.train import TrainingRun, lr_at
 from extract.audio import load_audio
 from extract.codec import HOP_LENGTH, load_weights_file
 from extract.encoder import BatchEncoder
@@ -175,7 +175,7 @@ class OnTheFly:
         return Batch(torch.from_numpy(codes), torch.from_numpy(crop_lengths.astype(np.int64)))
 
 
-def epoch_plan(run: _Run, data: SplitData, state: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def epoch_plan(run: TrainingRun, data: SplitData, state: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Epoch order and crop positions exactly as ``train_batches`` draws them from the generator."""
     run.generator.set_state(state)
     order = epoch_order(data.is_bonafide, run.config.balance, run.generator)
@@ -183,7 +183,7 @@ def epoch_plan(run: _Run, data: SplitData, state: torch.Tensor) -> tuple[np.ndar
     return order, positions
 
 
-def on_the_fly_epoch(run: _Run, data: SplitData, fly: OnTheFly, state: torch.Tensor,
+def on_the_fly_epoch(run: TrainingRun, data: SplitData, fly: OnTheFly, state: torch.Tensor,
                      max_batches: int | None = None) -> dict:
     """run_epoch's loop with the gather replaced by decode + codec; returns phase times."""
     run.model.train()
@@ -199,9 +199,8 @@ def on_the_fly_epoch(run: _Run, data: SplitData, fly: OnTheFly, state: torch.Ten
         batch = fly.batch(chosen, positions[first : first + bs], run.crop, run.config.pad)
         targets = torch.from_numpy(data.is_bonafide[chosen])
         t1, c1 = time.perf_counter(), time.process_time()
-        lr = lr_at(run.progress.step, run.total_steps, run.warmup, run.config.lr)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
+        for group in run.optimizer.param_groups:  # as TrainingRun.run_epoch: each group on its own peak rate
+            group["lr"] = lr_at(run.progress.step, run.total_steps, run.warmup, group["peak_lr"])
         run.step(batch, targets)
         run.progress.step += 1
         step_s += time.perf_counter() - t1
@@ -228,8 +227,8 @@ def unpacked_lstm_forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch
     return self.out(pooled).squeeze(1)
 
 
-def make_run(config: TrainConfig, store: FeatureStore, data: SplitData, unpacked: bool) -> _Run:
-    run = _Run(config, store, Path(tempfile.mkdtemp(prefix="bench_train_")), log=lambda s: None)
+def make_run(config: TrainConfig, store: FeatureStore, data: SplitData, unpacked: bool) -> TrainingRun:
+    run = TrainingRun(config, store, Path(tempfile.mkdtemp(prefix="bench_train_")), log=lambda s: None)
     run.train_data = data
     run.steps_per_epoch = -(-len(data) // config.batch_size)
     run.total_steps = 1000  # only sets the learning-rate value; no effect on cost
@@ -238,7 +237,7 @@ def make_run(config: TrainConfig, store: FeatureStore, data: SplitData, unpacked
     return run
 
 
-def step_seconds(run: _Run, data: SplitData, state: torch.Tensor, max_batches: int | None = None) -> tuple[float, float]:
+def step_seconds(run: TrainingRun, data: SplitData, state: torch.Tensor, max_batches: int | None = None) -> tuple[float, float]:
     """(wall, CPU) seconds of run.step alone (no data loading) over one epoch's cached batches."""
     run.generator.set_state(state)
     wall = cpu = 0.0
@@ -253,7 +252,7 @@ def step_seconds(run: _Run, data: SplitData, state: torch.Tensor, max_batches: i
     return wall, cpu
 
 
-def logits_agree(a: _Run, b: _Run, data: SplitData, state: torch.Tensor) -> float:
+def logits_agree(a: TrainingRun, b: TrainingRun, data: SplitData, state: torch.Tensor) -> float:
     """Max |logit difference| of the packed and unpacked heads with equal weights on one batch."""
     b.model.load_state_dict(a.model.state_dict())
     a.generator.set_state(state)
@@ -267,15 +266,15 @@ def logits_agree(a: _Run, b: _Run, data: SplitData, state: torch.Tensor) -> floa
 # ------------------------------------------------------------------------------------- cached
 
 
-def cached_epoch(run: _Run, state: torch.Tensor) -> dict:
-    """The training loop's own epoch (classify.train._Run.run_epoch)."""
+def cached_epoch(run: TrainingRun, state: torch.Tensor) -> dict:
+    """The training loop's own epoch (classify.train.TrainingRun.run_epoch)."""
     run.generator.set_state(state)
     with Meter() as m:
         loss, _, load_s = run.run_epoch(0)
     return {**m.row(), "load_s": load_s, "loss": loss}
 
 
-def instrumented_epochs(run: _Run, data: SplitData, state: torch.Tensor, epochs: int,
+def instrumented_epochs(run: TrainingRun, data: SplitData, state: torch.Tensor, epochs: int,
                         profile_ranges: bool = False) -> dict:
     """run_epoch + run.step unrolled, with perf_counter around each phase."""
     from torch.profiler import record_function
@@ -316,7 +315,7 @@ def instrumented_epochs(run: _Run, data: SplitData, state: torch.Tensor, epochs:
     return {"phases_s": phases, "batches": n}
 
 
-def profiler_phases(run: _Run, data: SplitData, state: torch.Tensor) -> dict:
+def profiler_phases(run: TrainingRun, data: SplitData, state: torch.Tensor) -> dict:
     """One instrumented epoch under torch.profiler: CPU time of each record_function range."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -472,7 +471,7 @@ def print_report(r: dict) -> None:
           f"{1000 * ph['gather'] / inst['batches']:.2f} ms per batch. "
           f"Load {inst['load_before']} -> {inst['load_after']}, CPU share {inst['cpu_share']:.2f}.  ")
     run_epoch_load = statistics.median(e["load_s"] / e["wall_s"] for e in r["cached_epochs"])
-    print(f"The training loop's own `load_seconds` (time in `next(batches)` in `_Run.run_epoch`): "
+    print(f"The training loop's own `load_seconds` (time in `next(batches)` in `TrainingRun.run_epoch`): "
           f"{100 * run_epoch_load:.2f} % of the epoch (median of the timed cached epochs).  ")
     print_profiler(r["profiler_s"], "default (packed) head")
     p = r["proposed"]
@@ -499,7 +498,7 @@ def print_report(r: dict) -> None:
           f"backward {pph['backward']:.3f} s, AdamW {pph['optimizer']:.3f} s; load {pi['load_before']} -> "
           f"{pi['load_after']}, CPU share {pi['cpu_share']:.2f}.  ")
     fast_load = statistics.median(e["load_s"] / e["wall_s"] for e in p["cached_epochs"])
-    print(f"`_Run.run_epoch`'s own `load_seconds`: {100 * fast_load:.2f} % of the epoch (median).  ")
+    print(f"`TrainingRun.run_epoch`'s own `load_seconds`: {100 * fast_load:.2f} % of the epoch (median).  ")
     print_profiler(p["profiler_s"], "unpacked head")
     print(f"Max |logit| difference to the packed head with the same weights, on a zero-padded batch of mixed "
           f"lengths: {p['max_logit_diff_vs_packed']:.2e}.")

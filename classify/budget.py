@@ -20,12 +20,14 @@ ENCODEC_ENCODER_PARAMETERS = 7_425_792
 PAPER_SHARE_PERCENT = 4.4
 
 
-def frozen_used(codec: dict[str, Any] | None, ssl: dict[str, Any] | None, codebooks: bool = True) -> dict[str, int]:
+def frozen_used(codec: dict[str, Any] | None, ssl: dict[str, Any] | None, codebooks: bool = True,
+                encoder: bool = True) -> dict[str, int]:
     """Frozen parameters by part: ``codec`` the store's codec attributes (None: the codec is not
     used), ``ssl`` the SSL stream's source (None: no SSL stream); ``codebooks``: the variant reads
-    the codes (False for `latent`)."""
+    the codes (False for `latent` and `energy`); ``encoder``: it reads the codec's encoder output
+    (False for `energy`, which sees no codec)."""
     parts: dict[str, int] = {}
-    if codec is not None:
+    if codec is not None and encoder:
         parts["encodec_encoder"] = ENCODEC_ENCODER_PARAMETERS
         if codebooks:
             parts["encodec_codebooks"] = int(codec["n_q"]) * int(codec["codebook_size"]) * int(codec["dim"])
@@ -44,5 +46,7 @@ def share(n_trainable: int, parts: dict[str, int]) -> dict[str, Any]:
 def describe(record: dict[str, Any]) -> str:
     """One line for the training log."""
     parts = " + ".join(f"{name} {n:,}" for name, n in record["frozen_used"].items())
+    if not record["frozen_total"]:
+        return f"{record['trainable']:,} trainable parameters; the model uses no frozen model (a control)"
     return (f"{record['trainable']:,} trainable parameters = {record['percent']:.2f} % of the {record['frozen_total']:,} "
             f"frozen parameters the model uses ({parts}); the paper: {record['paper_percent']} %")

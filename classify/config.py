@@ -14,7 +14,7 @@ import torch
 
 from classify.heads import HEADS
 from classify.ssloptions import SSLOptions
-from classify.variants import LEVEL_KINDS, PLAIN_KINDS, VARIANT_NAMES, split_ssl
+from classify.variants import check_variant
 
 PAD_POLICIES = ("repeat", "zero")
 BALANCE_MODES = ("weighted-loss", "sampler", "none")
@@ -22,6 +22,10 @@ AMP_DTYPES = ("bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 #: Fields that may differ between a run and its resumption (they do not change what was learned).
 RESUMABLE_CHANGES = ("epochs", "patience", "device")
+#: Fields added after runs, checkpoints and sweep results existed, with the value that reproduces what
+#: those did: a checkpoint or results table without the field counts as having this value (resuming
+#: works, sweep trial ids stay; see `classify.sweep.trial_id`).
+LATER_FIELDS: dict[str, Any] = {"ssl_kwargs": {}}
 
 
 @dataclass
@@ -34,6 +38,14 @@ class TrainConfig:
     - ``epochs``, ``batch_size``, ``lr``, ``weight_decay``: AdamW, one learning rate per step:
       linear warm-up over ``warmup_steps`` steps (at most a tenth of all steps, so that short
       runs reach ``lr``), then cosine decay to 0 at the last step.
+    - ``weights_lr``: the peak learning rate of the hierarchy weights' logits (their own AdamW
+      parameter group, same schedule, no weight decay); everything else trains at ``lr``. Adam
+      moves a parameter by about its learning rate per step whatever the gradient's size, so a
+      logit travels at most about ``weights_lr * steps / 2`` in a cosine-scheduled run, and the
+      ratio of two levels' weights is exp(difference of logits / tau): at the head's ``lr`` a
+      few hundred steps leave the weights near uniform (see `classify.train.param_groups`).
+      ``tau`` only rescales that: under Adam, dividing tau by c is the same as multiplying
+      ``weights_lr`` by c.
     - ``crop_seconds``: training crop length (frames = round(crop_seconds * frame rate)). Shorter
       utterances are padded by ``pad``: ``repeat`` tiles the utterance up to the crop length (the
       ASVspoof baselines' policy; every frame is valid), ``zero`` appends zero frames that the
@@ -45,7 +57,10 @@ class TrainConfig:
       the store's splits to train on and to choose the best epoch (and calibrate) with.
     - ``max_eval_seconds``: utterances longer than this are scored as evenly spread windows of
       this length, whose logits are averaged.
-    - ``amp``, ``amp_dtype``: mixed precision on CUDA (``fp16`` adds a gradient scaler); ignored on CPU.
+    - ``amp``, ``amp_dtype``: mixed precision (``torch.autocast`` on the run's device type;
+      ``fp16`` adds a ``torch.amp.GradScaler`` for that device) on CUDA. ``amp_cpu``: also on the
+      CPU, where bf16 pays only on CPUs with bf16 units (AVX512-BF16, AMX) and fp16 rarely does;
+      the tests use it to run the exact code of a GPU run.
     - ``latent_ram_mb``: the `latent` variant reads the store's latent into RAM when it is no
       larger than this, else per crop from the store.
     - ``ssl_kwargs``: options of the SSL variants (`ssl`, `ssl+V`): stream, layers, AttM sizes,
@@ -60,6 +75,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
+    weights_lr: float = 0.1
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     crop_seconds: float = 4.0
@@ -69,6 +85,7 @@ class TrainConfig:
     max_eval_seconds: float = 30.0
     amp: bool = True
     amp_dtype: str = "bf16"
+    amp_cpu: bool = False
     device: str = "auto"
     seed: int = 0
     train_split: str = "train"
@@ -77,10 +94,7 @@ class TrainConfig:
     ssl_kwargs: dict[str, Any] = field(default_factory=dict)  # SSL variants only: see classify.fusion.SSLOptions
 
     def __post_init__(self) -> None:
-        _, codec_variant = split_ssl(self.variant)
-        kind, sep, _ = ("mean" if codec_variant is None else codec_variant).partition(":")
-        if (kind not in PLAIN_KINDS or sep) and (kind not in LEVEL_KINDS or not sep):
-            raise ValueError(f"unknown weighting variant {self.variant!r}; valid choices: {', '.join(VARIANT_NAMES)}")
+        check_variant(self.variant)  # the registry's parser (classify.variants); k's range needs the store
         _choice("head", self.head, tuple(HEADS))
         _choice("pad", self.pad, PAD_POLICIES)
         _choice("balance", self.balance, BALANCE_MODES)
@@ -92,7 +106,7 @@ class TrainConfig:
         SSLOptions.from_dict(self.ssl_kwargs)
         if not isinstance(self.head_kwargs, dict):
             raise ValueError(f"head_kwargs must be a table such as {{proj_dim = 64}}, got {self.head_kwargs!r}")
-        for name in ("tau", "lr", "crop_seconds", "max_eval_seconds"):
+        for name in ("tau", "lr", "weights_lr", "crop_seconds", "max_eval_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("epochs", "batch_size"):
@@ -118,7 +132,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for this run: bf16 or fp16 on CUDA with ``amp``, else None (float32)."""
-    if not config.amp or device.type != "cuda":
+    """The autocast dtype for this run: bf16 or fp16 with ``amp`` on CUDA (and on the CPU with
+    ``amp_cpu``), else None (float32)."""
+    if not config.amp or (device.type != "cuda" and not (device.type == "cpu" and config.amp_cpu)):
         return None
     return torch.bfloat16 if config.amp_dtype == "bf16" else torch.float16

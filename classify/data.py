@@ -107,14 +107,16 @@ class Batch:
 
 
 class FrameSource:
-    """A store's codes in RAM (and its latent, in RAM or read lazily) gathered by frame index.
+    """A store's codes in RAM (and the continuous stream a variant reads, in RAM or read lazily)
+    gathered by frame index.
 
-    ``latent_ram_bytes``: read the latent into RAM when it is no larger; ``with_latent``: gather
-    it at all (only the `latent` variant needs it). Codes are checked once: every code must be
-    below the codebook size.
+    ``stream``: the frame stream to gather beside the codes (None, or `latent` / `energy`: the
+    variants of `classify.variants` that read one; it must share the codes' frames), carried in
+    ``Batch.latent``; ``ram_bytes``: read it into RAM when it is no larger, else per crop from the
+    store. Codes are checked once: every code must be below the codebook size.
     """
 
-    def __init__(self, store: FeatureStore, with_latent: bool = False, latent_ram_bytes: float = 0) -> None:
+    def __init__(self, store: FeatureStore, stream: str | None = None, ram_bytes: float = 0) -> None:
         info = store.codec
         expected = (info.n_q, info.codebook_size, info.dim)
         if tuple(store.codebooks.shape) != expected:
@@ -127,17 +129,33 @@ class FrameSource:
         if top >= info.codebook_size:
             raise DataError(f"{store.url}: a code equals {top}, but codes must be below the codebook size "
                             f"{info.codebook_size}; the store is damaged or its codebooks do not match its codes")
+        self.stream = stream
         self.latent: np.ndarray | None = None
         self._lazy_latent = None
-        if with_latent:
-            if not store.has_latent:
-                raise DataError(f"{store.url}: the 'latent' variant needs the continuous latent, but this "
-                                "store has none; re-extract with --latent")
-            array = store.latent
-            if array.nbytes <= latent_ram_bytes:
+        if stream is not None:
+            hint = (f"the {stream!r} variant needs it: re-extract with --{stream} (an existing store gets the "
+                    "stream added, untouched otherwise)")
+            try:
+                array = store.aligned(stream, hint).data
+            except StoreReadError as err:
+                raise DataError(str(err)) from None
+            if array.nbytes <= ram_bytes:
                 self.latent = np.asarray(array[...])
             else:
                 self._lazy_latent = array
+
+    def stream_moments(self, split: SplitData) -> tuple[np.ndarray, float]:
+        """(mean [S], standard deviation over frames and dims) of the stream over ``split``'s frames
+        (float64), to standardise it (`HierarchyWeighting.fit_stream`)."""
+        total, square, count = 0.0, 0.0, 0
+        for start, length in zip(split.starts, split.lengths):
+            rows = np.arange(start, start + length)
+            x = (self.latent[rows] if self.latent is not None else self._read_latent(rows)).astype(np.float64)
+            total, square, count = total + x.sum(0), square + np.square(x).sum(0), count + len(x)
+        if count == 0:
+            raise DataError(f"split {split.name!r} has no frames to standardise the {self.stream!r} stream with")
+        mean = np.asarray(total / count)
+        return mean, float(np.sqrt(np.maximum(np.mean(square / count - np.square(mean)), 0.0)))
 
     def split(self, store: FeatureStore, name: str, both_classes: bool = True) -> SplitData:
         """The split's data for this source (`load_split`; the SSL variants' source has its own)."""

@@ -125,7 +125,8 @@ def make_source(store: FeatureStore, model: nn.Module, config: dict[str, Any]):
     weighting = model.weighting
     codec = None
     if weighting is not None:
-        codec = FrameSource(store, with_latent=weighting.spec.needs_latent, latent_ram_bytes=latent_ram)
+        stream = weighting.spec.stream
+        codec = FrameSource(store, stream.name if stream else None, ram_bytes=latent_ram)
     if not isinstance(model, FusedDetector):
         return codec
     options = SSLOptions.from_dict(config.get("ssl_kwargs"))

@@ -4,11 +4,12 @@ A logit is higher for more bona fide speech. Frames at or beyond a row's length 
 never influence its logit. Default sizes put the whole trainable model (QAF-Static weighting plus
 head) near 4.4 % of the frozen EnCodec 24 kHz model's 14,851,810 parameters, the paper's share:
 with D = 128, `LSTMHead` has 662,305 parameters and `ASPHead` 657,154; QAF-Static adds 1,024.
+`StatsHead`, the linear probe, has 257 (fused) or 2,049 (per level, 8 levels).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -67,11 +68,51 @@ class ASPHead(nn.Module):
         return self.mlp(torch.cat([mean, std], dim=1)).squeeze(1)
 
 
-HEADS: dict[str, Callable[..., nn.Module]] = {"lstm": LSTMHead, "asp": ASPHead}
+class StatsHead(nn.Module):
+    """Statistics pooling and one linear layer: the linear probe as a head.
+
+    Fused (default): the mean and standard deviation over the valid frames of the weighted feature
+    [B, T, D] -> [B, 2D] -> linear -> logit (2D + 1 parameters: 257 at D = 128). Per level
+    (``per_level=True``): the mean and standard deviation of each level's own embedding
+    [B, L, D] each -> [B, 2LD] -> linear (2LD + 1: 2,049 at 8 levels), which the model computes
+    from the codes without the [B, T, L, D] tensor (`HierarchyWeighting.level_moments`), so the
+    head weighs every level and dim itself; the hierarchy weights then only rescale what the
+    linear layer could rescale anyway. The standard deviation is sqrt(max(E[x^2] - E[x]^2, 1e-5)).
+    """
+
+    #: `build_head` passes the number of levels to heads with this flag.
+    takes_levels = True
+
+    def __init__(self, in_dim: int, n_levels: int = 1, per_level: bool = False) -> None:
+        super().__init__()
+        self.per_level = bool(per_level)
+        self.n_levels = n_levels if self.per_level else 1
+        self.out = nn.Linear(2 * self.n_levels * in_dim, 1)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Fused: x [B, T, D], lengths [B] (each >= 1) -> logits [B]."""
+        if self.per_level and self.n_levels > 1:
+            raise ValueError("a per-level stats head takes level moments (SpoofDetector passes them), not frames")
+        valid = frame_mask(lengths.to(x.device), x.shape[1]).unsqueeze(2).to(x.dtype)  # [B, T, 1]
+        count = lengths.to(x.device, x.dtype).view(-1, 1, 1)
+        mean = (x * valid).sum(dim=1, keepdim=True) / count  # [B, 1, D]
+        square = (x.square() * valid).sum(dim=1, keepdim=True) / count
+        return self.from_moments(mean, square)
+
+    def from_moments(self, mean: Tensor, square: Tensor) -> Tensor:
+        """mean and mean of squares over the valid frames, [B, L, D] each -> logits [B]."""
+        std = (square - mean.square()).clamp(min=1e-5).sqrt()
+        return self.out(torch.cat([mean.flatten(1), std.flatten(1)], dim=1)).squeeze(1)
 
 
-def build_head(name: str, in_dim: int, **kwargs: int) -> nn.Module:
-    """Build the head called `name` (see HEADS) for features of size `in_dim`."""
+HEADS: dict[str, Callable[..., nn.Module]] = {"lstm": LSTMHead, "asp": ASPHead, "stats": StatsHead}
+
+
+def build_head(name: str, in_dim: int, n_levels: int = 1, **kwargs: Any) -> nn.Module:
+    """Build the head called `name` (see HEADS) for features of size `in_dim`; heads that pool
+    per level (`StatsHead`) also get the number of levels ``n_levels``."""
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; valid choices: {', '.join(HEADS)}")
+    if getattr(HEADS[name], "takes_levels", False):
+        kwargs["n_levels"] = n_levels
     return HEADS[name](in_dim, **kwargs)

@@ -20,6 +20,10 @@ class SpoofDetector(nn.Module):
         self.head = head
 
     def forward(self, codes: Tensor, lengths: Tensor, latent: Tensor | None = None) -> Tensor:
+        """codes [B, T, Q], lengths [B], latent [B, T, D] or None -> logits [B]. A head that pools
+        per level (``head.per_level``) gets each level's moments instead of the fused frames."""
+        if getattr(self.head, "per_level", False):
+            return self.head.from_moments(*self.weighting.level_moments(codes, lengths, latent))
         return self.head(self.weighting(codes, latent), lengths)
 
     def n_trainable(self) -> int:
@@ -28,8 +32,8 @@ class SpoofDetector(nn.Module):
 
 
 def build_model(codebooks: Tensor, variant: str | VariantSpec, head: str = "lstm", tau: float = 1.0,
-                head_kwargs: dict[str, Any] | None = None, level_norm: bool = False) -> SpoofDetector:
+                head_kwargs: dict[str, Any] | None = None, level_norm: bool = True) -> SpoofDetector:
     """A SpoofDetector over codebooks [Q, K, D] with the named weighting variant and head
     (``level_norm``: see `HierarchyWeighting`)."""
     weighting = HierarchyWeighting(codebooks, variant, tau, level_norm)
-    return SpoofDetector(weighting, build_head(head, weighting.out_dim, **(head_kwargs or {})))
+    return SpoofDetector(weighting, build_head(head, weighting.out_dim, weighting.n_streams, **(head_kwargs or {})))

@@ -5,6 +5,11 @@ A sweep file (TOML, see ``configs/sweeps/``) has two tables::
     [base]   training settings shared by every trial: TrainConfig fields, the `pipeline train --set` keys
     [grid]   a list of values per setting; every combination is one trial
 
+A value in a grid list may also be a *bundle*: a table of settings applied together, which must set
+the axis's own key, e.g. ``head = [{head = "lstm", head_kwargs = {proj_dim = 64}}, {head = "stats"}]``
+(a table in the list of a setting whose values are tables, such as ``head_kwargs``, is a value).
+A bundle's settings override [base] and may not be grid axes themselves.
+
 ``--set key=value`` overrides change ``[base]``; on a ``[grid]`` key they replace that axis: a list
 is the new axis, one value pins it (``--set seed=0`` runs the seed-0 trials only, with the same
 trial ids as in the full sweep).
@@ -49,7 +54,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from classify.config import TrainConfig, resolve_device
+from classify.config import LATER_FIELDS, TrainConfig, resolve_device
 from classify.evaluate import evaluate
 from classify.train import DIVERGED, train
 from store.config import ConfigError, build, load_toml
@@ -65,6 +70,8 @@ OK, FAILED = "ok", "failed"
 METRICS = ("eer", "min_dcf", "act_dcf", "cllr")
 #: TrainConfig field names, in declaration order: the config columns of the results table.
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+#: Fields whose values are tables: a table in their grid list is a value, not a bundle.
+TABLE_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig) if str(f.type).startswith("dict"))
 _ID_HASH_CHARS = 8
 
 
@@ -154,6 +161,34 @@ def _check_axes(grid: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: {key} lists a value twice: {values!r}")
 
 
+def _is_bundle(key: str, value: Any) -> bool:
+    return isinstance(value, dict) and key not in TABLE_FIELDS
+
+
+def _check_bundles(grid: dict[str, list[Any]], where: str) -> None:
+    """A bundle sets its own axis's key, only valid keys, and no other grid axis."""
+    for key, values in grid.items():
+        for value in values:
+            if not _is_bundle(key, value):
+                continue
+            if key not in value:
+                raise ConfigError(f"{where}: a table in the {key} list sets settings together and must set {key} "
+                                  f"itself, got {value!r}")
+            _check_keys(value, f"{where}: {key} table {value!r}")
+            clash = sorted((set(value) - {key}) & set(grid))
+            if clash:
+                raise ConfigError(f"{where}: the {key} table {value!r} sets {', '.join(clash)}, which is also a grid "
+                                  "axis; keep each setting in one place")
+
+
+def flatten_params(params: dict[str, Any]) -> dict[str, Any]:
+    """One combination of grid values with its bundles spread into their settings."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        out.update(value if _is_bundle(key, value) else {key: value})
+    return out
+
+
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
     """Read and validate a sweep file; ``overrides`` are ``--set`` values (see the module docstring).
 
@@ -187,6 +222,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         else:
             base[key] = value
     _check_axes({k: v for k, v in grid.items() if k in overrides}, "--set")
+    _check_bundles(grid, f"{where} [grid]")
     _build(base, f"{where} [base]")
     return SweepSpec(path=where, base=base, grid=grid)
 
@@ -200,9 +236,16 @@ def store_identity(store: FeatureStore) -> dict[str, Any]:
     }
 
 
+#: TrainConfig fields added after trial ids existed, left out of the id while at this value, which
+#: changes nothing for the configs that existed before them (so their ids, and finished results, stay).
+ID_OMITTED_AT = LATER_FIELDS
+
+
 def trial_id(config: TrainConfig, identity: dict[str, Any]) -> str:
-    """``<variant>-s<seed>-<hash>``, stable for equal configs and store identities."""
-    payload = _canonical({"config": dataclasses.asdict(config), "store": identity})
+    """``<variant>-s<seed>-<hash>``, stable for equal configs and store identities (the fields of
+    ``ID_OMITTED_AT`` count only when they differ from their value there)."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in ID_OMITTED_AT or v != ID_OMITTED_AT[k]}
+    payload = _canonical({"config": fields, "store": identity})
     digest = hashlib.sha256(payload.encode()).hexdigest()[:_ID_HASH_CHARS]
     variant = "".join(c if c.isalnum() or c == "-" else "" for c in config.variant.lower())
     return f"{variant}-s{config.seed}-{digest}"
@@ -217,7 +260,7 @@ def expand(spec: SweepSpec, identity: dict[str, Any]) -> list[Trial]:
     trials: list[Trial] = []
     seen: dict[str, dict[str, Any]] = {}
     for combo in itertools.product(*(spec.grid[k] for k in keys)):
-        params = dict(zip(keys, combo))
+        params = flatten_params(dict(zip(keys, combo)))
         label = ", ".join(f"{k}={v!r}" for k, v in params.items())
         config = _build({**spec.base, **params}, f"{spec.path}: trial {label}")
         tid = trial_id(config, identity)
@@ -344,9 +387,15 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
 
 
 def read_results(out_dir: str | Path) -> pd.DataFrame:
-    """``DIR/results.parquet``, or an empty table when there is none yet."""
+    """``DIR/results.parquet``, or an empty table when there is none yet. A table written before a
+    TrainConfig field existed gets that field's column at the value of ``ID_OMITTED_AT`` (what its
+    trials ran with: their ids did not change)."""
     path = Path(out_dir) / RESULTS
-    return pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    table = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
+    for name, value in ID_OMITTED_AT.items():
+        if len(table) and name not in table.columns:
+            table[name] = _config_columns({name: value})[name]
+    return table
 
 
 def write_results(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:

@@ -41,7 +41,7 @@ from classify.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from classify.config import RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
+from classify.config import LATER_FIELDS, RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
 from classify.data import (
     Batch,
     class_weights,
@@ -102,6 +102,35 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def param_groups(model: SpoofDetector | FusedDetector, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: ``model`` (the head, and trainable tables) at ``lr`` with
+    ``weight_decay``; ``hierarchy_weights`` (the weighting's logits, when it has any) at
+    ``weights_lr`` without weight decay. Each group keeps its peak rate as ``peak_lr``.
+
+    Why the logits get their own rate (measured in bench/RESULTS_planted.md, on a planted store whose
+    label only level 4 carries, at the shipped sweep's 266 steps and lr 3e-3). Adam divides each
+    parameter's gradient by its running RMS, so a parameter moves by about its learning rate per step
+    whatever the gradient's size, and a logit can travel at most about the sum of its learning rates
+    over the run (0.40 there). With the logits at the head's lr, level 4's logit travelled 0.36 of
+    that 0.40, and alpha = softmax(w / tau) ended at 0.21 for level 4 against 0.10 to 0.12 for the
+    others. Not the brake: the gradient's size (the logits' gradients were 70x the head's), nor
+    ``level_norm`` (without it the levels' logit gradients differ 13x, and Adam moves them alike),
+    nor ``tau`` as such: under Adam, tau / c is the same as ``weights_lr`` * c (tau = 0.03 at lr 3e-3
+    gave the same alpha, to 3 decimals, as weights_lr = 0.1 at tau 1). At weights_lr = 0.1 the logit
+    moved 3.1, stopped once the task was solved, and level 4 got alpha 0.98 (dev EER 0 %). Weight
+    decay is left off the logits: it would pull them towards uniform at a strength that grows with
+    ``weights_lr``."""
+    weights = model.weighting.weights if model.weighting is not None else None  # `ssl`: no codec weighting
+    logits = [weights] if weights is not None and weights.requires_grad else []
+    rest = [p for p in model.parameters() if p.requires_grad and not any(p is w for w in logits)]
+    groups = [{"name": "model", "params": rest, "lr": config.lr, "peak_lr": config.lr,
+               "weight_decay": config.weight_decay}]
+    if logits:
+        groups.append({"name": "hierarchy_weights", "params": logits, "lr": config.weights_lr,
+                       "peak_lr": config.weights_lr, "weight_decay": 0.0})
+    return groups
+
+
 def effective_warmup(config: TrainConfig, total_steps: int) -> int:
     """``warmup_steps``, capped at a tenth of the run so that short runs still reach ``lr``."""
     return min(config.warmup_steps, total_steps // 10)
@@ -120,7 +149,7 @@ class _Progress:
     stopped: str = ""
 
 
-class _Run:
+class TrainingRun:
     """One training run over a store: model, optimizer, data, and the run directory."""
 
     def __init__(self, config: TrainConfig, store: FeatureStore, out_dir: Path, log: Callable[[str], None]):
@@ -134,9 +163,10 @@ class _Run:
         self.source = make_source(store, self.model, dataclasses.asdict(config))  # SSL variants: classify.ssldata
         self.train_data = self.source.split(store, config.train_split)
         self.dev_data = self.source.split(store, config.dev_split)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
+        self.fit_stream()
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, config), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.steps_per_epoch = n_train_batches(self.train_data, config.batch_size)
         self.total_steps = config.epochs * self.steps_per_epoch
         self.warmup = effective_warmup(config, self.total_steps)
@@ -146,6 +176,17 @@ class _Run:
         self.class_weight = torch.tensor([w_spoof, w_bona], device=self.device)  # indexed by target
         self.progress = _Progress()
         self.provenance: dict[str, Any] = {}
+
+    def fit_stream(self) -> None:
+        """Standardise the stream of a variant that asks for the training split's statistics
+        (`energy`); a resumed run then loads the checkpoint's."""
+        weighting = self.model.weighting
+        stream = weighting.spec.stream if weighting is not None else None
+        if stream is None or stream.norm != "train":
+            return
+        codec = getattr(self.source, "codec", None) or self.source  # SSLSource wraps the FrameSource
+        mean, std = codec.stream_moments(self.train_data)
+        weighting.fit_stream(torch.from_numpy(mean).float(), torch.tensor(std, dtype=torch.float32))
 
     @property
     def label(self) -> str:
@@ -179,9 +220,10 @@ class _Run:
         if ssl_problems:
             raise CheckpointError(f"{path} was trained on other SSL features: {'; '.join(ssl_problems)}")
         now = dataclasses.asdict(self.config)
-        changed = [k for k in now if k not in RESUMABLE_CHANGES and state["config"].get(k) != now[k]]
+        then = {**LATER_FIELDS, **state["config"]}  # a checkpoint older than a field ran at its LATER_FIELDS value
+        changed = [k for k in now if k not in RESUMABLE_CHANGES and then.get(k) != now[k]]
         if changed:
-            details = "; ".join(f"{k}: run {state['config'].get(k)!r}, now {now[k]!r}" for k in changed)
+            details = "; ".join(f"{k}: run {then.get(k)!r}, now {now[k]!r}" for k in changed)
             raise CheckpointError(f"{path} holds a run with other settings ({details}); resume with the same "
                                   "settings, or start over (--no-resume) or in another --out")
         self.model.load_state_dict(state["model"])
@@ -222,9 +264,9 @@ class _Run:
                 if item is None:
                     break
                 batch, targets = item
-                lr = lr_at(self.progress.step, self.total_steps, self.warmup, self.config.lr)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr_at(self.progress.step, self.total_steps, self.warmup, group["peak_lr"])
+                lr = self.optimizer.param_groups[0]["lr"]
                 loss = self.step(batch.to(self.device), torch.from_numpy(targets).to(self.device))
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(f"the training loss became {loss} at epoch {epoch}, step {self.progress.step + 1}")
@@ -298,14 +340,15 @@ def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Ca
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = _Run(config, store, out_dir, log)
+    run = TrainingRun(config, store, out_dir, log)
     run.provenance = {**(origin or provenance()), "device": device_label(str(run.device))}
     info = store.codec
     n_trainable = run.model.n_trainable()
     weighting = run.model.weighting
     trainable_share = budget.share(n_trainable, budget.frozen_used(
         store.attrs["codec"] if weighting is not None else None, ssl_provenance(run.model),
-        codebooks=weighting is not None and not weighting.spec.needs_latent))
+        codebooks=weighting is not None and weighting.spec.stream is None,
+        encoder=weighting is None or weighting.spec.stream is None or weighting.spec.stream.name == "latent"))
     log(f"model: variant {config.variant}, head {config.head}: {budget.describe(trainable_share)}")
     log(f"codec weights: {info.weights_label}")
     if ssl_label(run.model):

@@ -19,43 +19,26 @@ from torch import Tensor, nn
 from classify.variants import VariantSpec, parse_variant
 
 
-def _fixed_alpha(spec: VariantSpec, n_q: int) -> Tensor:
-    """The constant alpha [Q] of the variants without trainable weights."""
-    alpha = torch.zeros(n_q)
-    if spec.kind == "single":
-        alpha[spec.k - 1] = 1.0
-    elif spec.kind == "first":
-        alpha[: spec.k] = 1.0 / spec.k
-    else:  # mean
-        alpha[:] = 1.0 / n_q
-    return alpha
-
-
 class HierarchyWeighting(nn.Module):
     """Combine the per-level embeddings of RVQ codes into one feature per frame.
 
-    Variants (see `classify.variants`); w are trainable logits, initialised to zero so that every
-    softmax starts uniform:
-
-    - `mean`: alpha_q = 1 / Q.
-    - `scalar`: alpha = softmax(w / tau) over levels, w [Q].
-    - `qaf-static`: alpha = softmax(W / tau) over levels for each dimension, W [Q, D].
-    - `single:k`: alpha = one-hot at level k. `first:k`: alpha_q = 1 / k for q <= k, else 0.
-    - `cumulative`: h = sum_k beta_k S_k over the partial reconstructions S_k = sum_{q<=k} e_q,
-      beta = softmax(w / tau), w [Q]; equivalently alpha_q = sum_{k>=q} beta_k.
-    - `trainable-tables`: the tables [Q * K, D] are parameters initialised from the codebooks,
-      combined as in `scalar`.
-    - `latent`: returns the given continuous latent [B, T, D] as float32; codes are ignored.
+    Variants: the registry `classify.variants.KINDS` gives each kind's trainable logits w (shape from
+    Q and D; initialised to zero so that every softmax starts uniform), its alpha function, and the
+    continuous stream it reads instead of the codes (`latent` [B, T, D], `energy` [B, T, 1]),
+    returned standardised; codes are then ignored.
 
     The codebooks are a frozen buffer `table` [Q * K, D], except in `trainable-tables`.
 
     ``level_norm``: standardise each level's codebook, C_q -> (C_q - mean_q) / rms_q (mean_q [D] the
     mean codeword, rms_q one scalar), so that every level enters at the same scale and alpha
     compares the levels' information rather than their norms (RVQ residual levels shrink by orders
-    of magnitude). The `latent` variant is standardised with level 1's statistics.
+    of magnitude). Default on, as in `TrainConfig` and `build_model`. The stream variants' output is
+    standardised too: `latent` with level 1's codebook statistics (with ``level_norm``), `energy`
+    (always) with the training split's frame mean and standard deviation (:meth:`fit_stream`, called
+    when training starts; they are buffers, so checkpoints keep them).
     """
 
-    def __init__(self, codebooks: Tensor, variant: str | VariantSpec, tau: float = 1.0, level_norm: bool = False) -> None:
+    def __init__(self, codebooks: Tensor, variant: str | VariantSpec, tau: float = 1.0, level_norm: bool = True) -> None:
         super().__init__()
         if codebooks.dim() != 3:
             raise ValueError(f"codebooks must be [Q, K, D], got shape {tuple(codebooks.shape)}")
@@ -72,42 +55,53 @@ class HierarchyWeighting(nn.Module):
             shift = books.mean(dim=1, keepdim=True)
             scale = (books - shift).pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)
         self.level_norm = level_norm
-        self.register_buffer("latent_shift", shift[0, 0].clone())
-        self.register_buffer("latent_scale", scale[0, 0, 0].clone())
+        info, stream = self.spec.info, self.spec.stream
+        self.stream_dim = dim if stream is None or stream.dim is None else stream.dim
+        stream_shift, stream_scale = shift[0, 0], scale[0, 0, 0]  # `latent`: level 1's statistics
+        if stream is not None and stream.norm == "train":  # `energy`: set by fit_stream
+            stream_shift, stream_scale = torch.zeros(self.stream_dim), torch.ones(())
+        # the stream's standardisation (named before there were other streams: checkpoints use the names)
+        self.register_buffer("latent_shift", stream_shift.clone())
+        self.register_buffer("latent_scale", stream_scale.clone())
         table = ((books - shift) / scale).reshape(n_q * n_codes, dim).clone()
-        if self.spec.kind == "trainable-tables":
+        if info.tables:
             self.table = nn.Parameter(table)
         else:
             self.register_buffer("table", table)
         self.register_buffer("offsets", torch.arange(n_q) * n_codes, persistent=False)
 
-        kind = self.spec.kind
-        if kind == "qaf-static":
-            self.weights = nn.Parameter(torch.zeros(n_q, dim))
-        elif kind in ("scalar", "cumulative", "trainable-tables"):
-            self.weights = nn.Parameter(torch.zeros(n_q))
+        if info.weights is not None:
+            self.weights = nn.Parameter(torch.zeros(info.weights(n_q, dim)))
         else:
             self.register_parameter("weights", None)
-        if kind in ("mean", "single", "first"):
-            self.register_buffer("fixed_alpha", _fixed_alpha(self.spec, n_q))
+            if info.alpha is not None:
+                self.register_buffer("fixed_alpha", info.alpha(None, self.spec, n_q, tau))
 
     @property
     def out_dim(self) -> int:
-        """D, the size of the output feature."""
-        return self.dim
+        """The size of the output feature: D, or the stream's frame size (1 for `energy`)."""
+        return self.stream_dim
+
+    @property
+    def n_streams(self) -> int:
+        """Levels that `level_moments` returns: Q, or 1 for the stream variants (one continuous stream)."""
+        return 1 if self.spec.stream is not None else self.n_q
+
+    def fit_stream(self, mean: Tensor, std: Tensor) -> None:
+        """Set the standardisation of a ``train``-normalised stream (`energy`) from the training
+        split's frame mean [S] and standard deviation (a scalar)."""
+        self.latent_shift.copy_(mean.reshape(self.latent_shift.shape))
+        self.latent_scale.copy_(std.reshape(()).clamp_min(1e-6))
 
     def alpha(self) -> Tensor:
         """The effective level weights, [Q] or [Q, D] (QAF-Static), differentiable."""
         if self.weights is None:
             return self.fixed_alpha
-        soft = torch.softmax(self.weights / self.tau, dim=0)
-        if self.spec.kind == "cumulative":
-            return soft.flip(0).cumsum(0).flip(0)
-        return soft
+        return self.spec.info.alpha(self.weights, self.spec, self.n_q, self.tau)
 
     def level_weights(self) -> Tensor | None:
-        """alpha [Q] or [Q, D], detached on the CPU, for reports; None for `latent`."""
-        if self.spec.kind == "latent":
+        """alpha [Q] or [Q, D], detached on the CPU, for reports; None for the stream variants."""
+        if self.spec.stream is not None:
             return None
         return self.alpha().detach().cpu()
 
@@ -117,15 +111,42 @@ class HierarchyWeighting(nn.Module):
 
     def forward(self, codes: Tensor, latent: Tensor | None = None) -> Tensor:
         """codes [B, T, Q] (and latent [B, T, D] for `latent`) -> features [B, T, D]."""
-        if self.spec.kind == "latent":
+        if self.spec.stream is not None:
             if latent is None:
-                raise ValueError("variant 'latent' needs the continuous latent, but this store has "
-                                 "no latent; re-extract with --latent")
+                raise ValueError(f"variant {self.spec.name!r} needs the store's {self.spec.stream.name!r} stream, "
+                                 "but the batch has none")
             return (latent.to(torch.float32) - self.latent_shift) / self.latent_scale
         if codes.dim() != 3 or codes.shape[-1] != self.n_q:
             raise ValueError(f"codes must be [B, T, {self.n_q}], got shape {tuple(codes.shape)}")
         batch, frames, _ = codes.shape
-        alpha = self.alpha().reshape(self.n_q, 1, -1)  # [Q, 1, 1] or [Q, 1, D]
-        scaled = (self.table.view(self.n_q, self.n_codes, self.dim) * alpha).view(-1, self.dim)
         rows = (codes.long() + self.offsets).view(batch * frames, self.n_q)
-        return F.embedding_bag(rows, scaled, mode="sum").view(batch, frames, self.dim)
+        return F.embedding_bag(rows, self.scaled_table(), mode="sum").view(batch, frames, self.dim)
+
+    def scaled_table(self) -> Tensor:
+        """The level-scaled tables alpha[q] * C_q, flattened to [Q * K, D] (differentiable)."""
+        alpha = self.alpha().reshape(self.n_q, 1, -1)  # [Q, 1, 1] or [Q, 1, D]
+        return (self.table.view(self.n_q, self.n_codes, self.dim) * alpha).view(-1, self.dim)
+
+    def level_moments(self, codes: Tensor, lengths: Tensor, latent: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and mean of squares over each row's valid frames of every level's weighted
+        embedding alpha_q * e_q: codes [B, T, Q], lengths [B] -> two [B, Q, D] tensors.
+
+        One `embedding_bag` per moment with a bag per (row, level) and weights 1 / length on the
+        valid frames (0 on padding), so [B, T, Q, D] is never built. `latent`: the moments of the
+        standardised stream [B, T, S] of the stream variants, as one level ([B, 1, S])."""
+        if self.spec.stream is not None:
+            x = self.forward(codes, latent)
+            weights = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)).to(x.dtype)
+            weights = (weights / lengths.to(x.device, x.dtype).unsqueeze(1)).unsqueeze(2)  # [B, T, 1]
+            return (x * weights).sum(1, keepdim=True), (x.square() * weights).sum(1, keepdim=True)
+        if codes.dim() != 3 or codes.shape[-1] != self.n_q:
+            raise ValueError(f"codes must be [B, T, {self.n_q}], got shape {tuple(codes.shape)}")
+        batch, frames, _ = codes.shape
+        table = self.scaled_table()
+        bags = (codes.long() + self.offsets).permute(0, 2, 1).reshape(batch * self.n_q, frames)  # (row, level)
+        valid = torch.arange(frames, device=codes.device) < lengths.to(codes.device).unsqueeze(1)  # [B, T]
+        weights = valid.to(table.dtype) / lengths.to(codes.device, table.dtype).unsqueeze(1)
+        weights = weights.unsqueeze(1).expand(batch, self.n_q, frames).reshape(batch * self.n_q, frames)
+        mean = F.embedding_bag(bags, table, per_sample_weights=weights, mode="sum")
+        square = F.embedding_bag(bags, table.square(), per_sample_weights=weights, mode="sum")
+        return mean.view(batch, self.n_q, self.dim), square.view(batch, self.n_q, self.dim)

@@ -164,7 +164,7 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, dry_
         sweep_file=str(config_file), store_url=store.url,
         dataset=str(store.attrs.get("dataset", {}).get("name")), dataset_root=str(store.attrs.get("dataset", {}).get("root", "")),
         eval_split=eval_split, base=spec.base, grid=spec.grid,
-        splits=split_summaries(store, [base.train_split, base.dev_split, eval_split]))
+        splits=split_summaries(store, [base.train_split, base.dev_split, eval_split]), utterances=store.utterances)
     report = write_report(outcome.results, out_dir, context)
     click.echo(f"{outcome.ran} trial(s) run, {outcome.skipped} already done, {len(outcome.failed)} failed; "
                f"codec weights: {store.codec.weights_label}")

@@ -63,7 +63,7 @@ def test_code_out_of_range_is_refused(tmp_path):
 def test_latent_variant_needs_a_latent(tmp_path):
     store = FeatureStore(synthetic_store(str(tmp_path / "nolat.zarr"), n_per_split=4, latent=False))
     with pytest.raises(DataError, match="no(ne)?.*--latent"):
-        FrameSource(store, with_latent=True)
+        FrameSource(store, "latent")
 
 
 def test_long_utterance_crop_is_contiguous_at_the_drawn_offset():
@@ -81,7 +81,7 @@ def test_repeat_tiles_short_utterances_from_their_start():
 
 
 def test_zero_pads_short_utterances_and_masks_them(store):
-    source = FrameSource(store, with_latent=True, latent_ram_bytes=1e9)
+    source = FrameSource(store, "latent", ram_bytes=1e9)
     split = load_split(store, "train")
     short = int(np.argmin(split.lengths))
     n = int(split.lengths[short])
@@ -98,8 +98,8 @@ def test_zero_pads_short_utterances_and_masks_them(store):
 def test_lazy_latent_equals_latent_in_ram(store):
     split = load_split(store, "train")
     index, valid, lengths = crop_index(split.starts, split.lengths, 40, "zero", np.linspace(0, 0.99, len(split)))
-    in_ram = FrameSource(store, with_latent=True, latent_ram_bytes=1e9).gather(index, valid, lengths)
-    lazy = FrameSource(store, with_latent=True, latent_ram_bytes=0).gather(index, valid, lengths)
+    in_ram = FrameSource(store, "latent", ram_bytes=1e9).gather(index, valid, lengths)
+    lazy = FrameSource(store, "latent", ram_bytes=0).gather(index, valid, lengths)
     assert torch.equal(in_ram.latent, lazy.latent) and torch.equal(in_ram.codes, lazy.codes)
 
 

@@ -13,16 +13,21 @@ import pandas as pd
 import pytest
 
 from classify.config import TrainConfig
+from classify.bootstrap import cluster_counts
+from classify.metrics import compute_eer
 from classify.report import (
     REPORT,
     ReportContext,
     SplitSummary,
+    best_per_head,
     paired_vs_mean,
     ranking,
+    selected,
     sign_test_p,
     split_summaries,
     write_report,
 )
+from classify.scorefiles import read_scores
 from classify.sweep import (
     FAILED,
     OK,
@@ -43,14 +48,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LABEL = "UNTRAINED EnCodec 24 kHz (random encoder, k-means codebooks; not real codec features), weights sha256 abc"
 
 
-def row(variant: str, seed: int, eer: float, trained: bool = False, status: str = OK, **config) -> dict:
-    """A results row with eval EER ``eer`` and level weights of the right shape."""
+def row(variant: str, seed: int, eer: float, trained: bool = False, status: str = OK, dev: float | None = None,
+        **config) -> dict:
+    """A results row with eval EER ``eer`` (dev EER ``dev``, default eer / 2) and level weights of the
+    right shape."""
     values = dataclasses.asdict(TrainConfig(variant=variant, seed=seed, **config))
     task = TrialTask(f"{variant}-s{seed}-{len(config)}", values, {"variant": variant, "seed": seed}, "s.zarr", "t", "eval")
     if status != OK:
         return result_row(task, status, "DataError: boom | bad")
     weights = np.full((8, 4), 1 / 8) if variant == "qaf-static" else np.linspace(0.2, 0.05, 8) / 1.0
-    return result_row(task, OK, eval_eer=eer, dev_eer=eer / 2, eval_min_dcf=0.5, eval_act_dcf=0.6, eval_cllr=0.9,
+    return result_row(task, OK, eval_eer=eer, dev_eer=eer / 2 if dev is None else dev, eval_min_dcf=0.5, eval_act_dcf=0.6, eval_cllr=0.9,
                       n_trainable=100, codec_weights_label=LABEL if not trained else "EnCodec 24 kHz pretrained",
                       codec_trained=trained, level_weights=json.dumps(weights.tolist()))
 
@@ -93,6 +100,55 @@ def test_ranking_and_paired_differences(synthetic):
     assert (q["wins"], q["n_paired"]) == (3, 3) and q["sign_p"] == pytest.approx(0.25)
 
 
+def test_ranking_selects_on_dev_never_on_eval():
+    rows = [row("mean", s, 0.10, dev=0.40) for s in range(2)] + [row("scalar", s, 0.30, dev=0.20) for s in range(2)]
+    rows += [row("qaf-static", s, 0.05, dev=0.30, head="stats", head_kwargs={}) for s in range(2)]
+    table = ranking(pd.DataFrame(rows))
+    assert list(table["variant"]) == ["scalar", "qaf-static", "mean"]  # by dev; eval would say qaf, mean, scalar
+    heads = best_per_head(table)
+    assert list(zip(heads["head"], heads["variant"])) == [("lstm", "scalar"), ("stats", "qaf-static")]
+
+
+def test_the_energy_control_is_shown_beside_the_heads_and_never_selected(tmp_path):
+    """`energy` (no codec) wins on dev here, yet the selected setting and each head's best are codec
+    settings; the control appears in the ranking and beside the heads, marked, without weights."""
+    stats = {"head": "stats", "head_kwargs": {}}
+    rows = [row("mean", s, 0.30, dev=0.30) for s in range(2)] + [row("scalar", s, 0.20, dev=0.25, **stats)
+                                                                  for s in range(2)]
+    rows += [row("energy", s, 0.08, dev=0.05, **stats) for s in range(2)]
+    results = pd.DataFrame(rows)
+    results.loc[results["variant"] == "energy", "level_weights"] = ""
+    table = ranking(results)
+    assert list(table["variant"]) == ["energy", "scalar", "mean"] and list(table["control"]) == [True, False, False]
+    assert selected(table)["variant"] == "scalar"
+    heads = best_per_head(table)
+    assert list(zip(heads["head"], heads["variant"])) == [("stats", "scalar"), ("lstm", "mean")]
+    text = write_report(results, tmp_path, context(eval=SplitSummary(100, 40, 60, 5))).read_text()
+    assert "**Selected on dev: `variant=scalar, head=stats`**" in text
+    side = section(text, "Heads side by side").splitlines()
+    rows_md = [line for line in side if line.startswith("| `")]
+    assert [line.split(" | ")[1] for line in rows_md] == ["`variant=scalar, head=stats`", "`variant=mean, head=lstm`",
+                                                          "`variant=energy, head=stats`"]
+    assert rows_md[-1].startswith("| `stats` (control: no codec) |") and "| 8.00 |" in rows_md[-1]
+    assert "`variant=energy, head=stats` (control: no codec)" in section(text, "Ranking on dev, eval reported")
+    assert "energy" not in section(text, "Learned level weights")
+    assert "no codec at all" in section(text, "What this can and cannot show")
+
+
+def test_a_results_table_older_than_ssl_kwargs_is_read_and_reported(synthetic, tmp_path):
+    """Trial ids did not change when ssl_kwargs came (ID_OMITTED_AT), so a sweep resumes an older
+    results table: it reads with the column filled in, and reports as before."""
+    older = synthetic.drop(columns=["ssl_kwargs"])
+    older["config_json"] = [json.dumps({k: v for k, v in json.loads(c).items() if k != "ssl_kwargs"})
+                            for c in older["config_json"]]
+    older.iloc[:2].to_parquet(tmp_path / "results.parquet", index=False)
+    table = pd.concat([read_results(tmp_path), synthetic.iloc[2:]], ignore_index=True)  # a resumed sweep's rows
+    assert (table["ssl_kwargs"] == "{}").all()
+    assert ranking(table)["n_seeds"].tolist() == ranking(synthetic)["n_seeds"].tolist()  # one setting, all seeds
+    text = write_report(table, tmp_path, context()).read_text()
+    assert "**Selected on dev: `variant=scalar, lr=0.5`**" in text
+
+
 def test_sign_test():
     assert sign_test_p(3, 0) == 0.25 and sign_test_p(0, 3) == 0.25 and sign_test_p(2, 1) == 1.0
     assert sign_test_p(0, 0) == 1.0 and sign_test_p(10, 0) == pytest.approx(2 / 1024)
@@ -131,7 +187,7 @@ def swept(tmp_path_factory) -> tuple[Path, str]:
     outcome = run_sweep(expand(spec, store_identity(store)), store.url, tmp / "out", "eval",
                         lambda tasks: map(run_trial, tasks))
     ctx = ReportContext(str(tmp / "s.toml"), store.url, "asv19", "/synthetic", "eval", spec.base, spec.grid,
-                        split_summaries(store, ["train", "dev", "eval"]))
+                        split_summaries(store, ["train", "dev", "eval"]), utterances=store.utterances, n_boot=200)
     write_report(outcome.results, tmp / "out", ctx)
     return tmp / "out", (tmp / "out" / REPORT).read_text()
 
@@ -139,16 +195,44 @@ def swept(tmp_path_factory) -> tuple[Path, str]:
 def test_report_ranking_matches_the_results_table(swept):
     out, text = swept
     table = pd.read_parquet(out / "results.parquet")
-    means = table.groupby("variant")["eval_eer"].agg(["mean", "std", "min", "max", "size"])
-    order = list(means.sort_values("mean", kind="mergesort").index)
-    ranking_text = section(text, "Ranking by eval EER")
+    means = table.groupby("variant")[["eval_eer", "dev_eer"]].agg(["mean", "std", "min", "max", "size"])
+    order = list(means.sort_values(("dev_eer", "mean"), kind="mergesort").index)
+    ranking_text = section(text, "Ranking on dev, eval reported")
     rows = [line for line in ranking_text.splitlines() if re.match(r"\| \d+ \|", line)]
     assert [re.search(r"`([^`]+)`", line).group(1) for line in rows] == order
+    assert f"**Selected on dev: `{order[0]}`**" in ranking_text
     for line, variant in zip(rows, order):
-        m = means.loc[variant]
-        assert f"| {100 * m['mean']:.2f} | {100 * m['std']:.2f} | {100 * m['min']:.2f}–{100 * m['max']:.2f} |" in line
+        m = means.loc[variant, "eval_eer"]
+        assert f"| {100 * means.loc[variant, ('dev_eer', 'mean')]:.2f} | {100 * m['mean']:.2f} |" in line
+        assert f"| {100 * m['std']:.2f} | {100 * m['min']:.2f}–{100 * m['max']:.2f} |" in line
         assert f"| {int(m['size'])} |" in line
     assert "12 utterances (5 bona fide / 7 spoof, 4 speakers)" in text
+
+
+def test_report_intervals_are_the_speaker_attack_bootstrap_of_the_score_files(swept):
+    """Recompute the `scalar` interval by hand: the same seeded draws, the replicated trial lists built
+    explicitly from each seed's eval score file, the official EER, averaged over seeds."""
+    out, text = swept
+    results = read_results(out)
+    store = FeatureStore(results["store"].iloc[0])
+    rows = store.utterances[(store.utterances["split"] == "eval") & (store.utterances["status"] == "ok")]
+    bona = (rows["label"] == "bonafide").to_numpy()
+    counts = cluster_counts(rows["speaker"].tolist(), rows["system"].tolist(), bona, 200, np.random.default_rng(0))
+    per_seed = []
+    for trial_dir in results.loc[results["variant"] == "scalar", "trial_dir"]:
+        scores = read_scores(next((Path(trial_dir) / "eval").glob("scores.t*")))
+        aligned = pd.Series(scores.scores, index=scores.utt_ids).reindex(rows["utt_id"]).to_numpy()
+        eers = []
+        for r in range(200):
+            b, s = np.repeat(aligned[bona], counts[r, bona]), np.repeat(aligned[~bona], counts[r, ~bona])
+            eers.append(compute_eer(b, s)[0] if b.size and s.size else np.nan)
+        per_seed.append(eers)
+    replicates = np.mean(per_seed, axis=0)
+    low, high = np.percentile(replicates[np.isfinite(replicates)], [2.5, 97.5])
+    line = next(x for x in section(text, "Ranking on dev, eval reported").splitlines() if "| `scalar` |" in x)
+    assert f"| {100 * low:.2f}–{100 * high:.2f} |" in line
+    assert "4 speakers and 3 attacks (12 utterances), 200 replicates, seed 0" in text
+    assert re.search(r"\| `scalar` \| 2 \|.*\| [+-]\d+\.\d\d / [+-]\d+\.\d\d \|", section(text, "Paired comparison"))
 
 
 def test_report_paired_section_matches_the_results_table(swept):

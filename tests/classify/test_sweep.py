@@ -3,6 +3,8 @@ resuming (finished trials skipped, a killed trial resumed from last.pt) and fail
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -88,6 +90,31 @@ def test_grid_expands_in_order_with_stable_ids(tmp_path, store):
     assert {t.trial_id for t in expand(moved, identity)} == {t.trial_id for t in trials}
     assert trial_id(trials[0].config, {**identity, "weights_sha256": "0" * 64}) != trials[0].trial_id
     assert config_diff(trials[4].config, base_config(spec)) == {"variant": "single:1", "seed": 1}
+    # a field added later (ssl_kwargs) is hashed only away from its old-behaviour value: older ids stay
+    older = {k: v for k, v in dataclasses.asdict(trials[0].config).items() if k != "ssl_kwargs"}
+    digest = hashlib.sha256(json.dumps({"config": older, "store": identity}, sort_keys=True).encode()).hexdigest()[:8]
+    assert trials[0].trial_id == f"mean-s0-{digest}"
+    assert trial_id(dataclasses.replace(trials[0].config, ssl_kwargs={"proj_dim": 8}), identity) != trials[0].trial_id
+
+
+def test_a_bundle_sets_several_settings_together(tmp_path, store):
+    """head = [lstm (its size from [base]), {head = "stats", head_kwargs = {}}]: the stats head cannot take
+    the LSTM's sizes, so both settings change together; head_kwargs tables stay plain values."""
+    grid = 'variant = ["mean"]\nhead = ["lstm", {head = "stats", head_kwargs = {}}]\nseed = [0]\n'
+    trials = expand(load_sweep(sweep_file(tmp_path, grid)), store_identity(store))
+    assert [(t.config.head, t.config.head_kwargs) for t in trials] == [
+        ("lstm", {"proj_dim": 8, "hidden_dim": 8}), ("stats", {})]
+    assert trials[1].params == {"variant": "mean", "head": "stats", "head_kwargs": {}, "seed": 0}
+    sizes = expand(load_sweep(sweep_file(tmp_path, 'head_kwargs = [{proj_dim = 4, hidden_dim = 4}, {}]\n',
+                                         base=TINY_BASE.replace("head_kwargs = {proj_dim = 8, hidden_dim = 8}\n", ""))),
+                   store_identity(store))
+    assert [t.config.head_kwargs for t in sizes] == [{"proj_dim": 4, "hidden_dim": 4}, {}]
+    for bad, message in [('head = [{head_kwargs = {}}]\n', "a table in the head list sets settings together and "
+                          "must set head itself"),
+                         ('head = [{head = "stats", lrr = 1}]\n', "unknown key(s) lrr"),
+                         ('seed = [0]\nhead = [{head = "stats", seed = 1}]\n', "sets seed, which is also a grid axis")]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_sweep(sweep_file(tmp_path, bad))
 
 
 def test_set_overrides_base_and_pins_grid_axes(tmp_path, store):
@@ -106,7 +133,7 @@ def test_set_overrides_base_and_pins_grid_axes(tmp_path, store):
 
 
 @pytest.mark.parametrize("base,grid,overrides,message", [
-    (TINY_BASE, 'variants = ["mean"]\n', {}, "s.toml [grid]: unknown key(s) variants; valid keys: amp, amp_dtype"),
+    (TINY_BASE, 'variants = ["mean"]\n', {}, "s.toml [grid]: unknown key(s) variants; valid keys: amp, amp_cpu, amp_dtype"),
     (TINY_BASE + "learning_rate = 1\n", "", {}, "s.toml [base]: unknown key(s) learning_rate; valid keys:"),
     (TINY_BASE, 'variant = "mean"\n', {}, "s.toml [grid]: variant must be a non-empty list of values"),
     (TINY_BASE, "seed = []\n", {}, "s.toml [grid]: seed must be a non-empty list"),
@@ -213,18 +240,18 @@ def test_a_killed_sweep_keeps_finished_trials_and_resumes_the_killed_one(tmp_pat
     path = sweep_file(tmp_path, 'variant = ["scalar"]\nseed = [0, 1]\n', base=TINY_BASE.replace("epochs = 1", "epochs = 2"))
     trials = expand(load_sweep(path), store_identity(store))
     killed = tmp_path / "out" / "trials" / trials[1].trial_id
-    end_epoch = train_module._Run.end_epoch
+    end_epoch = train_module.TrainingRun.end_epoch
 
     def kill_trial_2_after_epoch_1(self, epoch, row):
         end_epoch(self, epoch, row)
         if self.out_dir == killed and epoch == 1:
             raise KeyboardInterrupt  # like a kill: not an Exception, so nothing records the trial
 
-    monkeypatch.setattr(train_module._Run, "end_epoch", kill_trial_2_after_epoch_1)
+    monkeypatch.setattr(train_module.TrainingRun, "end_epoch", kill_trial_2_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
         run(trials, store, tmp_path / "out")
     assert list(read_results(tmp_path / "out")["trial_id"]) == [trials[0].trial_id]
-    monkeypatch.setattr(train_module._Run, "end_epoch", end_epoch)
+    monkeypatch.setattr(train_module.TrainingRun, "end_epoch", end_epoch)
     calls = count_train_calls(monkeypatch)
     outcome = run(trials, store, tmp_path / "out")
     assert calls == [trials[1].trial_id] and outcome.failed == [] and list(outcome.results["epochs_run"]) == [2, 2]
@@ -242,7 +269,7 @@ def test_failing_trials_are_recorded_and_the_rest_finish(tmp_path, store, monkey
     table = read_results(tmp_path / "out").set_index("trial_id")
     latent, single, mean = (t.trial_id for t in trials)
     assert outcome.failed == [latent, single] and table.loc[mean, "status"] == "ok"
-    for tid, error in ((latent, "this store has none; re-extract with --latent"), (single, "k=9 is out of range")):
+    for tid, error in ((latent, "no stream 'latent'; this store has: codes"), (single, "k=9 is out of range")):
         assert table.loc[tid, "status"] == "failed" and error in table.loc[tid, "error"]
         assert math.isnan(table.loc[tid, "eval_eer"])
         assert "Traceback" in (tmp_path / "out" / "trials" / tid / "trial.log").read_text()

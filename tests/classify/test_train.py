@@ -13,7 +13,7 @@ from classify import train as train_module
 from classify.checkpoint import CheckpointError, load_checkpoint
 from classify.config import TrainConfig, amp_dtype
 from classify.data import DataError
-from classify.train import DIVERGED, lr_at, train
+from classify.train import DIVERGED, TrainingRun, lr_at, param_groups, train
 from store.reader import FeatureStore
 from tests.synthetic import synthetic_store, tiny_config
 
@@ -77,28 +77,33 @@ def test_same_seed_gives_identical_parameters(store, tmp_path):
     assert not same_parameters(a, c) and other.epochs_run == 2
 
 
-def test_resume_after_a_kill_ends_as_an_uninterrupted_run(store, tmp_path, monkeypatch):
-    config = tiny_config(epochs=3, balance="sampler", pad="zero")
+@pytest.mark.parametrize("precision", [{}, {"amp_cpu": True, "amp_dtype": "fp16"}], ids=["fp32", "fp16-scaler"])
+def test_resume_after_a_kill_ends_as_an_uninterrupted_run(store, tmp_path, monkeypatch, precision):
+    """Also with fp16 autocast and its gradient scaler (the GPU's code path, on the CPU): the scaler's
+    state is part of the checkpoint."""
+    config = tiny_config(epochs=3, balance="sampler", pad="zero", **precision)
     train(config, store, tmp_path / "whole", log=quiet)
 
-    original = train_module._Run.run_epoch
+    original = train_module.TrainingRun.run_epoch
 
     def killed_in_epoch_2(self, epoch):
         if epoch == 2:
             raise KeyboardInterrupt("killed")
         return original(self, epoch)
 
-    monkeypatch.setattr(train_module._Run, "run_epoch", killed_in_epoch_2)
+    monkeypatch.setattr(train_module.TrainingRun, "run_epoch", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(config, store, tmp_path / "killed", log=quiet)
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
-    monkeypatch.setattr(train_module._Run, "run_epoch", original)
+    monkeypatch.setattr(train_module.TrainingRun, "run_epoch", original)
     logged: list[str] = []
     result = train(config, store, tmp_path / "killed", log=logged.append)
     assert any("resuming" in m and "after epoch 1" in m for m in logged)
     whole = load_checkpoint(tmp_path / "whole" / "last.pt")
     resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
     assert same_parameters(whole["model"], resumed["model"]) and result.epochs_run == 3
+    assert whole["scaler"] == resumed["scaler"] and bool(whole["scaler"]) == bool(precision)
+    assert [g["name"] for g in resumed["optimizer"]["param_groups"]] == ["model", "hierarchy_weights"]
     strip = [{k: v for k, v in row.items() if "seconds" not in k} for row in whole["history"]]
     assert strip == [{k: v for k, v in row.items() if "seconds" not in k} for row in resumed["history"]]
     lines = (tmp_path / "killed" / "history.jsonl").read_text().splitlines()
@@ -120,6 +125,20 @@ def test_resume_with_other_settings_is_refused(store, tmp_path):
         train(tiny_config(epochs=1, lr=0.5), store, tmp_path, log=quiet)
     fresh = train(tiny_config(epochs=1, lr=0.5), store, tmp_path, log=quiet, resume=False)
     assert fresh.epochs_run == 1
+
+
+def test_a_checkpoint_older_than_ssl_kwargs_resumes(store, tmp_path):
+    """A run saved before TrainConfig had ssl_kwargs (LATER_FIELDS) ran as ssl_kwargs = {} does: it
+    resumes, and is extended like any other; a real difference is still refused."""
+    train(tiny_config(epochs=1), store, tmp_path, log=quiet)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    del state["config"]["ssl_kwargs"]
+    torch.save(state, tmp_path / "last.pt")
+    logged: list[str] = []
+    result = train(tiny_config(epochs=2), store, tmp_path, log=logged.append)
+    assert result.epochs_run == 2 and any("resuming" in line and "after epoch 1" in line for line in logged)
+    with pytest.raises(CheckpointError, match=r"ssl_kwargs: run \{\}, now \{'proj_dim': 8\}"):
+        train(tiny_config(epochs=3, ssl_kwargs={"proj_dim": 8}), store, tmp_path, log=quiet)
 
 
 def test_resume_on_a_store_of_another_codec_is_refused(store, tmp_path):
@@ -184,7 +203,7 @@ def test_config_rejects_unknown_choices():
 
 
 def test_early_stopping_and_extending_with_more_patience(store, tmp_path):
-    frozen = tiny_config(epochs=6, lr=1e-12, patience=2)  # the dev EER cannot improve after epoch 1
+    frozen = tiny_config(epochs=6, lr=1e-12, weights_lr=1e-12, patience=2)  # the dev EER cannot improve after epoch 1
     result = train(frozen, store, tmp_path, log=quiet)
     assert result.stopped == "early stopping" and result.epochs_run == 3 and result.best_epoch == 1
     logged: list[str] = []
@@ -193,8 +212,76 @@ def test_early_stopping_and_extending_with_more_patience(store, tmp_path):
     assert more.stopped == "early stopping" and more.epochs_run == 4
 
 
-def test_mixed_precision_only_on_cuda():
+def test_mixed_precision_on_cuda_and_on_the_cpu_when_asked():
     assert amp_dtype(TrainConfig(), torch.device("cpu")) is None
     assert amp_dtype(TrainConfig(), torch.device("cuda")) == torch.bfloat16
     assert amp_dtype(TrainConfig(amp_dtype="fp16"), torch.device("cuda")) == torch.float16
     assert amp_dtype(TrainConfig(amp=False), torch.device("cuda")) is None
+    assert amp_dtype(TrainConfig(amp_cpu=True), torch.device("cpu")) == torch.bfloat16
+    assert amp_dtype(TrainConfig(amp_cpu=True, amp=False), torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("dtype_name,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_training_path_runs_on_the_cpu(store, tmp_path, monkeypatch, dtype_name, dtype):
+    """The code a GPU run takes (autocast on the device type, a GradScaler for fp16), run on the CPU:
+    the head computes in the low precision, the loss and every parameter stay float32 and finite,
+    the model learns, and fp16 scales its loss."""
+    seen: list[torch.dtype] = []
+    original = TrainingRun.step
+
+    def step(self, batch, targets):
+        handle = self.model.head.proj.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+        try:
+            return original(self, batch, targets)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(TrainingRun, "step", step)
+    result = train(tiny_config(epochs=8, lr=3e-2, amp_cpu=True, amp_dtype=dtype_name), store, tmp_path, log=quiet)
+    assert seen and set(seen) == {dtype}
+    assert result.stopped == "completed" and result.best_dev_eer < 0.3
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    if dtype == torch.float16:
+        assert last["scaler"]["scale"] > 0 and last["scaler"]["_growth_tracker"] >= 0
+    else:
+        assert last["scaler"] == {}
+
+
+def test_fp16_gradient_scaler_skips_an_overflowing_step_and_backs_off(store, tmp_path):
+    """With a loss scale so large that the fp16 backward overflows, the scaler skips the optimizer step
+    (parameters unchanged) and halves the scale; once the scale fits, steps go through."""
+    run = TrainingRun(tiny_config(amp_cpu=True, amp_dtype="fp16"), store, tmp_path, quiet)
+    assert run.scaler.is_enabled() and run.dtype == torch.float16
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=1000)
+    from classify.data import train_batches
+    batch, targets = next(train_batches(run.source, run.train_data, 8, run.crop, "repeat", "none", run.generator))
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.step(batch, torch.from_numpy(targets))
+    assert same_parameters(before, run.model.state_dict()) and run.scaler.get_scale() == 2.0**39
+    for _ in range(40):
+        run.step(batch, torch.from_numpy(targets))
+        if not same_parameters(before, run.model.state_dict()):
+            break
+    assert not same_parameters(before, run.model.state_dict()) and run.scaler.get_scale() < 2.0**32
+
+
+def test_hierarchy_weights_have_their_own_learning_rate_without_weight_decay(store, tmp_path):
+    config = tiny_config(epochs=1, lr=2e-3, weights_lr=0.3, weight_decay=0.5)
+    run = TrainingRun(config, store, tmp_path, quiet)
+    groups = {g["name"]: g for g in run.optimizer.param_groups}
+    assert [p is run.model.weighting.weights for p in groups["hierarchy_weights"]["params"]] == [True]
+    assert (groups["hierarchy_weights"]["peak_lr"], groups["hierarchy_weights"]["weight_decay"]) == (0.3, 0.0)
+    assert (groups["model"]["peak_lr"], groups["model"]["weight_decay"]) == (2e-3, 0.5)
+    n_model = sum(p.numel() for p in groups["model"]["params"])
+    assert n_model + run.model.weighting.weights.numel() == run.model.n_trainable()
+    run.run_epoch(1)
+    last = run.progress.step - 1
+    assert groups["hierarchy_weights"]["lr"] == lr_at(last, run.total_steps, run.warmup, 0.3)
+    assert groups["model"]["lr"] == lr_at(last, run.total_steps, run.warmup, 2e-3)
+    # variants without logits have one group; trainable tables train at lr, their logits at weights_lr
+    assert [g["name"] for g in param_groups(TrainingRun(tiny_config(variant="mean"), store, tmp_path, quiet).model,
+                                              config)] == ["model"]
+    tables = TrainingRun(tiny_config(variant="trainable-tables"), store, tmp_path, quiet).model
+    groups = param_groups(tables, config)
+    assert any(p is tables.weighting.table for p in groups[0]["params"]) and groups[1]["params"] == [tables.weighting.weights]

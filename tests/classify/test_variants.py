@@ -2,16 +2,33 @@
 
 import pytest
 
-from classify.variants import VARIANT_NAMES, VariantSpec, parse_variant
+from classify.config import TrainConfig
+from classify.variants import VARIANT_NAMES, VariantSpec, check_variant, parse_variant
 
 
-@pytest.mark.parametrize("name", ["mean", "scalar", "qaf-static", "cumulative", "latent",
+@pytest.mark.parametrize("name", ["mean", "scalar", "qaf-static", "cumulative", "latent", "energy",
                                   "trainable-tables"])
 def test_plain_variants(name: str) -> None:
     spec = parse_variant(name, 8)
     assert spec == VariantSpec(name)
     assert spec.name == name
-    assert spec.needs_latent == (name == "latent")
+    assert spec.needs_latent == (name in ("latent", "energy"))
+    assert (spec.stream.name if spec.stream else None) == {"latent": "latent", "energy": "energy"}.get(name)
+
+
+@pytest.mark.parametrize("name, codec", [("ssl", None), ("ssl+mean", "mean"), ("SSL+single:2", "single:2"),
+                                         ("qaf-static", "qaf-static")])
+def test_one_parser_for_codec_and_ssl_variants(name: str, codec: str | None) -> None:
+    """TrainConfig validates with the registry's parser: the same names, the same errors."""
+    spec = check_variant(name)
+    assert (spec.name if spec else None) == codec
+    assert TrainConfig(variant=name).variant == name
+    for bad in ("ssl+bogus", "single", "first:x"):
+        with pytest.raises(ValueError) as direct:
+            check_variant(bad)
+        with pytest.raises(ValueError) as config:
+            TrainConfig(variant=bad)
+        assert str(direct.value) == str(config.value)
 
 
 @pytest.mark.parametrize("name, kind, k", [("single:1", "single", 1), ("single:8", "single", 8),

@@ -104,7 +104,7 @@ def test_zero_init_is_uniform(codebooks: Tensor, codes: Tensor) -> None:
 
 
 def test_cumulative_init_is_reverse_cumsum(codebooks: Tensor, codes: Tensor) -> None:
-    module = HierarchyWeighting(codebooks, "cumulative")
+    module = HierarchyWeighting(codebooks, "cumulative", level_norm=False)
     expected = torch.tensor([(Q - q + 1) / Q for q in range(1, Q + 1)])  # 1, 3/4, 1/2, 1/4
     torch.testing.assert_close(module.level_weights(), expected)
     torch.testing.assert_close(module(codes), gather_levels(codebooks, codes).cumsum(dim=2).mean(dim=2))
@@ -112,36 +112,70 @@ def test_cumulative_init_is_reverse_cumsum(codebooks: Tensor, codes: Tensor) -> 
 
 @pytest.mark.parametrize("k", range(1, Q + 1))
 def test_single_picks_level_k(k: int, codebooks: Tensor, codes: Tensor) -> None:
-    module = HierarchyWeighting(codebooks, f"single:{k}")
+    module = HierarchyWeighting(codebooks, f"single:{k}", level_norm=False)
     assert torch.equal(module(codes), codebooks[k - 1][codes[..., k - 1]])
     assert torch.equal(module.level_weights(), torch.eye(Q)[k - 1])
 
 
 @pytest.mark.parametrize("k", range(1, Q + 1))
 def test_first_k_is_mean_of_first_levels(k: int, codebooks: Tensor, codes: Tensor) -> None:
-    module = HierarchyWeighting(codebooks, f"first:{k}")
+    module = HierarchyWeighting(codebooks, f"first:{k}", level_norm=False)
     torch.testing.assert_close(module(codes), gather_levels(codebooks, codes)[:, :, :k].mean(dim=2))
 
 
-@pytest.mark.parametrize("variant, n", [("mean", 0), ("single:2", 0), ("first:2", 0), ("latent", 0),
+@pytest.mark.parametrize("variant, n", [("mean", 0), ("single:2", 0), ("first:2", 0), ("latent", 0), ("energy", 0),
                                         ("scalar", Q), ("cumulative", Q), ("qaf-static", Q * D),
                                         ("trainable-tables", Q * K * D + Q)])
 def test_trainable_counts_and_frozen_codebooks(variant: str, n: int, codebooks: Tensor) -> None:
     module = HierarchyWeighting(codebooks, parse_variant(variant, Q))
     assert module.n_trainable() == n
     assert ("table" in dict(module.named_buffers())) == (variant != "trainable-tables")
-    assert module.out_dim == D
+    assert module.out_dim == (1 if variant == "energy" else D)
 
 
 def test_latent_passthrough(codebooks: Tensor, codes: Tensor) -> None:
-    module = HierarchyWeighting(codebooks, "latent")
+    module = HierarchyWeighting(codebooks, "latent", level_norm=False)
     latent = torch.randn(3, 5, D).half()
     out = module(codes, latent)
     assert out.dtype == torch.float32
     assert torch.equal(out, latent.float())
     assert module.level_weights() is None
-    with pytest.raises(ValueError, match="re-extract with --latent"):
+    with pytest.raises(ValueError, match="'latent' stream"):
         module(codes)
+    normed = HierarchyWeighting(codebooks, "latent")  # level_norm: level 1's codebook statistics
+    level1 = codebooks[0] - codebooks[0].mean(dim=0)
+    torch.testing.assert_close(normed(codes, latent), (latent.float() - codebooks[0].mean(dim=0)) /
+                               level1.square().mean().sqrt())
+
+
+def test_energy_reads_one_standardised_stream(codebooks: Tensor, codes: Tensor) -> None:
+    """`energy` ignores the codes and the codebooks: its output is the energy stream [B, T, 1],
+    standardised with the statistics given to fit_stream (which the state dict keeps)."""
+    module = HierarchyWeighting(codebooks, "energy")
+    assert (module.out_dim, module.n_streams, module.n_trainable(), module.level_weights()) == (1, 1, 0, None)
+    energy = (torch.randn(3, 5, 1) * 7 - 45).half()
+    torch.testing.assert_close(module(codes, energy), energy.float())  # before fitting: identity
+    module.fit_stream(torch.tensor([-45.0]), torch.tensor(7.0))
+    expected = (energy.float() + 45) / 7
+    torch.testing.assert_close(module(codes, energy), expected)
+    torch.testing.assert_close(module(torch.zeros_like(codes), energy), expected)
+    again = HierarchyWeighting(torch.zeros_like(codebooks), "energy")
+    again.load_state_dict(module.state_dict())
+    torch.testing.assert_close(again(codes, energy), expected)
+
+
+def test_level_norm_defaults_agree() -> None:
+    """TrainConfig, HierarchyWeighting and build_model standardise the levels by default alike."""
+    import inspect
+
+    from classify.config import TrainConfig
+    from classify.model import build_model
+
+    default = TrainConfig().level_norm
+    assert inspect.signature(HierarchyWeighting).parameters["level_norm"].default is default
+    assert inspect.signature(build_model).parameters["level_norm"].default is default
+    books = torch.randn(Q, K, D) * 5 + 3
+    assert build_model(books, "mean", "stats").weighting.level_norm is default
 
 
 def test_bad_inputs(codebooks: Tensor, codes: Tensor) -> None:

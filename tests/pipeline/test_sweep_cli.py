@@ -3,13 +3,16 @@ re-runs, failing trials and input errors."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
+from classify.model import build_model
 from classify.sweep import expand, load_sweep, store_identity
 from pipeline.cluster import threads_per_worker
 from pipeline.commands.sweep import command
@@ -91,7 +94,7 @@ def test_failing_trials_give_exit_status_1_and_a_report(store, sweep_toml, tmp_p
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--set", "learning_rate=1"], "--set: unknown key(s) learning_rate; valid keys: amp, amp_dtype"),
+    (["--set", "learning_rate=1"], "--set: unknown key(s) learning_rate; valid keys: amp, amp_cpu, amp_dtype"),
     (["--set", "variant=qaf-dynamic"], "tiny.toml: trial variant='qaf-dynamic', seed=0: unknown weighting variant 'qaf-dynamic'"),
     (["--eval-split", "test"], "no split 'test' to score (--eval-split); the store has dev, eval, train"),
 ])
@@ -112,12 +115,20 @@ def test_bad_files_are_named(store, sweep_toml, tmp_path):
 
 
 def test_shipped_sweeps_expand(store):
-    identity = store_identity(FeatureStore(store))
+    """Every variant and the energy control x the LSTM and the stats head x 5 seeds, and every trial's
+    model can be built (the stats head gets none of the LSTM's sizes)."""
+    features = FeatureStore(store)
+    identity = store_identity(features)
     trials = expand(load_sweep(ROOT / "configs" / "sweeps" / "variants.toml"), identity)
     variants = ["mean", "scalar", "qaf-static", "single:1", "single:8", "first:4", "cumulative", "latent",
-                "trainable-tables"]
-    assert sorted({t.config.variant for t in trials}) == sorted(variants) and len(trials) == 3 * len(variants)
-    assert {t.config.seed for t in trials} == {0, 1, 2}
+                "trainable-tables", "energy"]
+    assert sorted({t.config.variant for t in trials}) == sorted(variants) and len(trials) == 2 * 5 * len(variants)
+    assert {t.config.seed for t in trials} == {0, 1, 2, 3, 4}
+    assert {(t.config.head, json.dumps(t.config.head_kwargs)) for t in trials} == {
+        ("lstm", json.dumps({"proj_dim": 96, "hidden_dim": 96})), ("stats", "{}")}
+    codebooks = torch.from_numpy(features.codebooks)
+    for t in trials[:: 5]:
+        build_model(codebooks, t.config.variant, t.config.head, t.config.tau, t.config.head_kwargs)
     assert len(expand(load_sweep(ROOT / "configs" / "sweeps" / "tiny.toml"), identity)) == 4
 
 
