@@ -105,7 +105,7 @@ def with_settings(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def ranking(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per setting, best (lowest mean eval EER) first: ``setting``, ``variant``,
+    """One row per setting, best (lowest mean eval EER; dev EER when no trial has an eval EER) first: ``setting``, ``variant``,
     ``n_seeds``, ``eval_eer_mean``/``_std``/``_min``/``_max``, ``dev_eer_mean``,
     ``eval_min_dcf_mean``, ``eval_act_dcf_mean``, ``eval_cllr_mean``, ``n_trainable``
     (fractions; std NaN for one seed). Ties keep the setting label order."""
@@ -130,7 +130,8 @@ def ranking(results: pd.DataFrame) -> pd.DataFrame:
         "eval_cllr_mean": groups["eval_cllr"].mean(),
         "n_trainable": groups["n_trainable"].first(),
     }).reset_index()
-    table = table.sort_values(["eval_eer_mean", "setting"], kind="mergesort").reset_index(drop=True)
+    by = "eval_eer_mean" if table["eval_eer_mean"].notna().any() else "dev_eer_mean"  # no eval split: dev
+    table = table.sort_values([by, "setting"], kind="mergesort").reset_index(drop=True)
     return table[columns]
 
 
@@ -320,11 +321,12 @@ def write_report(results: pd.DataFrame, out_dir: str | Path, context: ReportCont
     md = [f"# Sweep report: {Path(context.sweep_file).name}", "", *_codec_header(results), "",
           f"- Store: `{context.store_url}` (dataset {context.dataset}, {context.dataset_root})",
           f"- Splits: {_splits_line(context)}",
-          f"- Trials: {len(ok)} ok, {len(failed)} failed; eval split `{context.eval_split}`",
+          f"- Trials: {len(ok)} ok, {len(failed)} failed; eval split `{context.eval_split or 'none'}`",
           f"- Base settings: {base}", f"- Grid: {grid}", ""]
 
-    md += ["## Ranking by eval EER", "",
-           "Settings (configs without the seed) sorted by mean eval EER over seeds; std has ddof 1.", ""]
+    role = "eval" if context.eval_split else "dev (no eval split)"
+    md += [f"## Ranking by {role} EER", "",
+           f"Settings (configs without the seed) sorted by mean {role} EER over seeds; std has ddof 1.", ""]
     if len(table):
         md += [format_ranking(table), "", f"![eval EER by setting]({EER_PLOT})", ""]
         plot_eer(table, ok, out_dir / EER_PLOT, note)
