@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +81,8 @@ def read_model_file(path: Path) -> Any:
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types (struct.error, UnpicklingError...) for junk
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
 
 
 def codec_dict(info: CodecInfo) -> dict[str, Any]:
