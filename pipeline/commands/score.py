@@ -129,6 +129,8 @@ def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec
     counted = isinstance(files, list)
     bar = tqdm(total=len(files) if counted else None, unit="file", desc="score", file=sys.stderr, dynamic_ncols=True,
                disable=counted and len(files) < PROGRESS_MIN_FILES)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
     handle = out.open("w", encoding="utf-8", newline="") if out is not None else sys.stdout
     n_rows, failed, seconds = 0, [], 0.0
     try:

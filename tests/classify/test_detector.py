@@ -321,3 +321,34 @@ def test_a_bundle_scores_on_a_machine_that_has_only_the_bundle(scoring, tmp_path
     assert [llr for _, llr, _, _ in there] == pytest.approx([row.llr for row in here], rel=1e-6, abs=1e-6)
     assert [d for _, _, d, _ in there] == [row.decision for row in here]
     assert all(where.startswith("the bundle") for *_, where in there)
+
+
+def test_a_pretrained_codec_is_found_by_its_sha256_not_embedded(scoring, tmp_path, monkeypatch):
+    """A model of the pretrained codec: the bundle records the sha256 only, and scoring finds the
+    checkpoint in the torch hub cache (here a stand-in with the model's sha256), else from EnCodec's URL."""
+    import extract.codec
+    from extract.codec import WeightsError
+
+    state = load_checkpoint(scoring.run)
+    state["store"] = {**state["store"], "url": str(tmp_path / "gone.zarr"),
+                      "weights": {**state["store"]["weights"], "source": "pretrained"}}
+    save_checkpoint(tmp_path / "pretrained.pt", state)
+    logged: list[str] = []
+    bundle = export_model(tmp_path / "pretrained.pt", tmp_path / "detector.pt", log=logged.append)
+    assert "data" not in torch.load(bundle, weights_only=True)["codec_weights"] and "sha256" in logged[0]
+    asked: list[bool] = []
+
+    def hub(download: bool) -> Path:
+        asked.append(download)
+        return Path(scoring.traindev) / WEIGHTS
+
+    monkeypatch.setattr(extract.codec, "pretrained_file", hub)
+    detector = Detector.load(bundle)
+    assert detector.codec_source == "the torch hub cache (pretrained EnCodec)" and asked == [False]
+
+    def offline(download: bool) -> Path:
+        raise WeightsError("not in the torch hub cache" if not download else "cannot download")
+
+    monkeypatch.setattr(extract.codec, "pretrained_file", offline)
+    with pytest.raises(CheckpointError, match=r"torch hub cache.*not in the torch hub cache.*EnCodec's URL.*cannot download"):
+        Detector.load(bundle)
