@@ -12,6 +12,10 @@ A bundle (``DETECTOR.pt``, written by :func:`export_model`) is one file, loadabl
     codec_weights            {"source", "sha256", "label", "origin", "data"}: "data" is the codec's
                              state dict bytes as a uint8 tensor, except for the pretrained codec
                              (found through the torch hub cache or EnCodec's URL by its sha256)
+    ssl                      (SSL variants) the SSL stream's record: model, layers, weights (source,
+                             sha256, origin, seed). The SSL weights are not embedded (WavLM-Large's
+                             are 1.2 GB): scoring rebuilds untrained ones from their seed and finds
+                             others by sha256 (`extract.frontend.ssl_front_end`, or --ssl-weights)
     provenance, exported     what made the model, and what exported it
 
 Where a model's codec weights are looked for (:func:`codec_weights_bytes`), in order: a file the
@@ -38,7 +42,7 @@ from store.provenance import provenance
 
 BUNDLE_FORMAT = "rvq-antispoof-detector"
 BUNDLE_VERSION = 1
-_KEPT = ("model", "config", "codec", "store", "provenance")
+_KEPT = ("model", "config", "codec", "ssl", "store", "provenance")
 """Checkpoint entries a bundle keeps (not the optimizer, RNG or history)."""
 
 

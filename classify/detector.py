@@ -15,6 +15,11 @@ exception to "classify never imports extract": it rebuilds the codec front end, 
 `extract` lazily, inside :meth:`Detector.load` only, so that importing `classify` still loads no
 codec code.
 
+Models of the SSL variants (``ssl``, ``ssl+V``, `classify.fusion`) score the same way: the front
+end also runs the frozen SSL model the training store's SSL stream was made with (found by its
+sha256, `extract.frontend.ssl_front_end`) over each whole file, and the pairs of SSL frames and
+their codec frames are scored by the same `score_split` over `classify.ssldata.SSLSource`.
+
 Thread safety: :meth:`Detector.score`, :meth:`Detector.score_files` and :meth:`Detector.explain`
 may be called from several threads at once; encoding is serialised by the front end's lock (the
 codec already uses every core through torch's threads), decoding and the head run in parallel.
@@ -22,6 +27,7 @@ codec already uses every core through torch's threads), decoding and the head ru
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -36,10 +42,14 @@ import torch
 from classify.bundle import ModelFile, codec_weights_bytes, read_model
 from classify.checkpoint import CheckpointError
 from classify.config import TrainConfig, amp_dtype, resolve_device
+from classify.align import SSL_PER_PAIR
 from classify.data import FrameSource, SplitData
 from classify.evaluate import apply_calibration, frame_window, score_split
 from classify.explain import occlusion
+from classify.fusion import FusedDetector, fused_detector, ssl_label
 from classify.model import SpoofDetector, build_model
+from classify.ssldata import SSLFrames, SSLSource, SSLSplit
+from classify.variants import split_ssl
 from classify.score_rows import ScoreRow
 from store.reader import CodecInfo
 
@@ -122,6 +132,14 @@ class _ArraySource(FrameSource):
         self.codes, self.latent, self._lazy_latent = codes, latent, None
 
 
+class _ArraySSLFrames(SSLFrames):
+    """SSLFrames over the SSL stream's layers [F, L, H] already in RAM (the model's layers chosen)."""
+
+    def __init__(self, frames: np.ndarray, layer_index: np.ndarray) -> None:  # no store
+        self.layer_index, self.lazy = layer_index, None
+        self.ram = frames if layer_index.size == frames.shape[1] else frames[:, layer_index]
+
+
 def _groups(paths: Iterable[str], size: int) -> Iterator[list[str]]:
     """Consecutive groups of at most ``size`` paths. A sequence is cut in order; any other iterable
     (a stream such as stdin) is read in a thread, and each group is what has arrived (at least one
@@ -164,8 +182,9 @@ def _groups(paths: Iterable[str], size: int) -> Iterator[list[str]]:
 class Detector:
     """A trained model with its codec front end; see the module docstring. Build with :meth:`load`."""
 
-    def __init__(self, model: SpoofDetector, front_end: Any, model_file: ModelFile, threshold: Threshold,
-                 device: torch.device, batch_seconds: float, eval_crop: float | None, codec_source: str) -> None:
+    def __init__(self, model: SpoofDetector | FusedDetector, front_end: Any, model_file: ModelFile,
+                 threshold: Threshold, device: torch.device, batch_seconds: float, eval_crop: float | None,
+                 codec_source: str, ssl_source: str = "") -> None:
         self.model = model.eval()
         self.front_end = front_end
         self.model_file = model_file
@@ -177,25 +196,29 @@ class Detector:
         self.batch_seconds = batch_seconds
         self.eval_crop = eval_crop
         self.codec_source = codec_source
+        self.ssl_source = ssl_source
         self.window, self.frame_budget = frame_window(self.config, self.codec.frame_rate)
         self.timings = front_end.timings
-        """Seconds spent so far in "decode" (reading, resampling), "codec" (encoding) and "head"."""
+        """Seconds spent so far in "decode" (reading, resampling), "codec" (encoding), "ssl" (the SSL
+        model, SSL variants only) and "head"."""
         front_end.add_time("head", 0.0)
 
     @classmethod
     def load(cls, path: str | Path, *, codec_weights: str | Path | None = None, device: str = "auto",
              threshold: str | float = "eer", batch_seconds: float | None = None,
-             eval_crop: float | None = None, download: bool = True) -> "Detector":
+             eval_crop: float | None = None, download: bool = True,
+             ssl_weights: str | Path | None = None) -> "Detector":
         """Load a run directory (its best.pt), a checkpoint or a bundle (`pipeline export-model`) and
         rebuild the codec it was trained with (see `classify.bundle.codec_weights_bytes` for where the
-        weights are looked for; ``codec_weights``: a file to use instead).
+        weights are looked for; ``codec_weights``: a file to use instead) and, for the SSL variants,
+        the SSL model (`extract.frontend.ssl_front_end`; ``ssl_weights``: a file to use instead).
 
         ``threshold``: ``eer``, ``bayes`` or a raw-score value (:func:`make_threshold`);
         ``batch_seconds``: padded audio per encoder batch (default: :data:`BATCH_SECONDS`; 0: one file
         at a time); ``eval_crop``: score the first ``eval_crop`` seconds of
         every file (shorter ones tiled) instead of the whole file; ``download``: allow fetching the
-        pretrained codec from EnCodec's URL. Raises CheckpointError / WeightsError (ValueErrors) naming
-        the file and the problem."""
+        pretrained codec from EnCodec's URL (and pretrained SSL weights from torchaudio's). Raises
+        CheckpointError / WeightsError / SSLWeightsError (ValueErrors) naming the file and the problem."""
         from extract import frontend  # the Detector's one import of extract (see the module docstring)
         from extract.codec import pretrained_file
 
@@ -213,15 +236,18 @@ class Detector:
         model = _rebuild(model_file, codebooks, where)
         torch_device = resolve_device(device)
         model.to(torch_device)
+        ssl, ssl_where = None, ""
+        if isinstance(model, FusedDetector):
+            ssl, ssl_where = frontend.ssl_front_end(state["ssl"], ssl_weights, str(torch_device), download)
         extraction = state.get("store", {}).get("extraction", {})
-        front_end = frontend.FrontEnd(codec_model, codec.bandwidth, device=str(torch_device),
-                                      latent=model.weighting.spec.needs_latent,
+        front_end = frontend.FrontEnd(codec_model, codec.bandwidth, device=str(torch_device), latent=_needs_latent(model),
                                       window_seconds=extraction.get("window_seconds", frontend.WINDOW_SECONDS),
-                                      min_batch_seconds=extraction.get("min_batch_seconds", frontend.MIN_BATCH_SECONDS))
+                                      min_batch_seconds=extraction.get("min_batch_seconds", frontend.MIN_BATCH_SECONDS),
+                                      ssl=ssl, max_seconds=extraction.get("max_seconds", 3600.0))
         if batch_seconds is None:
             batch_seconds = BATCH_SECONDS["cuda" if torch_device.type == "cuda" else "cpu"]
         return cls(model, front_end, model_file, make_threshold(threshold, model_file.calibration), torch_device,
-                   batch_seconds, eval_crop, where)
+                   batch_seconds, eval_crop, where, ssl_where)
 
     # -- what the model is --------------------------------------------------------------------
 
@@ -229,6 +255,16 @@ class Detector:
     def codec_label(self) -> str:
         """The label of the codec weights (UNTRAINED for the offline codec): name it with every score."""
         return self.codec.weights_label
+
+    @property
+    def weights_label(self) -> str:
+        """The codec weights' label, and the SSL weights' for the SSL variants (each row names them)."""
+        return self.codec_label + (f"; SSL weights: {self.ssl_label}" if self.ssl_label else "")
+
+    @property
+    def ssl_label(self) -> str:
+        """The SSL weights' label and layers ("" for the codec variants): name it with every score too."""
+        return ssl_label(self.model)
 
     @property
     def calibration(self) -> dict[str, Any] | None:
@@ -242,6 +278,8 @@ class Detector:
                 "codec_weights": {"label": self.codec_label, "sha256": self.codec.weights_sha256,
                                   "bandwidth": self.codec.bandwidth, "n_q": self.codec.n_q,
                                   "found_in": self.codec_source},
+                "ssl_weights": ({"label": self.ssl_label, "sha256": self.model.ssl_source["weights"]["sha256"],
+                                 "found_in": self.ssl_source} if self.ssl_label else None),
                 "calibration": self.calibration, "threshold": self.threshold.description,
                 "eval_crop_seconds": self.eval_crop, "batch_seconds": self.batch_seconds,
                 "max_eval_seconds": self.config.max_eval_seconds, "device": str(self.device),
@@ -262,13 +300,35 @@ class Detector:
         started = time.perf_counter()
         lengths = np.array([f.codes.shape[0] for f in features], dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
-        latent = np.concatenate([f.latent for f in features]) if self.model.weighting.spec.needs_latent else None
+        latent = np.concatenate([f.latent for f in features]) if _needs_latent(self.model) else None
         source = _ArraySource(np.concatenate([f.codes for f in features]), latent)
         split = SplitData("files", [f.path for f in features], starts, lengths, np.zeros(len(features), bool),
                           [], [], 0)
+        if isinstance(self.model, FusedDetector):
+            source, split = self._ssl_split(features, source, split)
         logits = score_split(self.model, source, split, self.window, self.frame_budget, self.device, self.dtype)
         self.front_end.add_time("head", time.perf_counter() - started)
         return logits
+
+    def _ssl_split(self, features: list[Any], codec: FrameSource, split: SplitData) -> tuple[SSLSource, SSLSplit]:
+        """The SSLSource and SSLSplit of N files' features, as `classify.ssldata.SSLSource.split` makes
+        them for a store's utterances (every file's SSL stream starts at its frame 0: never cropped)."""
+        counts = np.array([f.ssl.shape[0] for f in features], dtype=np.int64)
+        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        frames = _ArraySSLFrames(np.concatenate([f.ssl for f in features]), self.model.layer_index)
+        source = SSLSource(None, "files", frames, codec if self.model.weighting is not None else None, offsets,
+                           np.zeros(len(features), np.int64))
+        fields = {f.name: getattr(split, f.name) for f in dataclasses.fields(SplitData)}
+        return source, SSLSplit(**fields, rows=np.arange(len(features)), ssl_first=offsets[:-1],
+                                pairs=counts // SSL_PER_PAIR, codec_base=split.starts,
+                                codec_last=split.starts + split.lengths - 1)
+
+    def _too_short(self, features: Any) -> str:
+        """Why a file's features cannot be scored by an SSL variant ("" when they can)."""
+        if isinstance(self.model, FusedDetector) and features.ssl.shape[0] < SSL_PER_PAIR:
+            return (f"too short for the SSL variants: {features.ssl.shape[0]} SSL frame(s), at least {SSL_PER_PAIR} "
+                    "(40 ms) needed")
+        return ""
 
     def _row(self, path: str, score: float, duration: float | None) -> ScoreRow:
         llr = self.llr(score)
@@ -276,6 +336,7 @@ class Detector:
 
     def _encode_waveform(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> tuple[Any, torch.Tensor]:
         from extract.frontend import Features, crop_or_tile
+        from extract.ssl import SSL_RECEPTIVE_FIELD, SSL_SAMPLE_RATE
 
         started = time.perf_counter()
         wav = self.front_end.prepare(waveform, sample_rate)
@@ -285,7 +346,19 @@ class Detector:
         budget = max(1, int(self.batch_seconds * self.front_end.sample_rate))
         encoded = self.front_end.encode([wav], budget)[0]
         duration = torch.as_tensor(waveform).shape[-1] / sample_rate
-        return Features("<waveform>", encoded.codes, encoded.latent, duration, encoded.n_windows), wav
+        layers = None
+        if self.front_end.ssl is not None:
+            wav16 = self.front_end.prepare(waveform, sample_rate, SSL_SAMPLE_RATE)
+            if self.eval_crop:
+                wav16 = crop_or_tile(wav16, max(1, round(self.eval_crop * SSL_SAMPLE_RATE)))
+            if wav16.shape[-1] < SSL_RECEPTIVE_FIELD:
+                raise ValueError(f"waveform shorter than the SSL model's receptive field ({wav16.shape[-1]} < "
+                                 f"{SSL_RECEPTIVE_FIELD} samples at 16 kHz)")
+            layers = self.front_end.encode_ssl([wav16])[0]
+        features = Features("<waveform>", encoded.codes, encoded.latent, duration, encoded.n_windows, ssl=layers)
+        if self._too_short(features):
+            raise ValueError(f"waveform {self._too_short(features)}")
+        return features, wav
 
     def score(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> float:
         """The model's logit (higher = more bona fide) for a waveform: float samples in [-1, 1], shape
@@ -305,6 +378,9 @@ class Detector:
         for group in _groups(paths if isinstance(paths, Sequence) else (str(p) for p in paths), GROUP_FILES):
             group = [str(p) for p in group]
             for batch in self.front_end.encode_files(group, self.batch_seconds, self.eval_crop):
+                for _, f in batch:
+                    if not f.error and self._too_short(f):
+                        f.error = self._too_short(f)
                 ok = [(i, f) for i, f in batch if not f.error]
                 for i, f in batch:
                     if f.error:
@@ -328,6 +404,9 @@ class Detector:
         windows of ``window_seconds`` every ``hop_seconds`` (default: half a window)."""
         if not window_seconds > 0 or (hop_seconds is not None and not hop_seconds > 0):
             raise ValueError("window_seconds and hop_seconds must be > 0")
+        if isinstance(self.model, FusedDetector):
+            raise ValueError(f"explanations are made for the codec variants; {self.config.variant!r} is an SSL variant "
+                             "(its SSL stream is not occluded): score it, or explain a codec variant's model")
         features, wav = self._encode_waveform(waveform, sample_rate)
         rate = self.codec.frame_rate
         window = max(1, round(window_seconds * rate))
@@ -351,9 +430,14 @@ class Detector:
         return self.explain(wav, self.front_end.sample_rate, **kwargs)
 
 
-def _rebuild(model_file: ModelFile, codebooks: torch.Tensor, where: str) -> SpoofDetector:
-    """The trained model over the codec's ``codebooks`` [Q, K, D]. Refuses (CheckpointError) when the
-    codec's codebooks are not those the model was trained on (its fixed tables say which)."""
+def _needs_latent(model: SpoofDetector | FusedDetector) -> bool:
+    return model.weighting is not None and model.weighting.spec.needs_latent
+
+
+def _rebuild(model_file: ModelFile, codebooks: torch.Tensor, where: str) -> SpoofDetector | FusedDetector:
+    """The trained model over the codec's ``codebooks`` [Q, K, D] (and, SSL variants, the SSL stream
+    the checkpoint records). Refuses (CheckpointError) when the codec's codebooks are not those the
+    model was trained on (its fixed tables say which)."""
     state = model_file.state
     config = state["config"]
     codec = state["codec"]
@@ -361,10 +445,16 @@ def _rebuild(model_file: ModelFile, codebooks: torch.Tensor, where: str) -> Spoo
     if tuple(codebooks.shape) != expected:
         raise CheckpointError(f"the codec from {where} has codebooks {tuple(codebooks.shape)}, the model expects "
                               f"{expected}")
-    model = build_model(codebooks, config["variant"], config["head"], config["tau"], config["head_kwargs"],
-                        config["level_norm"])
+    if split_ssl(config["variant"])[0]:
+        if not state.get("ssl"):
+            raise CheckpointError(f"{model_file.path}: variant {config['variant']!r} needs the SSL stream's record "
+                                  "(checkpoint entry 'ssl'), which this model file lacks")
+        model = fused_detector({"ssl_kwargs": {}, **config}, codebooks, state["ssl"])
+    else:
+        model = build_model(codebooks, config["variant"], config["head"], config["tau"], config["head_kwargs"],
+                            config["level_norm"])
     trained = state["model"].get("weighting.table")
-    if model.weighting.spec.kind != "trainable-tables" and trained is not None and \
+    if model.weighting is not None and model.weighting.spec.kind != "trainable-tables" and trained is not None and \
             not torch.allclose(model.weighting.table, trained, rtol=1e-5, atol=1e-6):
         raise CheckpointError(f"the codec from {where} has the model's sha256 but not the codebooks its tables were "
                               f"built from ({model_file.path}); the model file is inconsistent")

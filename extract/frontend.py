@@ -14,6 +14,12 @@ hooks track), so :class:`FrontEnd` encodes under a lock; decoding runs outside i
 
 Every problem with one file (unknown extension, missing, empty, truncated, not audio, NaN samples,
 a file that changes or vanishes while it is read) becomes that file's error; the others go on.
+
+Models of the SSL variants (``ssl``, ``ssl+V``) also need the SSL stream: with an
+`extract.ssl.SSLFrontEnd` (:func:`ssl_front_end` finds its weights by sha256), each file is also
+decoded at 16 kHz (`extract.audio.load_audio`, as `extract.ssl_stream` decodes it), run through
+the SSL model whole, as extraction does for dev and eval utterances (one file per batch with
+``batch_seconds`` 0), and its layers kept as float16, as the store keeps them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,18 @@ from encodec import EncodecModel
 from .audio import CODEC_SAMPLE_RATE, AudioError, load_audio, probe, resampled_length, to_codec_audio
 from .codec import WeightsError, n_quantizers, new_model
 from .encoder import BatchEncoder, Encoded
+from .ssl import (
+    SSL_RECEPTIVE_FIELD,
+    SSL_SAMPLE_RATE,
+    SSLFrontEnd,
+    SSLWeights,
+    SSLWeightsError,
+    architecture,
+    file_sha256,
+    front_end,
+    load_model,
+    pretrained_path,
+)
 from .unit import length_batches
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
@@ -76,6 +94,44 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def ssl_front_end(source: dict, override: str | Path | None = None, device: str = "cpu",
+                  download: bool = True) -> tuple[SSLFrontEnd, str]:
+    """(the SSL front end of an SSL stream ``source`` record, where its weights came from). Untrained
+    weights are rebuilt from their seed; others are looked for by their recorded sha256 in: the file
+    ``override`` (``--ssl-weights``, and then only there); the file they were extracted with; for
+    pretrained weights, the torch hub cache, then torchaudio's URL (when ``download``).
+    SSLWeightsError listing every place tried when none has them."""
+    weights = SSLWeights.from_dict(source["weights"])
+    layers = tuple(source["layers"])
+    arch = architecture(weights.model)
+    if weights.source == "untrained" and override is None:
+        return front_end(weights, layers, device), f"rebuilt from {weights.origin} (UNTRAINED)"
+    candidates: list[tuple[str, object]] = []
+    if override is not None:
+        candidates.append((f"--ssl-weights {override}", lambda: Path(override)))
+    else:
+        candidates.append((f"the file the SSL stream was extracted with, {weights.origin}", lambda: Path(weights.origin)))
+        if weights.source == "pretrained":
+            candidates.append(("the torch hub cache", lambda: pretrained_path(arch, download=False)))
+            if download:
+                candidates.append(("torchaudio's URL", lambda: pretrained_path(arch, download=True)))
+    tried = []
+    for where, find in candidates:
+        try:
+            path = find()
+            if not path.is_file():
+                raise SSLWeightsError("no such file")
+            digest = file_sha256(path)
+        except Exception as err:  # noqa: BLE001 - any failure of one place means: try the next
+            tried.append(f"{where}: {err}")
+            continue
+        if digest == weights.sha256:
+            return SSLFrontEnd(arch, load_model(arch, max(layers), path), layers, device), where
+        tried.append(f"{where}: sha256 {digest[:12]}..., not the model's")
+    raise SSLWeightsError(f"cannot find the SSL weights this model was trained with ({weights.label}; sha256 "
+                          f"{weights.sha256}). Tried: {'; '.join(tried)}. Pass the file with --ssl-weights FILE.")
+
+
 @dataclass
 class Features:
     """One file's features: ``codes`` uint16 [frames, n_q] and ``latent`` float16 [frames, dim] (or
@@ -88,6 +144,8 @@ class Features:
     duration: float | None = None
     n_windows: int = 0
     error: str = ""
+    ssl: np.ndarray | None = None
+    """float16 [SSL frames, L, H]: the SSL stream's layers (models of the SSL variants only)."""
 
 
 def crop_or_tile(wav: torch.Tensor, samples: int) -> torch.Tensor:
@@ -101,27 +159,35 @@ def crop_or_tile(wav: torch.Tensor, samples: int) -> torch.Tensor:
 class FrontEnd:
     """Audio -> codes with one frozen codec. ``model``: the codec (weights checked by the caller);
     ``bandwidth``: kbps (the number of levels); ``latent``: also return the continuous latent;
-    ``window_seconds``/``min_batch_seconds``: the training store's encoder settings.
+    ``window_seconds``/``min_batch_seconds``: the training store's encoder settings; ``ssl``: also
+    return the SSL stream's layers (files longer than ``max_seconds`` are then refused, as the SSL
+    stream's extraction refuses them: the SSL model runs over the whole file).
 
-    ``timings`` accumulates seconds spent decoding (files: read + resample) and encoding."""
+    ``timings`` accumulates seconds spent decoding (files: read + resample), encoding ("codec") and,
+    with ``ssl``, in the SSL model ("ssl")."""
 
     def __init__(self, model: EncodecModel, bandwidth: float, device: str = "cpu", latent: bool = False,
-                 window_seconds: float = WINDOW_SECONDS, min_batch_seconds: float = MIN_BATCH_SECONDS) -> None:
+                 window_seconds: float = WINDOW_SECONDS, min_batch_seconds: float = MIN_BATCH_SECONDS,
+                 ssl: SSLFrontEnd | None = None, max_seconds: float = 3600.0) -> None:
         self.encoder = BatchEncoder(model, bandwidth, device=device, latent=latent, window_seconds=window_seconds,
                                     min_batch_seconds=min_batch_seconds)
         self.sample_rate = CODEC_SAMPLE_RATE
+        self.ssl = ssl
+        self.max_seconds = max_seconds
         self._lock = threading.Lock()
         self._timing_lock = threading.Lock()
-        self.timings = {"decode": 0.0, "codec": 0.0}
+        self.timings = {"decode": 0.0, "codec": 0.0, **({"ssl": 0.0} if ssl is not None else {})}
 
     def add_time(self, key: str, seconds: float) -> None:
         """Add ``seconds`` to ``timings[key]`` (thread-safe)."""
         with self._timing_lock:
             self.timings[key] = self.timings.get(key, 0.0) + seconds
 
-    def prepare(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """A waveform (float, [T] or [channels, T]) -> mono float32 [1, T'] at 24 kHz, converted as a
-        decoded file is. ValueError for an empty, non-float or non-finite waveform."""
+    def prepare(self, waveform: np.ndarray | torch.Tensor, sample_rate: int,
+                target_rate: int = CODEC_SAMPLE_RATE) -> torch.Tensor:
+        """A waveform (float, [T] or [channels, T]) -> mono float32 [1, T'] at ``target_rate`` (24 kHz:
+        the codec's; 16 kHz: the SSL model's), converted as a decoded file is. ValueError for an
+        empty, non-float or non-finite waveform."""
         wav = torch.as_tensor(waveform)
         if not wav.is_floating_point():
             raise ValueError(f"waveform must be floating point in [-1, 1], got {wav.dtype}; scale integer "
@@ -135,7 +201,7 @@ class FrontEnd:
             raise ValueError(f"waveform has {int((~torch.isfinite(wav)).sum())} non-finite (NaN/inf) samples")
         if int(sample_rate) <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        return to_codec_audio(wav.to(torch.float32).contiguous(), int(sample_rate), self.sample_rate)
+        return to_codec_audio(wav.to(torch.float32).contiguous(), int(sample_rate), target_rate)
 
     def encode(self, wavs: Sequence[torch.Tensor], budget: int) -> list[Encoded]:
         """Encode waveforms [1, T] at 24 kHz as a batch; a waveform longer than one encoder window is
@@ -156,12 +222,29 @@ class FrontEnd:
         self.add_time("codec", time.perf_counter() - started)
         return [out[i] for i in range(len(wavs))]
 
-    def _load(self, path: str, crop: int | None) -> torch.Tensor | str:
-        """The file's [1, T] waveform at 24 kHz, or the reason it cannot be used."""
+    def encode_ssl(self, wavs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """The SSL stream's layers, float16 [frames, L, H], of 16 kHz waveforms [1, T] run as one
+        padded batch (`extract.ssl.SSLFrontEnd`, as `extract.ssl_stream` runs it)."""
+        started = time.perf_counter()
+        with self._lock:
+            layers = self.ssl(list(wavs))
+        self.add_time("ssl", time.perf_counter() - started)
+        return [frames.to(torch.float16).numpy() for frames in layers]
+
+    def _load(self, path: str, crop: float | None) -> tuple[torch.Tensor, torch.Tensor | None] | str:
+        """The file's [1, T] waveform at 24 kHz (and, with the SSL model, at 16 kHz), each cut to
+        ``crop`` seconds when given, or the reason it cannot be used."""
         started = time.perf_counter()
         try:
             wav = load_audio(path)
-            return crop_or_tile(wav, crop) if crop else wav
+            wav16 = load_audio(path, target_rate=SSL_SAMPLE_RATE) if self.ssl is not None else None
+            if crop:
+                wav = crop_or_tile(wav, max(1, round(crop * self.sample_rate)))
+                wav16 = None if wav16 is None else crop_or_tile(wav16, max(1, round(crop * SSL_SAMPLE_RATE)))
+            if wav16 is not None and wav16.shape[-1] < SSL_RECEPTIVE_FIELD:
+                return (f"shorter than the SSL model's receptive field ({wav16.shape[-1]} < {SSL_RECEPTIVE_FIELD} "
+                        "samples at 16 kHz)")
+            return wav, wav16
         except AudioError as err:
             return str(err)
         except Exception as err:  # noqa: BLE001 - a file changing while read must not stop the others
@@ -169,7 +252,7 @@ class FrontEnd:
         finally:
             self.add_time("decode", time.perf_counter() - started)
 
-    def _probe(self, path: str, crop: int | None) -> tuple[int, float] | str:
+    def _probe(self, path: str, crop: float | None) -> tuple[int, float] | str:
         """(samples at 24 kHz to encode, seconds of audio) from the header, or the reason it cannot be used."""
         if Path(path).suffix.lower() not in AUDIO_EXTENSIONS:
             return f"unknown extension {Path(path).suffix or '(none)'!r}; audio files end in {', '.join(AUDIO_EXTENSIONS)}"
@@ -179,7 +262,10 @@ class FrontEnd:
             return str(err)
         except Exception as err:  # noqa: BLE001 - as in _load
             return f"cannot be read ({type(err).__name__}: {err})"
-        return (crop or resampled_length(info.frames, info.sample_rate)), info.duration
+        if self.ssl is not None and info.duration > self.max_seconds:
+            return f"longer than max_seconds={self.max_seconds:g} s ({info.duration:.1f} s)"
+        samples = max(1, round(crop * self.sample_rate)) if crop else resampled_length(info.frames, info.sample_rate)
+        return samples, info.duration
 
     def encode_files(self, paths: Sequence[str], batch_seconds: float,
                      crop_seconds: float | None = None) -> Iterator[list[tuple[int, Features]]]:
@@ -188,7 +274,7 @@ class FrontEnd:
         the files whose header cannot be used, then each batch as it is done. The next batch is
         decoded in a thread while one encodes. ``crop_seconds``: encode a fixed crop of every file
         (:func:`crop_or_tile`) instead of the whole file."""
-        crop = max(1, round(crop_seconds * self.sample_rate)) if crop_seconds else None
+        crop = crop_seconds or None
         budget = max(1, int(batch_seconds * self.sample_rate))
         lengths: dict[int, int] = {}
         durations: dict[int, float] = {}
@@ -211,11 +297,12 @@ class FrontEnd:
                 loaded = pending.result()
                 if k + 1 < len(batches):
                     pending = pool.submit(load, batches[k + 1])
-                good = [i for i in batch if isinstance(loaded[i], torch.Tensor)]
+                good = [i for i in batch if not isinstance(loaded[i], str)]
                 done = [(i, Features(str(paths[i]), duration=durations[i], error=loaded[i]))
-                        for i in batch if not isinstance(loaded[i], torch.Tensor)]
+                        for i in batch if isinstance(loaded[i], str)]
                 if good:
-                    encoded = self.encode([loaded[i] for i in good], budget)
-                    done += [(i, Features(str(paths[i]), e.codes, e.latent, durations[i], e.n_windows))
-                             for i, e in zip(good, encoded)]
+                    encoded = self.encode([loaded[i][0] for i in good], budget)
+                    ssl = self.encode_ssl([loaded[i][1] for i in good]) if self.ssl is not None else [None] * len(good)
+                    done += [(i, Features(str(paths[i]), e.codes, e.latent, durations[i], e.n_windows, ssl=layers))
+                             for i, e, layers in zip(good, encoded, ssl)]
                 yield done

@@ -88,6 +88,9 @@ def _explain(detector: Detector, path: Path, plot: Path | None, window: float) -
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--codec-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The codec's weights file, when the model's provenance does not lead to it (sha256 checked).")
+@click.option("--ssl-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="SSL variants: the SSL model's weights file, when the model's provenance does not lead to it "
+                   "(sha256 checked).")
 @click.option("--eval-crop", type=float, default=None, metavar="SECONDS",
               help="Score the first SECONDS of every file (shorter ones tiled), as the ASVspoof baselines (~4 s); "
                    "default: the whole file.")
@@ -97,8 +100,8 @@ def _explain(detector: Detector, path: Path, plot: Path | None, window: float) -
               help="With --explain: PNG of the waveform, the score over time and the level contributions.")
 @click.option("--window", type=float, default=0.5, show_default=True,
               help="With --explain: seconds of audio occluded at a time (half a window apart).")
-def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec_weights, eval_crop, explain_path,
-            plot, window):
+def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec_weights, ssl_weights, eval_crop,
+            explain_path, plot, window):
     """Score audio files with a trained model: PATH is a file, a folder (searched recursively for
     audio files) or - (paths on stdin, one a line). One row per file: path, score (the model's logit,
     higher = more bona fide), llr (calibrated), decision, duration, and error for a file that cannot
@@ -110,11 +113,13 @@ def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec
     try:
         fmt = format_for(out, fmt)
         detector = Detector.load(model_path, codec_weights=codec_weights, device=device, threshold=threshold,
-                                 batch_seconds=batch_seconds, eval_crop=eval_crop)
+                                 batch_seconds=batch_seconds, eval_crop=eval_crop, ssl_weights=ssl_weights)
     except ValueError as err:  # model, codec weights, threshold and setting errors
         raise click.ClickException(str(err)) from None
     _log(f"model: {detector.model_file.path} ({detector.config.variant} / {detector.config.head}); codec weights: "
          f"{detector.codec_label}, from {detector.codec_source}")
+    if detector.ssl_label:
+        _log(f"SSL weights: {detector.ssl_label}, from {detector.ssl_source}")
     _log(f"decision: {detector.threshold.description}")
     if explain_path is not None:
         try:
@@ -134,7 +139,7 @@ def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec
     handle = out.open("w", encoding="utf-8", newline="") if out is not None else sys.stdout
     n_rows, failed, seconds = 0, [], 0.0
     try:
-        writer = RowWriter(handle, fmt, detector.codec_label)
+        writer = RowWriter(handle, fmt, detector.weights_label)
         for row in _in_order(detector.iter_scores(files)):
             writer.write(row)
             n_rows += 1
