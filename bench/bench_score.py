@@ -2,13 +2,15 @@
 where the time goes (decoding, codec, head), peak memory on a 1-hour file, and how far batched
 scores are from one-file-at-a-time scores.
 
-    python bench/bench_score.py --model RUN --folder DIR [--hour-file FILE] [--threads 2] [--json FILE]
+    python bench/bench_score.py --model RUN --folder DIR [--hour-file FILE] [--threads 2] [--cli-batch-seconds 8]
+        [--skip cli,api,hour] [--json FILE]
 
 Every measurement runs in a fresh child process (this script with ``--child``), which reports its own
 wall time, CPU time and peak resident memory (``ru_maxrss``), so that one measurement's memory never
 counts in another's:
 
-1. ``cli``: ``pipeline score --model RUN DIR --out CSV`` (default batches: 8 s on CPUs), in process
+1. ``cli``: ``pipeline score --model RUN DIR --out CSV --batch-seconds B`` (``--cli-batch-seconds``,
+   default 8: padded batches, as extraction's CPU default; `score`'s own CPU default is 0), in process
    through click.
 2. ``api``: ``Detector.load(RUN, batch_seconds=0).score_files(files)`` on the same files, one file per
    encoder batch; also the Detector's time split (decode = read + resample, codec = encoder + RVQ,
@@ -42,7 +44,7 @@ def _usage() -> dict:
     return {"cpu_seconds": self.ru_utime + self.ru_stime, "peak_rss_mib": self.ru_maxrss / 1024}
 
 
-def child(kind: str, model: str, paths: list[str], out: str, threads: int) -> dict:
+def child(kind: str, model: str, paths: list[str], out: str, threads: int, cli_batch: float) -> dict:
     """One measurement in this (fresh) process; returns its numbers."""
     import torch
 
@@ -54,7 +56,8 @@ def child(kind: str, model: str, paths: list[str], out: str, threads: int) -> di
 
         files = paths[0]
         try:
-            main(["score", "--model", model, files, "--out", out], standalone_mode=False)
+            main(["score", "--model", model, files, "--out", out, "--batch-seconds", str(cli_batch)],
+                 standalone_mode=False)
         except SystemExit as stop:  # exit status 1 when a file failed
             result["exit"] = stop.code
         meta = json.loads(Path(f"{out}.meta.json").read_text())
@@ -78,12 +81,13 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def measure(kind: str, model: str, paths: list[str], out: Path, threads: int) -> dict:
+def measure(kind: str, model: str, paths: list[str], out: Path, threads: int, cli_batch: float = 8.0) -> dict:
     listing = out.with_suffix(".paths.json")
     listing.write_text(json.dumps(paths))
     before = _loadavg()
     done = subprocess.run([sys.executable, __file__, "--child", kind, "--model", model, "--paths", str(listing),
-                           "--out", str(out), "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT)
+                           "--out", str(out), "--threads", str(threads), "--cli-batch-seconds", str(cli_batch)],
+                          capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -135,7 +139,7 @@ def report(results: dict) -> str:
                      + " | ".join(f"{100 * t[k] / total:.1f}" for k in ("decode", "codec", "head")) + " |")
     if "gap" in results:
         g = results["gap"]
-        lines += ["", f"Batched (CLI, 8 s batches) vs one file at a time (API): {g['n']} files, largest |score "
+        lines += ["", f"Batched (CLI, {results['cli_batch_seconds']:g} s batches) vs one file at a time (API): {g['n']} files, largest |score "
                       f"difference| {g['max']:.2e}, mean {g['mean']:.2e}, {g['over_1e-4']} files above 1e-4."]
     return "\n".join(lines)
 
@@ -147,6 +151,7 @@ def main() -> None:
     parser.add_argument("--hour-file")
     parser.add_argument("--work", default="/tmp/bench_score")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--cli-batch-seconds", type=float, default=8.0)
     parser.add_argument("--skip", default="", help="comma-separated measurements to skip (cli, api, hour)")
     parser.add_argument("--json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -155,7 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         paths = json.loads(Path(args.paths).read_text())
-        print(json.dumps(child(args.child, args.model, paths, args.out, args.threads)))
+        print(json.dumps(child(args.child, args.model, paths, args.out, args.threads, args.cli_batch_seconds)))
         return
 
     from extract.frontend import find_audio
@@ -164,9 +169,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     files = [str(p) for p in find_audio(args.folder)]
     skip = set(filter(None, args.skip.split(",")))
-    results: dict = {"model": args.model, "folder": args.folder, "threads": args.threads, "command": sys.argv}
+    results: dict = {"model": args.model, "folder": args.folder, "threads": args.threads, "command": sys.argv,
+                     "cli_batch_seconds": args.cli_batch_seconds}
     if "cli" not in skip:
-        results["cli"] = measure("cli", args.model, [args.folder], work / "cli.csv", args.threads)
+        results["cli"] = measure("cli", args.model, [args.folder], work / "cli.csv", args.threads,
+                                 args.cli_batch_seconds)
         print(f"cli done: {results['cli']['wall_seconds']:.1f} s", file=sys.stderr)
     if "api" not in skip:
         results["api"] = measure("api", args.model, files, work / "api", args.threads)

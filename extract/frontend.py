@@ -231,11 +231,13 @@ class FrontEnd:
         self.add_time("ssl", time.perf_counter() - started)
         return [frames.to(torch.float16).numpy() for frames in layers]
 
-    def _load(self, path: str, crop: float | None) -> tuple[torch.Tensor, torch.Tensor | None] | str:
-        """The file's [1, T] waveform at 24 kHz (and, with the SSL model, at 16 kHz), each cut to
-        ``crop`` seconds when given, or the reason it cannot be used."""
+    def _load(self, path: str, crop: float | None) -> tuple[torch.Tensor, torch.Tensor | None, float] | str:
+        """(the file's [1, T] waveform at 24 kHz, at 16 kHz with the SSL model (else None), each cut to
+        ``crop`` seconds when given; its seconds of audio, read from its header now: a file still
+        being written may have grown since it was listed), or the reason it cannot be used."""
         started = time.perf_counter()
         try:
+            duration = probe(path).duration
             wav = load_audio(path)
             wav16 = load_audio(path, target_rate=SSL_SAMPLE_RATE) if self.ssl is not None else None
             if crop:
@@ -244,7 +246,7 @@ class FrontEnd:
             if wav16 is not None and wav16.shape[-1] < SSL_RECEPTIVE_FIELD:
                 return (f"shorter than the SSL model's receptive field ({wav16.shape[-1]} < {SSL_RECEPTIVE_FIELD} "
                         "samples at 16 kHz)")
-            return wav, wav16
+            return wav, wav16, duration
         except AudioError as err:
             return str(err)
         except Exception as err:  # noqa: BLE001 - a file changing while read must not stop the others
@@ -299,10 +301,10 @@ class FrontEnd:
                     pending = pool.submit(load, batches[k + 1])
                 good = [i for i in batch if not isinstance(loaded[i], str)]
                 done = [(i, Features(str(paths[i]), duration=durations[i], error=loaded[i]))
-                        for i in batch if isinstance(loaded[i], str)]
+                        for i in batch if isinstance(loaded[i], str)]  # the duration listed, when it fails
                 if good:
                     encoded = self.encode([loaded[i][0] for i in good], budget)
                     ssl = self.encode_ssl([loaded[i][1] for i in good]) if self.ssl is not None else [None] * len(good)
-                    done += [(i, Features(str(paths[i]), e.codes, e.latent, durations[i], e.n_windows, ssl=layers))
+                    done += [(i, Features(str(paths[i]), e.codes, e.latent, loaded[i][2], e.n_windows, ssl=layers))
                              for i, e, layers in zip(good, encoded, ssl)]
                 yield done

@@ -18,6 +18,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
+from classify.detector import Detector
 from classify.evaluate import evaluate
 from classify.scorefiles import read_scores
 from pipeline.commands.export_model import command as export_command
@@ -126,57 +127,91 @@ def test_export_model_then_score_with_the_bundle(scoring, tmp_path):
     assert again.exit_code == 1 and "already a detector bundle" in again.output
 
 
-def write_while_scoring(scoring, folder: Path, n_files: int, seconds: float) -> tuple[object, list[str]]:
-    """Score ``folder`` while a thread writes ``n_files`` WAV files of ``seconds`` into it, each in
-    small chunks: some are whole when opened, some half written, some not there yet."""
+def write_while_scoring(scoring, folder: Path, n_files: int, seconds: float,
+                        pause: float) -> tuple[object, list[str], dict]:
+    """Score ``folder`` while a thread writes ``n_files`` audio files of ``seconds`` into it (WAV and
+    FLAC in turn, the same samples): half of them before scoring starts; the other half are all begun
+    (their first 512 bytes) before scoring starts, then finished one by one, ``pause`` seconds apart,
+    while scoring goes on, so that they are opened partial or whole. Returns the command's result,
+    the files written, and the whole file's (score, duration) by suffix (the Detector on a copy)."""
     data, rate = sf.read(scoring.files("eval")[0], dtype="float32", frames=int(seconds * 16000))
-    buf = io.BytesIO()
-    sf.write(buf, data, rate, format="WAV")
-    blob = buf.getvalue()
+    blobs = {}
+    for fmt in ("WAV", "FLAC"):
+        buf = io.BytesIO()
+        sf.write(buf, data, rate, format=fmt, subtype="PCM_16")
+        blobs[f".{fmt.lower()}"] = buf.getvalue()
     folder.mkdir()
+    whole = folder.parent / "whole"
+    whole.mkdir()
+    for suffix, blob in blobs.items():
+        (whole / f"whole{suffix}").write_bytes(blob)
+    expected = {Path(r.path).suffix: (r.score, r.duration)
+                for r in Detector.load(scoring.run, batch_seconds=0).score_files(sorted(map(str, whole.iterdir())))}
+    names = [f"f{k:04d}{'.wav' if k % 2 == 0 else '.flac'}" for k in range(n_files)]
     written: list[str] = []
-    for k in range(n_files // 2):  # half of them exist before scoring starts
-        (folder / f"f{k:04d}.wav").write_bytes(blob)
-        written.append(str(folder / f"f{k:04d}.wav"))
+    for name in names[: n_files // 2]:
+        (folder / name).write_bytes(blobs[Path(name).suffix])
+        written.append(str(folder / name))
+    started = threading.Event()
 
     def writer() -> None:
-        for k in range(n_files // 2, n_files):
-            path = folder / f"f{k:04d}.wav"
-            with path.open("wb") as handle:
-                for first in range(0, len(blob), 4096):
-                    handle.write(blob[first : first + 4096])
-                    handle.flush()
-                    time.sleep(0.0005)
-            written.append(str(path))
+        handles = {name: (folder / name).open("wb") for name in names[n_files // 2 :]}
+        for name, handle in handles.items():
+            handle.write(blobs[Path(name).suffix][:512])
+            handle.flush()
+        started.set()
+        for name, handle in handles.items():
+            time.sleep(pause)
+            blob = blobs[Path(name).suffix]
+            for first in range(512, len(blob), 512):
+                handle.write(blob[first : first + 512])
+                handle.flush()
+            handle.close()
+            written.append(str(folder / name))
 
     thread = threading.Thread(target=writer)
     thread.start()
-    # a listing made while files are being written: some of its files are incomplete when read
-    while len(written) < n_files // 2 + 2:
-        time.sleep(0.01)
-    result = run("--model", scoring.run, folder, "--out", folder.parent / "rows.csv", "--batch-seconds", 4)
+    started.wait()
+    result = run("--model", scoring.run, folder, "--out", folder.parent / "rows.csv", "--batch-seconds", 0)
     thread.join()
-    return result, written
+    return result, written, expected
 
 
-def check_rows(result, folder: Path) -> list[dict[str, str]]:
+def check_rows(result, folder: Path, expected: dict) -> list[dict[str, str]]:
+    """Never a crash; every row is the whole file's score (the file as it was when opened: a partial
+    WAV or FLAC says in its header how long it will be, so a partial one is reported truncated) or an
+    error naming why the file could not be read."""
     assert result.exit_code in (0, 1), result.output  # never a crash
     assert result.exception is None or isinstance(result.exception, SystemExit)
     rows = rows_of((folder.parent / "rows.csv").read_text())
     for row in rows:
         assert (row["score"] != "") != (row["error"] != ""), row  # scored, or reported as unreadable
+        if row["score"]:
+            score, duration = expected[Path(row["path"]).suffix]
+            assert float(row["score"]) == pytest.approx(score, abs=1e-4), row
+            assert float(row["duration"]) == pytest.approx(duration), row
+        else:
+            assert "Traceback" not in row["error"] and len(row["error"]) > 10, row
+    scored = sum(r["score"] != "" for r in rows)
+    print(f"{len(rows)} files listed while being written: {scored} scored whole, {len(rows) - scored} reported "
+          f"unreadable ({sorted({r['error'].split('(')[0].split(':')[0] for r in rows if r['error']})})")
     return rows
 
 
-def test_a_folder_being_written_is_scored_or_reported_file_by_file(scoring, tmp_path):
-    result, _ = write_while_scoring(scoring, tmp_path / "incoming", n_files=12, seconds=0.3)
-    rows = check_rows(result, tmp_path / "incoming")
-    assert sum(r["error"] == "" for r in rows) >= 6  # the files there from the start are scored
+def test_a_folder_being_written_is_scored_or_reported_file_by_file(scoring, tmp_path, capsys):
+    result, _, expected = write_while_scoring(scoring, tmp_path / "incoming", n_files=12, seconds=0.3, pause=0.5)
+    rows = check_rows(result, tmp_path / "incoming", expected)
+    assert len(rows) == 12 and sum(r["error"] == "" for r in rows) >= 6  # those there from the start are scored
+    with capsys.disabled():
+        print(capsys.readouterr().out)
 
 
 @pytest.mark.slow
-def test_a_folder_of_1000_files_being_written(scoring, tmp_path):
-    result, written = write_while_scoring(scoring, tmp_path / "incoming", n_files=1000, seconds=0.1)
-    rows = check_rows(result, tmp_path / "incoming")
-    assert len(rows) >= 500 and sum(r["error"] == "" for r in rows) >= 500
-    assert {r["path"] for r in rows} <= set(written)
+def test_a_folder_of_1000_files_being_written(scoring, tmp_path, capsys):
+    result, written, expected = write_while_scoring(scoring, tmp_path / "incoming", n_files=1000, seconds=0.1,
+                                                    pause=0.3)
+    rows = check_rows(result, tmp_path / "incoming", expected)
+    assert len(rows) == 1000 and sum(r["error"] == "" for r in rows) >= 500
+    assert {r["path"] for r in rows} == set(written)
+    with capsys.disabled():
+        print(capsys.readouterr().out)
