@@ -22,6 +22,7 @@ from classify.detector import Detector
 from classify.evaluate import evaluate
 from classify.scorefiles import read_scores
 from pipeline.commands.export_model import command as export_command
+from pipeline.commands import score as score_module
 from pipeline.commands.score import command as score_command
 from store.reader import FeatureStore
 from tests.scoring import quiet
@@ -127,12 +128,13 @@ def test_export_model_then_score_with_the_bundle(scoring, tmp_path):
     assert again.exit_code == 1 and "already a detector bundle" in again.output
 
 
-def write_while_scoring(scoring, folder: Path, n_files: int, seconds: float,
-                        pause: float) -> tuple[object, list[str], dict]:
+def write_while_scoring(scoring, folder: Path, n_files: int, seconds: float, pause: float,
+                        monkeypatch) -> tuple[object, list[str], dict]:
     """Score ``folder`` while a thread writes ``n_files`` audio files of ``seconds`` into it (WAV and
     FLAC in turn, the same samples): half of them before scoring starts; the other half are all begun
-    (their first 512 bytes) before scoring starts, then finished one by one, ``pause`` seconds apart,
-    while scoring goes on, so that they are opened partial or whole. Returns the command's result,
+    (their first 512 bytes) before scoring starts, then, once `score` has listed the folder, finished
+    one by one, ``pause`` seconds apart, while scoring goes on: they are listed partial, and opened
+    partial or whole. Returns the command's result,
     the files written, and the whole file's (score, duration) by suffix (the Detector on a copy)."""
     data, rate = sf.read(scoring.files("eval")[0], dtype="float32", frames=int(seconds * 16000))
     blobs = {}
@@ -152,7 +154,16 @@ def write_while_scoring(scoring, folder: Path, n_files: int, seconds: float,
     for name in names[: n_files // 2]:
         (folder / name).write_bytes(blobs[Path(name).suffix])
         written.append(str(folder / name))
-    started = threading.Event()
+    started, listed = threading.Event(), threading.Event()
+
+    listing = score_module.find_audio
+
+    def find_audio(where):  # `score`'s listing of the folder, then a signal to the writer
+        found = list(listing(where))
+        listed.set()
+        return iter(found)
+
+    monkeypatch.setattr(score_module, "find_audio", find_audio)
 
     def writer() -> None:
         handles = {name: (folder / name).open("wb") for name in names[n_files // 2 :]}
@@ -160,6 +171,7 @@ def write_while_scoring(scoring, folder: Path, n_files: int, seconds: float,
             handle.write(blobs[Path(name).suffix][:512])
             handle.flush()
         started.set()
+        listed.wait(timeout=120)
         for name, handle in handles.items():
             time.sleep(pause)
             blob = blobs[Path(name).suffix]
@@ -198,8 +210,9 @@ def check_rows(result, folder: Path, expected: dict) -> list[dict[str, str]]:
     return rows
 
 
-def test_a_folder_being_written_is_scored_or_reported_file_by_file(scoring, tmp_path, capsys):
-    result, _, expected = write_while_scoring(scoring, tmp_path / "incoming", n_files=12, seconds=0.3, pause=0.5)
+def test_a_folder_being_written_is_scored_or_reported_file_by_file(scoring, tmp_path, capsys, monkeypatch):
+    result, _, expected = write_while_scoring(scoring, tmp_path / "incoming", n_files=12, seconds=0.3, pause=0.5,
+                                              monkeypatch=monkeypatch)
     rows = check_rows(result, tmp_path / "incoming", expected)
     assert len(rows) == 12 and sum(r["error"] == "" for r in rows) >= 6  # those there from the start are scored
     with capsys.disabled():
@@ -207,9 +220,9 @@ def test_a_folder_being_written_is_scored_or_reported_file_by_file(scoring, tmp_
 
 
 @pytest.mark.slow
-def test_a_folder_of_1000_files_being_written(scoring, tmp_path, capsys):
+def test_a_folder_of_1000_files_being_written(scoring, tmp_path, capsys, monkeypatch):
     result, written, expected = write_while_scoring(scoring, tmp_path / "incoming", n_files=1000, seconds=0.1,
-                                                    pause=0.3)
+                                                    pause=0.3, monkeypatch=monkeypatch)
     rows = check_rows(result, tmp_path / "incoming", expected)
     assert len(rows) == 1000 and sum(r["error"] == "" for r in rows) >= 500
     assert {r["path"] for r in rows} == set(written)
