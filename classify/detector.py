@@ -56,8 +56,8 @@ from store.reader import CodecInfo
 GROUP_FILES = 256
 """Files read ahead and grouped by length at a time (a stream is scored group by group)."""
 BATCH_SECONDS = {"cpu": 0.0, "cuda": 120.0}
-"""Default padded audio seconds per encoder batch. On CPUs one file at a time: as fast as batching
-there (BENCHMARKS.md), and a file's codes are then EnCodec's own for that file alone, whatever it is
+"""Default padded audio seconds per encoder batch. On CPUs one file at a time: about as fast as 8 s
+batches there (BENCHMARKS.md section 6: 17 % more CPU seconds, 2.4x less peak memory), and a file's codes are then EnCodec's own for that file alone, whatever it is
 scored with (in a padded batch, float rounding can flip a code between near-equidistant codewords)."""
 
 

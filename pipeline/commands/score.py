@@ -84,7 +84,7 @@ def _explain(detector: Detector, path: Path, plot: Path | None, window: float) -
                    "ASVspoof5 costs) or a number (raw-score threshold). Decision: bonafide when >= it.")
 @click.option("--batch-seconds", type=float, default=None,
               help="Padded audio seconds per encoder batch (default 0 = one file at a time on CPUs, where it is "
-                   "as fast and each file gets the codes it gets alone; 120 on CUDA).")
+                   "about as fast and each file gets the codes it gets alone; 120 on CUDA).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--codec-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The codec's weights file, when the model's provenance does not lead to it (sha256 checked).")
