@@ -222,7 +222,7 @@ def test_a_folder_being_written_is_scored_or_reported_file_by_file(scoring, tmp_
 @pytest.mark.slow
 def test_a_folder_of_1000_files_being_written(scoring, tmp_path, capsys, monkeypatch):
     result, written, expected = write_while_scoring(scoring, tmp_path / "incoming", n_files=1000, seconds=0.1,
-                                                    pause=0.3, monkeypatch=monkeypatch)
+                                                    pause=1.0, monkeypatch=monkeypatch)
     rows = check_rows(result, tmp_path / "incoming", expected)
     assert len(rows) == 1000 and sum(r["error"] == "" for r in rows) >= 500
     assert {r["path"] for r in rows} == set(written)
