@@ -33,7 +33,6 @@ and the final weight ratio of level 4 to the largest other.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import multiprocessing

@@ -6,12 +6,17 @@ A checkpoint (``best.pt``, ``last.pt``) holds::
     model                    the SpoofDetector's state dict
     config                   TrainConfig as a dict
     codec                    the store's CodecInfo as a dict (what made the features)
-    store                    {"url", "dataset"} of the training store
+    store                    the training store: {"url", "dataset", "weights" (the store's weights
+                             record: source, sha256, trained, origin, label, file), "extraction" (the
+                             settings that shape its features: window_seconds, min_batch_seconds,
+                             batch_seconds, max_seconds)}; see :func:`store_entry`
     optimizer, schedule      AdamW state dict; {"step", "total_steps"} of the LR schedule
     scaler                   the fp16 GradScaler's state dict ({} when unused)
     rng                      {"torch", "data", "cuda": [...]}: generator states as uint8 tensors
     epoch, history           epochs completed; one dict per epoch (as in history.jsonl)
     early_stop               {"best_eer", "best_epoch", "bad_epochs", "stopped"}
+    calibration              (best.pt, once training ends) the dev calibration and decision
+                             thresholds of this model, see `classify.calibration`
 
 Files are written atomically (temporary file, then rename), so a kill never leaves a torn one.
 """
@@ -20,14 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from classify.fusion import build_detector, check_ssl_compatible
-from classify.model import SpoofDetector
+from classify.model import SpoofDetector, build_model
 from store.reader import CodecInfo, FeatureStore
 
 FORMAT = "rvq-antispoof-checkpoint"
@@ -62,12 +66,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     or foreign file.
     """
     path = checkpoint_path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
+    state = read_model_file(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a checkpoint of this tool")
     if state.get("format_version", 0) > FORMAT_VERSION:
@@ -76,8 +75,33 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def read_model_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU; CheckpointError naming the file when it
+    is missing or unreadable (a file that would need to run code to load is unreadable)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types (struct.error, UnpicklingError...) for junk
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+
+
 def codec_dict(info: CodecInfo) -> dict[str, Any]:
     return dataclasses.asdict(info)
+
+
+EXTRACTION_KEYS = ("window_seconds", "min_batch_seconds", "batch_seconds", "max_seconds")
+"""Extraction settings that shape a store's features, recorded with a model so that the Detector
+rebuilds the same front end."""
+
+
+def store_entry(store: FeatureStore) -> dict[str, Any]:
+    """The checkpoint's ``store`` entry: where the training features came from and how they were made."""
+    config = store.attrs.get("config", {})
+    url = store.url if "://" in store.url else str(Path(store.url).resolve())
+    return {"url": url, "dataset": str(store.attrs.get("dataset", {}).get("name")),
+            "weights": dict(store.attrs.get("weights", {})),
+            "extraction": {k: config[k] for k in EXTRACTION_KEYS if k in config}}
 
 
 def check_compatible(checkpoint: dict[str, Any], store: FeatureStore, where: str | Path) -> None:
@@ -102,6 +126,16 @@ def model_from_checkpoint(checkpoint: dict[str, Any], store: FeatureStore) -> Sp
     if problems:
         raise CheckpointError(f"the checkpoint was trained on other SSL features than those of {store.url}: "
                               + "; ".join(problems))
+    model.load_state_dict(checkpoint["model"])
+    return model
+
+
+def model_from_codebooks(checkpoint: dict[str, Any], codebooks: torch.Tensor) -> SpoofDetector:
+    """The checkpoint's model of a codec variant, built over ``codebooks`` [Q, K, D], with the
+    trained parameters (no store needed: the Detector's codebooks come from the codec itself)."""
+    config = checkpoint["config"]
+    model = build_model(codebooks, config["variant"], config["head"],
+                        config["tau"], config["head_kwargs"], config["level_norm"])
     model.load_state_dict(checkpoint["model"])
     return model
 

@@ -16,6 +16,10 @@ score s to the log posterior odds a s + b under the dev class balance; subtracti
 prior odds ln(N_bona / N_spoof) leaves a log-likelihood ratio LLR = a s + b - ln(N_bona / N_spoof),
 which is what actDCF and Cllr expect. Scores are standardised for the fit, whose L2 penalty is
 nearly nil (C = 1e4): it only keeps the slope finite when the dev scores are separable.
+The calibration belongs to the model: training fits it on its dev split and saves it in best.pt
+(`classify.calibration`), so a store that holds only an eval split is evaluated with it. Only a
+checkpoint without one (last.pt, or trained before calibrations were saved) is calibrated here, on
+the store's dev split.
 """
 
 from __future__ import annotations
@@ -192,15 +196,21 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
         "provenance": {**(origin or provenance()), "device": device_label(str(torch_device))},
         "model_provenance": state.get("provenance", {}),
     }
-    if calibrate:
+    if calibrate and state.get("calibration"):
+        calibration = {"applied": True, **state["calibration"]["calibration"],
+                       "source": f"the checkpoint (fitted at the end of training on split "
+                                 f"{state['calibration']['calibration']['dev_split']!r})"}
+    elif calibrate:
         try:
             dev = source.split(store, config.dev_split)
         except DataError as err:
-            raise DataError(f"{err} (calibration fits on the checkpoint's dev split; use --no-calibrate "
-                            "to skip it)") from None
+            raise DataError(f"{err}; {ckpt_path} holds no calibration of its own (last.pt, or trained before "
+                            "calibrations were saved with the run), so it would be fitted on the store's dev "
+                            "split: use best.pt of a current run, or --no-calibrate to skip it") from None
         dev_scores = score_split(model, source, dev, window, budget, torch_device, dtype)
         calibration = {"applied": True, "dev_split": config.dev_split,
-                       **fit_calibration(dev_scores, dev.is_bonafide)}
+                       **fit_calibration(dev_scores, dev.is_bonafide), "source": f"fitted now on {store.url}"}
+    if calibrate:
         if calibration["coef"] <= 0:
             log(f"warning: the calibration fitted on split {config.dev_split!r} has slope "
                 f"{calibration['coef']:.4g} <= 0: the dev scores do not rank bona fide above spoof")

@@ -102,13 +102,20 @@ def build_detector(config: dict[str, Any], store: FeatureStore) -> nn.Module:
     """The model of a training config (a TrainConfig as a dict) over the store: a SpoofDetector for
     the codec variants, a FusedDetector for `ssl` and `ssl+V`."""
     codebooks = torch.from_numpy(store.codebooks)
-    uses_ssl, codec_variant = split_ssl(config["variant"])
-    if not uses_ssl:
+    if not split_ssl(config["variant"])[0]:
         return build_model(codebooks, config["variant"], config["head"], config["tau"], config["head_kwargs"],
                            config["level_norm"])
+    source, _ = ssl_spec(store, SSLOptions.from_dict(config.get("ssl_kwargs")))
+    return fused_detector(config, codebooks, source)
+
+
+def fused_detector(config: dict[str, Any], codebooks: Tensor, source: dict[str, Any]) -> FusedDetector:
+    """The FusedDetector of an SSL variant's training config over ``codebooks`` [Q, K, D] and the SSL
+    stream ``source`` (the record a store's stream and a checkpoint's ``ssl`` entry hold), with no
+    store: the Detector rebuilds a trained model from its checkpoint with it."""
+    _, codec_variant = split_ssl(config["variant"])
     options = SSLOptions.from_dict(config.get("ssl_kwargs"))
-    source, stream_layers = ssl_spec(store, options)
-    layer_index = _layer_index(stream_layers, options, source["model"])
+    layer_index = _layer_index(tuple(source["layers"]), options, source["model"])
     attm = AttentiveMerging(len(layer_index), int(source["hidden"]), options.proj_dim, options.out_dim)
     weighting = None
     if codec_variant is not None:

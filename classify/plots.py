@@ -182,3 +182,43 @@ def plot_training_curves(
             ax.legend(fontsize=8)
     _titled(fig, title, note)
     return _save(fig, path)
+
+
+def plot_explanation(explanation: Any, path: str | Path, title: str = "Explanation") -> Path:
+    """An explanation (`classify.detector.Explanation`) drawn in three panels: the waveform, the score
+    change over time (each occluded window's change at its centre, on the waveform's time axis) and
+    the per-level contributions. The codec weights are the note under the title.
+
+    Args:
+        explanation: has ``waveform`` [T] at ``sample_rate``, ``times``/``over_time`` [W], ``levels``
+            [Q], ``score``, ``llr``, ``decision``, ``window_seconds``, ``codec_weights``.
+        path: PNG file to write.
+        title: figure title.
+    """
+    e = explanation
+    seconds = np.arange(e.waveform.size) / e.sample_rate
+    fig = Figure(figsize=(10, 7), layout="constrained")
+    wave_ax, time_ax, level_ax = fig.subplots(3, 1, height_ratios=(1, 1, 1))
+    wave_ax.plot(seconds, e.waveform, linewidth=0.4, color="0.3")
+    wave_ax.set_ylabel("amplitude (24 kHz)")
+    wave_ax.set_xlim(0, max(seconds[-1], 1e-3))
+    time_ax.sharex(wave_ax)
+    time_ax.axhline(0, color="0.6", linewidth=0.8)
+    time_ax.plot(e.times, e.over_time, marker=".", color="tab:red")
+    time_ax.set_ylabel("score change")
+    time_ax.set_xlabel(f"time (s); window {e.window_seconds:.2f} s occluded")
+    time_ax.grid(True, color="0.9")
+    if len(e.levels):
+        levels = np.arange(1, len(e.levels) + 1)
+        level_ax.bar(levels, e.levels, color=np.where(np.asarray(e.levels) >= 0, "tab:blue", "tab:orange"))
+        level_ax.set_xticks(levels)
+        level_ax.axhline(0, color="0.6", linewidth=0.8)
+    else:
+        level_ax.text(0.5, 0.5, "no quantizer levels (latent variant)", ha="center", va="center",
+                      transform=level_ax.transAxes)
+    level_ax.set_xlabel("quantizer level (occluded by its mean codeword)")
+    level_ax.set_ylabel("score change")
+    llr = "" if e.llr is None else f", LLR {e.llr:.3f}"
+    verdict = f", {e.decision}" if e.decision else ""
+    _titled(fig, f"{title}: score {e.score:.4f}{llr}{verdict}", f"codec weights: {e.codec_weights}")
+    return _save(fig, path)

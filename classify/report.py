@@ -505,10 +505,10 @@ def write_report(results: pd.DataFrame, out_dir: str | Path, context: ReportCont
     md = [f"# Sweep report: {Path(context.sweep_file).name}", "", *_codec_header(results), "",
           f"- Store: `{context.store_url}` (dataset {context.dataset}, {context.dataset_root})",
           f"- Splits: {_splits_line(context)}",
-          f"- Trials: {len(ok)} ok, {len(failed)} failed; eval split `{context.eval_split}`",
+          f"- Trials: {len(ok)} ok, {len(failed)} failed; eval split `{context.eval_split or 'none'}`",
           f"- Base settings: {base}", f"- Grid: {grid}", ""]
 
-    md += ["## Ranking on dev, eval reported", "",
+    md += ["## Ranking on dev, eval reported" if context.eval_split else "## Ranking on dev (no eval split)", "",
            "Settings (configs without the seed) sorted by mean DEV EER over seeds: the selection never sees eval. "
            "Eval columns are reported for every setting; std has ddof 1.", ""]
     best = selected(table)

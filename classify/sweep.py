@@ -22,7 +22,9 @@ the same sweep on the same store finds the same ids, and the store's path may ch
 Each trial trains into ``DIR/trials/<id>/`` (see `classify.train`; a killed trial resumes from its
 ``last.pt``), then scores its best checkpoint on the dev split (``dev/``) and the eval split
 (``eval/``) with `classify.evaluate` (actDCF and Cllr of calibrated scores: the calibration is fitted
-on dev, so the dev ones are self-calibrated and optimistic). :func:`run_trial` never raises: a
+on dev, so the dev ones are self-calibrated and optimistic). The eval split may come from another
+store of the same codec (``eval_store_url``: an eval set extracted on its own); without an eval
+split (``eval_split`` None) trials are scored on dev only. :func:`run_trial` never raises: a
 failure becomes a row with status ``failed`` and its error text.
 
 ``DIR/results.parquet`` holds one row per trial (see :func:`result_row`), rewritten atomically by the
@@ -106,16 +108,18 @@ class TrialTask:
     """What a worker needs to run one trial (plain data, cheap to pickle).
 
     ``threads``: torch intra-op threads to use in the worker (None: leave torch's setting);
-    ``origin``: the sweep command's provenance record (`store.provenance`)."""
+    ``origin``: the sweep command's provenance record (`store.provenance`); ``eval_split``: None
+    scores dev only; ``eval_store_url``: the store holding the eval split (None: ``store_url``)."""
 
     trial_id: str
     config: dict[str, Any]
     params: dict[str, Any]
     store_url: str
     trial_dir: str
-    eval_split: str
+    eval_split: str | None
     threads: int | None = None
     origin: dict[str, Any] | None = None
+    eval_store_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -302,7 +306,8 @@ def result_row(task: TrialTask, status: str, error: str = "", **values: Any) -> 
     training); ``n_trainable``; ``wall_seconds`` (the whole trial), ``train_seconds``;
     ``codec_weights_label``, ``codec_weights_sha256``, ``codec_bandwidth``, ``codec_n_q``,
     ``codec_trained``; ``ssl_weights_label`` (SSL variants); ``level_weights`` (alpha of the best model as JSON, [Q] or [Q][D]; empty for
-    `latent`); ``eval_per_attack_eer`` (JSON); ``eval_split``, ``store``, ``trial_dir``;
+    `latent`); ``eval_per_attack_eer`` (JSON); ``eval_split`` ("" without one), ``store``,
+    ``eval_store`` (the store of the eval split; "" without one), ``trial_dir``;
     ``device``, ``host``, ``pid`` and ``torch_threads`` of the process that ran it; ``finished_at`` (UTC ISO
     time); what made it (see :func:`provenance_columns`). ``values`` fill the columns known at the time."""
     row: dict[str, Any] = {"trial_id": task.trial_id, "status": status, "error": error}
@@ -314,7 +319,8 @@ def result_row(task: TrialTask, status: str, error: str = "", **values: Any) -> 
     row.update(best_dev_eer=math.nan, best_epoch=0, epochs_run=0, stopped="", n_trainable=0,
                wall_seconds=math.nan, train_seconds=math.nan, codec_weights_label="", codec_weights_sha256="",
                codec_bandwidth=math.nan, codec_n_q=0, codec_trained=False, ssl_weights_label="", level_weights="",
-               eval_per_attack_eer="", eval_split=task.eval_split, store=task.store_url,
+               eval_per_attack_eer="", eval_split=task.eval_split or "", store=task.store_url,
+               eval_store=(task.eval_store_url or task.store_url) if task.eval_split else "",
                trial_dir=task.trial_dir, device="", host=socket.gethostname(), pid=os.getpid(),
                torch_threads=torch.get_num_threads(),
                finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -370,10 +376,12 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
                       level_weights="" if result.level_weights is None else json.dumps(result.level_weights))
         if result.stopped == DIVERGED:
             raise RuntimeError(result.message)
-        fmt = _score_format(store)
-        for role, split in (("dev", config.dev_split), ("eval", task.eval_split)):
-            metrics = evaluate(out, store, split, out / role, fmt=fmt, device=config.device, log=log,
-                               origin=task.origin)
+        roles = [("dev", config.dev_split, store)]
+        if task.eval_split is not None:
+            roles.append(("eval", task.eval_split, open_store(task.eval_store_url) if task.eval_store_url else store))
+        for role, split, scored in roles:
+            metrics = evaluate(out, scored, split, out / role, fmt=_score_format(scored), device=config.device,
+                               log=log, origin=task.origin)
             values.update({f"{role}_{m}": metrics[m] for m in METRICS})
             values["ssl_weights_label"] = metrics.get("ssl_weights", {}).get("label", "")
             if role == "eval":
@@ -416,11 +424,12 @@ def finished_ids(out_dir: str | Path) -> set[str]:
 Executor = Callable[[list[TrialTask]], Iterator[dict[str, Any]]]
 
 
-def run_sweep(trials: list[Trial], store_url: str, out_dir: str | Path, eval_split: str, execute: Executor,
+def run_sweep(trials: list[Trial], store_url: str, out_dir: str | Path, eval_split: str | None, execute: Executor,
               threads: int | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
-              origin: dict[str, Any] | None = None) -> SweepOutcome:
+              origin: dict[str, Any] | None = None, eval_store_url: str | None = None) -> SweepOutcome:
     """Run the trials not yet finished in ``out_dir`` through ``execute`` (which yields one row per
     task, in any order), rewriting ``results.parquet`` after each; call ``on_row`` with each row.
+    ``eval_split`` None: dev only; ``eval_store_url``: the eval split's store, if not ``store_url``.
 
     Rows of other trials already in the table (another grid over the same DIR) are kept."""
     out_dir = Path(out_dir)
@@ -428,7 +437,7 @@ def run_sweep(trials: list[Trial], store_url: str, out_dir: str | Path, eval_spl
     rows = {row["trial_id"]: row for row in read_results(out_dir).to_dict("records")}
     done = {tid for tid, row in rows.items() if row["status"] == OK}
     tasks = [TrialTask(t.trial_id, dataclasses.asdict(t.config), t.params, store_url,
-                       str(out_dir / TRIALS / t.trial_id), eval_split, threads, origin or provenance())
+                       str(out_dir / TRIALS / t.trial_id), eval_split, threads, origin or provenance(), eval_store_url)
              for t in trials if t.trial_id not in done]
     for row in execute(tasks):
         rows[row["trial_id"]] = row

@@ -3,8 +3,10 @@ checkpoints that resume bit-exactly, and the run directory's reports.
 
 RUN_DIR receives ``best.pt`` (lowest dev EER) and ``last.pt`` (end of the latest epoch), see
 `classify.checkpoint`; ``config.json``; ``history.jsonl`` (one JSON object per epoch);
-``training_curves.png``; ``level_weights.png`` (not for the `latent` variant). Every JSON output has
-a ``codec_weights`` field and every plot names the codec weights.
+``training_curves.png``; ``level_weights.png`` (not for the `latent` variant); ``calibration.json``
+(the best model's dev calibration and thresholds, also saved in ``best.pt``: see
+`classify.calibration`). Every JSON output has a ``codec_weights`` field and every plot names the
+codec weights.
 
 Reproducibility: the model is initialised from ``torch.manual_seed(seed)``, and all data
 randomness (epoch order, crop positions) comes from one ``torch.Generator`` seeded with ``seed``;
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from classify import budget
+from classify.calibration import CALIBRATION_FILE, model_calibration
 from classify.checkpoint import (
     BEST,
     LAST,
@@ -40,6 +43,7 @@ from classify.checkpoint import (
     restore_rng,
     rng_state,
     save_checkpoint,
+    store_entry,
 )
 from classify.config import LATER_FIELDS, RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
 from classify.data import (
@@ -200,7 +204,7 @@ class TrainingRun:
             "config": dataclasses.asdict(self.config),
             "codec": codec_dict(self.store.codec),
             "ssl": ssl_provenance(self.model),
-            "store": {"url": self.store.url, "dataset": str(self.store.attrs.get("dataset", {}).get("name"))},
+            "store": store_entry(self.store),
             "optimizer": self.optimizer.state_dict(),
             "schedule": {"step": p.step, "total_steps": self.total_steps, "warmup_steps": self.warmup},
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -300,6 +304,19 @@ class TrainingRun:
         bona, spoof = scores[self.dev_data.is_bonafide], scores[~self.dev_data.is_bonafide]
         return compute_eer(bona, spoof)[0], compute_mindcf(bona, spoof)[0]
 
+    def calibrate_best(self) -> Path:
+        """Fit the calibration and thresholds of the model now loaded (the best one) on the dev
+        split; save them into best.pt and calibration.json; return the JSON's path."""
+        scores = score_split(self.model, self.source, self.dev_data, self.window, self.frame_budget,
+                             self.device, self.dtype)
+        record = model_calibration(scores, self.dev_data.is_bonafide, self.config.dev_split, self.store.url,
+                                   self.label)
+        best = load_checkpoint(self.out_dir / BEST)
+        best["calibration"] = record
+        save_checkpoint(self.out_dir / BEST, best)
+        _write_json(self.out_dir / CALIBRATION_FILE, {**record, "checkpoint": str(self.out_dir / BEST)})
+        return self.out_dir / CALIBRATION_FILE
+
     def end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         """Early-stopping bookkeeping, checkpoints, and the history line of a finished epoch."""
         p = self.progress
@@ -397,6 +414,7 @@ def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Ca
         best_path = out_dir / BEST
         run.model.load_state_dict(load_checkpoint(best_path)["model"])
         paths.update(best=str(best_path), last=str(out_dir / LAST))
+        paths["calibration"] = str(run.calibrate_best())
         paths["training_curves"] = str(plot_training_curves(
             p.history, out_dir / CURVES, title=f"Training: {config.variant} / {config.head}", note=run.label))
         alpha = run.model.weighting.level_weights() if run.model.weighting is not None else None

@@ -15,6 +15,7 @@ can record it in the failures table and go on.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,12 @@ import torch
 import torchaudio
 
 CODEC_SAMPLE_RATE = 24_000
+
+
+_CUT_DATA = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.M)
+"""libsndfile's note (in ``extra_info``) on a WAV whose data chunk is shorter than its header says."""
+_STREAMED_SIZES = (0, 0xFFFFFFFF, 0xFFFFFFFF - 1)
+"""Data sizes of WAVs written to a pipe (size unknown when the header was written): not truncated."""
 
 
 class AudioError(Exception):
@@ -57,6 +64,9 @@ def probe(path: str | Path) -> AudioInfo:
         raise AudioError(f"not a readable audio file: {err}") from None
     if info.frames <= 0:
         raise AudioError("audio has no samples")
+    cut = _CUT_DATA.search(info.extra_info or "")
+    if cut and int(cut[1]) not in _STREAMED_SIZES:  # libsndfile reads such a file as shorter, silently
+        raise AudioError(f"truncated: the header declares {cut[1]} bytes of audio data, the file holds {cut[2]}")
     return AudioInfo(sample_rate=int(info.samplerate), frames=int(info.frames), channels=int(info.channels))
 
 
@@ -92,7 +102,13 @@ def load_audio(path: str | Path, target_rate: int = CODEC_SAMPLE_RATE) -> torch.
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(f"{bad} non-finite (NaN/inf) samples")
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # [channels, frames]
-    return resampler(int(sr), target_rate)(wav.mean(0, keepdim=True))  # = convert_audio(mono, sr, target_rate, 1)
+    return to_codec_audio(wav, int(sr), target_rate)
+
+
+def to_codec_audio(wav: torch.Tensor, sample_rate: int, target_rate: int = CODEC_SAMPLE_RATE) -> torch.Tensor:
+    """float32 [channels, T] at ``sample_rate`` -> mono [1, T'] at ``target_rate``: the conversion
+    of the module docstring (what every file gets; the Detector applies it to waveforms too)."""
+    return resampler(int(sample_rate), target_rate)(wav.mean(0, keepdim=True))  # = convert_audio(mono, sr, target_rate, 1)
 
 
 def frame_energy(wav: torch.Tensor, hop: int = 320) -> np.ndarray:

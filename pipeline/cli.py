@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "train": "pipeline.commands.train:command",
     "evaluate": "pipeline.commands.evaluate:command",
     "sweep": "pipeline.commands.sweep:command",
+    "score": "pipeline.commands.score:command",
+    "export-model": "pipeline.commands.export_model:command",
     "metrics": "pipeline.commands.metrics:command",
     "demo": "pipeline.commands.demo:command",
     "doctor": "pipeline.commands.doctor:command",
@@ -64,6 +66,7 @@ class LazyGroup(click.Group):
 def main() -> None:
     """Speech anti-spoofing from the quantizer hierarchy of a frozen EnCodec.
 
-    Data flows one way: extract (audio -> feature store) -> train / evaluate / sweep (store -> scores).
+    Data flows one way: extract (audio -> feature store) -> train / evaluate / sweep (store -> scores);
+    score judges new audio files with a trained model.
     `pipeline doctor` says whether this environment can run it.
     """

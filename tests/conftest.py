@@ -15,3 +15,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def scoring(tmp_path_factory):
+    """The scoring workflow of `tests.scoring`: corpus, train+dev store, separate eval store, run."""
+    from tests.scoring import build
+
+    return build(tmp_path_factory.mktemp("scoring"))

@@ -23,7 +23,8 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--asv-scores", type=_FILE, default=None,
               help="ASVspoof 2019 ASV score file (SOURCE KEY SCORE): adds the min t-DCF.")
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
-              help="Map scores to LLRs with a logistic regression fitted on the checkpoint's dev split "
+              help="Map scores to LLRs with the model's calibration (a logistic regression fitted on its dev "
+                   "split at the end of training; for a checkpoint without one, fitted on the store's dev split) "
                    "before actDCF and Cllr.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
               help="Score file format; auto: the official one of the store's dataset.")

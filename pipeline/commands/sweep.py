@@ -102,6 +102,29 @@ def _on_row(bar: tqdm):
     return on_row
 
 
+def _eval_split(store, eval_store, asked: str | None, separate: bool) -> str | None:
+    """The split every trial is scored on: ``asked`` (it must be in ``eval_store``), else ``eval``
+    when ``eval_store`` has it, else None (dev only; refused for a separate eval store, which is
+    there for its eval split). Also refuses an eval store of another codec."""
+    differing = store.codec.compatible_with(eval_store.codec)
+    if differing:
+        raise click.ClickException(f"{eval_store.url} (--eval-features) holds features of another codec than "
+                                   f"{store.url} (differing: {', '.join(differing)}); extract it with the same codec "
+                                   "weights and bandwidth")
+    splits = sorted(eval_store.utterances["split"].unique())
+    if asked is not None and asked not in splits:
+        raise click.ClickException(f"{eval_store.url}: no split {asked!r} to score (--eval-split); the store has "
+                                   f"{', '.join(splits)}")
+    if asked is not None or "eval" in splits:
+        return asked or "eval"
+    if separate:
+        raise click.ClickException(f"{eval_store.url}: no split 'eval' (--eval-features); the store has "
+                                   f"{', '.join(splits)}: name one with --eval-split")
+    _log(f"{store.url} has no split 'eval' (and no --eval-features): trials are scored on dev only and ranked by "
+         "dev EER")
+    return None
+
+
 @click.command("sweep")
 @click.option("--features", required=True, help="Feature store made by `pipeline extract` (path or fsspec URL).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -111,12 +134,16 @@ def _on_row(bar: tqdm):
 @click.option("--workers", type=int, default=1, show_default=True,
               help="LocalCluster worker processes, one trial each at a time (0: run in this process).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
-@click.option("--eval-split", default="eval", show_default=True, help="Split every trial is scored on.")
+@click.option("--eval-split", default=None,
+              help="Split every trial is scored on (default eval; when there is none, trials are scored and "
+                   "ranked on dev alone).")
+@click.option("--eval-features", default=None,
+              help="Feature store holding the eval split, when it was extracted on its own (same codec).")
 @click.option("--dry-run", is_flag=True, help="List the trials (id, status, config diff from [base]) and exit.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a [base] setting, or replace a [grid] axis: seed=0 pins it, "
                    "seed=[0,1] is the new list (repeatable).")
-def command(features, config_file, out_dir, workers, scheduler, eval_split, dry_run, overrides):
+def command(features, config_file, out_dir, workers, scheduler, eval_split, eval_features, dry_run, overrides):
     """Train every combination of a sweep file's [grid] (each with the [base] settings), score each
     trial's best checkpoint on the dev and eval splits, and write results.parquet and report.md.
 
@@ -134,28 +161,30 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, dry_
     try:
         spec = load_sweep(config_file, values)
         store = open_store(features)
-        trials = expand(spec, store_identity(store))
+        eval_store = open_store(eval_features) if eval_features else store
+        identity = store_identity(store)
+        if eval_features:
+            identity["eval_store"] = store_identity(eval_store)
+        trials = expand(spec, identity)
     except (ConfigError, StoreReadError) as err:
         raise click.ClickException(str(err)) from None
     if dry_run:
         _dry_run(spec, trials, out_dir)
         return
-    splits = sorted(store.utterances["split"].unique())
-    if eval_split not in splits:
-        raise click.ClickException(f"{store.url}: no split {eval_split!r} to score (--eval-split); the store has "
-                                   f"{', '.join(splits)}")
+    eval_split = _eval_split(store, eval_store, eval_split, eval_features is not None)
 
     click.echo(f"sweep {config_file}: {len(trials)} trial(s) ({spec.shape()}) on {store.url}", err=True)
     click.echo(f"codec weights: {store.codec.weights_label}", err=True)
     bar = tqdm(total=len(trials), unit="trial", desc="sweep", dynamic_ncols=True, file=sys.stderr)
     try:
         if workers == 0 and not scheduler:
-            outcome = run_sweep(trials, store.url, out_dir, eval_split, _execute_local, on_row=_on_row(bar))
+            outcome = run_sweep(trials, store.url, out_dir, eval_split, _execute_local, on_row=_on_row(bar),
+                                eval_store_url=eval_features)
         else:
             with dask_client(workers, scheduler) as client:
                 threads = _cluster_threads(client) if scheduler else threads_per_worker(workers)
                 outcome = run_sweep(trials, store.url, out_dir, eval_split, _execute_dask(client), threads=threads,
-                                    on_row=_on_row(bar))
+                                    on_row=_on_row(bar), eval_store_url=eval_features)
     finally:
         bar.close()
 
@@ -163,8 +192,10 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, dry_
     context = ReportContext(
         sweep_file=str(config_file), store_url=store.url,
         dataset=str(store.attrs.get("dataset", {}).get("name")), dataset_root=str(store.attrs.get("dataset", {}).get("root", "")),
-        eval_split=eval_split, base=spec.base, grid=spec.grid,
-        splits=split_summaries(store, [base.train_split, base.dev_split, eval_split]), utterances=store.utterances)
+        eval_split=eval_split or "", base=spec.base, grid=spec.grid,
+        splits={**split_summaries(store, [base.train_split, base.dev_split]),
+                **(split_summaries(eval_store, [eval_split]) if eval_split else {})},
+        utterances=eval_store.utterances if eval_split else None)
     report = write_report(outcome.results, out_dir, context)
     click.echo(f"{outcome.ran} trial(s) run, {outcome.skipped} already done, {len(outcome.failed)} failed; "
                f"codec weights: {store.codec.weights_label}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,7 +41,9 @@ def test_checkpoints_load_with_weights_only_and_hold_the_run(run):
         assert state["format"] == "rvq-antispoof-checkpoint" and state["epoch"] == 1
         assert state["config"] == dataclasses.asdict(tiny_config(epochs=1))
         assert state["codec"] == codec_dict(store.codec)
-        assert state["store"] == {"url": store.url, "dataset": "asv19"}
+        assert state["store"]["url"] == str(Path(store.url).resolve()) and state["store"]["dataset"] == "asv19"
+        assert state["store"]["weights"] == store.attrs["weights"]  # where the codec weights came from
+        assert ("calibration" in state) == (name == "best.pt")  # fitted on dev for the best model
         assert set(state["rng"]) == {"torch", "data", "cuda"} and state["rng"]["data"].dtype == torch.uint8
         assert state["optimizer"]["state"] and state["schedule"]["step"] == 1
         assert len(state["history"]) == 1 and state["early_stop"]["best_epoch"] == 1

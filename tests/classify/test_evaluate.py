@@ -11,7 +11,8 @@ import torch
 from classify.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from classify.data import DataError, FrameSource, load_split
 from classify.evaluate import apply_calibration, evaluate, fit_calibration, score_split
-from classify.metrics import compute_actdcf, compute_cllr, compute_eer, compute_mindcf
+from classify.calibration import eer_threshold
+from classify.metrics import compute_actdcf, compute_cllr, compute_det_curve, compute_eer, compute_mindcf
 from classify.scorefiles import read_scores
 from classify.train import train
 from store.reader import FeatureStore
@@ -147,10 +148,51 @@ def test_checkpoint_of_another_codec_is_refused(trained, tmp_path):
         evaluate(checkpoint, other, "eval", tmp_path / "out", log=quiet)
 
 
-def test_calibration_without_the_dev_split_says_how_to_skip_it(trained, tmp_path):
-    _, checkpoint = trained
+def test_an_eval_only_store_is_calibrated_with_the_models_own_calibration(trained, tmp_path):
+    """Training saves the dev calibration with the model: a store that holds only an eval split (an
+    eval set extracted on its own) is evaluated with it; a checkpoint without one (last.pt) says how
+    to go on."""
+    store, checkpoint = trained
     eval_only = FeatureStore(synthetic_store(str(tmp_path / "e.zarr"), n_per_split=8, splits=("eval",)))
-    with pytest.raises(DataError, match=r"no split 'dev'.*use --no-calibrate"):
-        evaluate(checkpoint, eval_only, "eval", tmp_path / "out", log=quiet)
-    result = evaluate(checkpoint, eval_only, "eval", tmp_path / "out", calibrate=False, log=quiet)
+    result = evaluate(checkpoint, eval_only, "eval", tmp_path / "out", log=quiet)
+    saved = load_checkpoint(checkpoint)["calibration"]["calibration"]
+    assert result["calibration"]["applied"] and result["calibration"]["coef"] == saved["coef"]
+    assert "the checkpoint" in result["calibration"]["source"] and saved["store"] == store.url
+    raw = read_scores(tmp_path / "out" / "scores.txt")
+    llr = read_scores(tmp_path / "out" / "scores_calibrated.txt")
+    assert np.allclose(llr.scores, apply_calibration(saved, raw.scores))
+    last = checkpoint.with_name("last.pt")
+    assert "calibration" not in load_checkpoint(last)
+    with pytest.raises(DataError, match=r"no split 'dev'.*holds no calibration of its own.*--no-calibrate"):
+        evaluate(last, eval_only, "eval", tmp_path / "out2", log=quiet)
+    result = evaluate(last, eval_only, "eval", tmp_path / "out2", calibrate=False, log=quiet)
     assert result["n_scored"] == 8
+
+
+def test_training_fits_the_calibration_on_dev_and_saves_it(trained):
+    """best.pt's calibration is the fit of the best model's dev scores, recomputed here."""
+    store, checkpoint = trained
+    state = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(state, store)
+    dev = load_split(store, "dev")
+    scores = score_split(model, FrameSource(store), dev, 10**6, 10**6, torch.device("cpu"))
+    record = state["calibration"]
+    expected = fit_calibration(scores, dev.is_bonafide)
+    assert record["calibration"]["coef"] == pytest.approx(expected["coef"], rel=1e-6)
+    assert record["calibration"]["intercept"] == pytest.approx(expected["intercept"], rel=1e-6, abs=1e-9)
+    bona, spoof = scores[dev.is_bonafide], scores[~dev.is_bonafide]
+    assert record["thresholds"]["dev_eer"] == pytest.approx(compute_eer(bona, spoof)[0])
+    on_disk = json.loads(checkpoint.with_name("calibration.json").read_text())
+    assert on_disk["thresholds"] == record["thresholds"] and on_disk["codec_weights"] == store.codec.weights_label
+
+
+def test_eer_threshold_reproduces_the_official_eer_point():
+    """`score >= threshold` gives the miss and false-alarm rates of the official DET curve's EER point."""
+    rng = np.random.default_rng(3)
+    for n_bona, n_spoof, shift in ((50, 200, 1.0), (7, 5, 0.3), (30, 30, 5.0), (20, 40, -1.0)):
+        bona, spoof = rng.normal(shift, 1, n_bona), rng.normal(0, 1, n_spoof)
+        eer, threshold = eer_threshold(bona, spoof)
+        frr, far, _ = compute_det_curve(bona, spoof)
+        k = int(np.argmin(np.abs(frr - far)))
+        assert eer == compute_eer(bona, spoof)[0]
+        assert (bona < threshold).mean() == frr[k] and (spoof >= threshold).mean() == far[k]

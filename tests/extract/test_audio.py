@@ -49,7 +49,11 @@ def test_bad_files_raise_audio_error_with_reason(tmp_path):
     nan = tone(16000, 0.5).astype(np.float32)
     nan[100] = np.nan
     sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
-    cases = {"missing.flac": "not found", "empty.flac": "empty", "text.flac": "not a readable audio", "cut.flac": "decoding failed|truncated", "nan.wav": "non-finite"}
+    sf.write(tmp_path / "good.wav", tone(16000, 1.0), 16000, subtype="PCM_16")
+    blob = (tmp_path / "good.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(blob[: len(blob) // 2])  # libsndfile alone would read it as 0.5 s
+    cases = {"missing.flac": "not found", "empty.flac": "empty", "text.flac": "not a readable audio", "cut.flac": "decoding failed|truncated",
+             "cut.wav": "truncated: the header declares 32000 bytes of audio data, the file holds 15978", "nan.wav": "non-finite"}
     for name, reason in cases.items():
         with pytest.raises(AudioError, match=reason):
             load_audio(tmp_path / name)
@@ -60,3 +64,14 @@ def test_silence_is_valid_audio(tmp_path):
     wav = load_audio(tmp_path / "zero.flac")
     assert wav.shape == (1, 24000) and float(wav.abs().max()) == 0.0
     assert probe(tmp_path / "zero.flac").duration == 1.0
+
+
+def test_a_wav_written_to_a_pipe_is_not_truncated(tmp_path):
+    """A WAV whose header holds the unknown-size marker 0xFFFFFFFF (written by a tool to a pipe) is whole."""
+    sf.write(tmp_path / "w.wav", tone(16000, 1.0), 16000, subtype="PCM_16")
+    blob = bytearray((tmp_path / "w.wav").read_bytes())
+    assert blob[36:40] == b"data"
+    blob[4:8] = blob[40:44] = b"\xff\xff\xff\xff"
+    (tmp_path / "streamed.wav").write_bytes(bytes(blob))
+    assert probe(tmp_path / "streamed.wav").frames == 16000
+    assert torch.equal(load_audio(tmp_path / "streamed.wav"), load_audio(tmp_path / "w.wav"))

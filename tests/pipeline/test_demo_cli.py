@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -25,3 +31,26 @@ def test_demo_runs_the_whole_chain(tmp_path):
     # a second run reuses the store and the finished run
     again = CliRunner().invoke(main, ["demo", "--out", str(out), "--workers", "0"])
     assert again.exit_code == 0 and "already complete" in again.output
+    run_the_readme_scoring_examples(out)
+
+
+def run_the_readme_scoring_examples(out) -> None:
+    """The README's `pipeline score` commands and its Python example, on the demo's output."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Scoring new audio", 1)[1]
+    bash, python = re.findall(r"```(?:bash|python)\n(.*?)```", section, flags=re.S)[:2]
+    for line in bash.replace("demo_out", str(out)).splitlines():
+        finder, _, command = line.rpartition(" | ")
+        args = shlex.split(command)
+        assert args[0] == "pipeline", line
+        stdin = None
+        if finder:  # `ls ... | head -3 | pipeline score ... -`: the paths come from the shell
+            stdin = subprocess.run(finder, shell=True, capture_output=True, text=True, check=True).stdout
+        result = CliRunner().invoke(main, args[1:], input=stdin)
+        assert result.exit_code == 0, (line, result.output)
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert len(rows) == 41 and (out / "why.png").is_file() and (out / "detector.pt").is_file()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(python.replace("demo_out", str(out)), "README.md", "exec"), {})
+    assert "UNTRAINED" in printed.getvalue() and "missing.wav None None" in printed.getvalue()

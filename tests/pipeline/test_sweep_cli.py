@@ -139,3 +139,39 @@ def test_local_cluster_of_two_workers(store, sweep_toml, tmp_path):
     table = pd.read_parquet(tmp_path / "out" / "results.parquet")
     assert list(table["status"]) == ["ok"] * 4 and table["pid"].nunique() == 2
     assert (table["torch_threads"] == threads_per_worker(2)).all()
+
+
+def test_eval_from_another_store_or_dev_alone(tmp_path, sweep_toml):
+    """A sweep over a train+dev store scores its trials on dev alone and ranks them by dev EER, or
+    takes the eval split from a separately extracted store of the same codec (--eval-features)."""
+    traindev = synthetic_store(str(tmp_path / "td.zarr"), n_per_split=12, frames=(30, 60), latent=False,
+                               splits=("train", "dev"))
+    eval_only = synthetic_store(str(tmp_path / "e.zarr"), n_per_split=12, frames=(30, 60), latent=False,
+                                splits=("eval",), seed=5)
+    dev_only = run("--features", traindev, "--config", sweep_toml, "--out", tmp_path / "dev", "--workers", 0,
+                   "--set", "seed=0")
+    assert dev_only.exit_code == 0, dev_only.output
+    assert "no split 'eval' (and no --eval-features): trials are scored on dev only" in dev_only.output
+    table = pd.read_parquet(tmp_path / "dev" / "results.parquet")
+    assert (table["status"] == "ok").all() and table["eval_eer"].isna().all() and (table["eval_store"] == "").all()
+    report = (tmp_path / "dev" / "report.md").read_text()
+    assert "## Ranking on dev (no eval split)" in report
+    ranked = [line.split("`")[1] for line in dev_only.output.splitlines() if line.startswith("| ") and "`" in line]
+    assert ranked == table.sort_values("dev_eer", kind="mergesort")["variant"].tolist()
+
+    separate = run("--features", traindev, "--eval-features", eval_only, "--config", sweep_toml, "--out",
+                   tmp_path / "sep", "--workers", 0, "--set", "seed=0")
+    assert separate.exit_code == 0, separate.output
+    table = pd.read_parquet(tmp_path / "sep" / "results.parquet")
+    assert table["eval_eer"].notna().all() and (table["eval_store"] == eval_only).all()
+    for trial_dir, eer in zip(table["trial_dir"], table["eval_eer"]):
+        metrics = json.loads((Path(trial_dir) / "eval" / "metrics.json").read_text())
+        assert metrics["store"] == eval_only and metrics["eer"] == eer and metrics["calibration"]["applied"]
+    # the bootstrap intervals come from the separate eval store's speakers and attacks
+    assert "bootstrap over the eval split's 4 speakers" in (tmp_path / "sep" / "report.md").read_text()
+
+    other = synthetic_store(str(tmp_path / "o.zarr"), n_per_split=8, latent=False, splits=("eval",), weights_seed=4)
+    refused = run("--features", traindev, "--eval-features", other, "--config", sweep_toml, "--out", tmp_path / "o")
+    assert refused.exit_code == 1 and "holds features of another codec" in refused.output
+    no_eval = run("--features", traindev, "--eval-features", traindev, "--config", sweep_toml, "--out", tmp_path / "n")
+    assert no_eval.exit_code == 1 and "no split 'eval' (--eval-features)" in no_eval.output

@@ -1,0 +1,106 @@
+"""The Detector with a model of an SSL variant (`ssl+mean`): the SSL stream is computed from the audio
+by the SSL model the training store's stream was made with, and a file's score equals evaluate's
+score from the stores (train+dev, and the eval store extracted on its own), bundle included.
+
+Uses the `wavlm-tiny` test architecture with UNTRAINED (seeded) weights: nothing is downloaded."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from classify.bundle import export_model, read_model
+from classify.checkpoint import load_checkpoint, save_checkpoint
+from classify.detector import Detector
+from classify.evaluate import evaluate
+from classify.scorefiles import read_scores
+from classify.train import train
+from extract.run import extract
+from extract.ssl import SSLWeightsError
+from store.format import WEIGHTS
+from store.reader import FeatureStore
+from tests.scoring import extract_config, quiet, train_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained")
+
+
+@pytest.fixture(scope="module")
+def ssl_scoring(scoring, tmp_path_factory) -> dict:
+    """Copies of the scoring workflow's stores with the untrained wavlm-tiny stream added, and an
+    `ssl+mean` run trained on the train+dev copy."""
+    root = tmp_path_factory.mktemp("ssl_scoring")
+    traindev = shutil.copytree(scoring.traindev, root / "traindev.zarr")
+    eval_store = shutil.copytree(scoring.eval_store, root / "eval.zarr")
+    extract(extract_config(scoring.corpus, traindev, splits=["train", "dev"], **SSL), log=quiet)
+    extract(extract_config(scoring.corpus, eval_store, splits=["eval"], weights=str(Path(scoring.traindev) / WEIGHTS),
+                           **SSL), log=quiet)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(train_config(epochs=2, variant="ssl+mean", max_eval_seconds=1.0), FeatureStore(str(traindev)),
+              root / "run", log=quiet)
+    finally:
+        torch.set_num_threads(threads)
+    return {"traindev": str(traindev), "eval": str(eval_store), "run": root / "run", "root": root}
+
+
+def _evaluated(store_url: str, split: str, run: Path, out: Path) -> dict[str, float]:
+    """path -> evaluate's raw score for the split's utterances."""
+    store = FeatureStore(store_url)
+    evaluate(run, store, split, out, log=quiet)
+    raw = read_scores(out / "scores.txt")
+    path_of = store.utterances.set_index("utt_id")["path"]
+    return {path_of[u]: s for u, s in zip(raw.utt_ids, raw.scores)}
+
+
+def test_an_ssl_model_scores_files_as_evaluate_scores_them(ssl_scoring, scoring, tmp_path):
+    run = ssl_scoring["run"]
+    detector = Detector.load(run, batch_seconds=0)
+    assert "UNTRAINED" in detector.ssl_label and "wavlm-tiny" not in detector.codec_label
+    assert detector.weights_label.startswith(detector.codec_label) and "SSL weights: UNTRAINED" in detector.weights_label
+    assert detector.ssl_source.startswith("rebuilt from seed=")
+    assert detector.describe()["ssl_weights"]["label"] == detector.ssl_label
+    files: list[str] = []
+    expected: dict[str, float] = {}
+    for split, store in (("dev", ssl_scoring["traindev"]), ("eval", ssl_scoring["eval"])):
+        expected.update(_evaluated(store, split, run, tmp_path / split))
+        files += scoring.files(split)
+    assert set(expected) == set(files)  # every utterance has SSL frames: none left out by evaluate
+    rows = detector.score_files(files)
+    assert all(r.ok for r in rows), [r.error for r in rows if not r.ok]
+    got = {r.path: r.score for r in rows}
+    # one file per batch and one thread on both sides: the same codes and SSL frames, the same score
+    np.testing.assert_allclose([got[p] for p in files], [expected[p] for p in files], rtol=0, atol=1e-4)
+    assert len({round(s, 6) for s in got.values()}) > 1  # the scores are not constant
+
+    # the waveform API gives the file's score too (the samples at the file's own rate, converted to
+    # 24 kHz for the codec and to 16 kHz for the SSL model, as a file is)
+    data, rate = sf.read(files[0], dtype="float32")
+    assert detector.score(data, rate) == pytest.approx(got[files[0]], abs=1e-4)
+    with pytest.raises(ValueError, match="SSL variant"):
+        detector.explain(data, rate)
+
+    # a bundle scores the same, with the SSL weights rebuilt from their record
+    bundle = export_model(run, tmp_path / "detector.pt", log=quiet)
+    assert read_model(bundle).state["ssl"]["weights"]["source"] == "untrained"
+    again = Detector.load(bundle, batch_seconds=0).score_files(files[:3])
+    assert [r.score for r in again] == pytest.approx([got[p] for p in files[:3]], abs=1e-6)
+
+
+def test_ssl_weights_that_are_not_the_models_are_refused(ssl_scoring, tmp_path):
+    state = load_checkpoint(ssl_scoring["run"])
+    state["ssl"] = {**state["ssl"], "weights": {**state["ssl"]["weights"], "source": "file", "sha256": "ab" * 32,
+                                                 "origin": str(tmp_path / "gone.pth")}}
+    save_checkpoint(tmp_path / "other.pt", state)
+    with pytest.raises(SSLWeightsError, match=r"cannot find the SSL weights.*gone\.pth.*--ssl-weights"):
+        Detector.load(tmp_path / "other.pt")
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"x": torch.zeros(1)}, wrong)
+    with pytest.raises(SSLWeightsError, match=r"--ssl-weights .*wrong\.pth: sha256 [0-9a-f]{12}\.\.\., not the model's"):
+        Detector.load(tmp_path / "other.pt", ssl_weights=wrong)
