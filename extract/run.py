@@ -22,6 +22,7 @@ import torch
 
 from store import format as sf
 from store.format import StoreFiles
+from store.lease import Lease
 from store.provenance import device_label, provenance
 from store.reader import FeatureStore
 from store.writer import (
@@ -197,7 +198,7 @@ def _requested_streams(config: ExtractConfig) -> list[str]:
 
 
 def _settings(config: ExtractConfig, weights: WeightsInfo, device: str, streams: tuple[str, ...],
-              group: str = "") -> EncoderSettings:
+              group: str = "", lease: Lease | None = None) -> EncoderSettings:
     return EncoderSettings(
         store=config.out,
         weights_sha256=weights.sha256,
@@ -210,12 +211,15 @@ def _settings(config: ExtractConfig, weights: WeightsInfo, device: str, streams:
         torch_threads=config.torch_threads,
         streams=streams,
         group=group,
+        lease=lease.token if lease is not None else None,
     )
 
 
-def _run_units(tasks: list[UnitTask], submit, progress) -> None:
+def _run_units(tasks: list[UnitTask], submit, progress, lease: Lease | None = None) -> None:
     results = submit(tasks) if submit is not None else map(run_unit, tasks)
     for result in results:
+        if lease is not None:
+            lease.check()  # another process took the store over: stop before finishing anything
         if progress is not None:
             progress(result)
 
@@ -233,7 +237,8 @@ def _unit_tasks(n_rows: int, unit_size: int, done: dict, settings: EncoderSettin
     return tasks
 
 
-def _add_stream(config: ExtractConfig, name: str, weights: WeightsInfo, device: str, submit, log, progress) -> int:
+def _add_stream(config: ExtractConfig, name: str, weights: WeightsInfo, device: str, submit, log, progress,
+                lease: Lease | None = None) -> int:
     """Add stream ``name`` to the finished store ``config.out`` (or finish adding it); returns the
     number of units run. The store's other streams, tables and attributes are not touched."""
     files = StoreFiles(config.out)
@@ -255,9 +260,9 @@ def _add_stream(config: ExtractConfig, name: str, weights: WeightsInfo, device: 
     skip = {int(r): "extraction failed in this store" for r in np.flatnonzero(table["status"].to_numpy() != "ok")}
     n_units = -(-len(table) // config.unit_size)
     done = done_units(config.out, n_units, group)
-    tasks = _unit_tasks(len(table), config.unit_size, done, _settings(config, weights, device, (name,), group),
+    tasks = _unit_tasks(len(table), config.unit_size, done, _settings(config, weights, device, (name,), group, lease),
                         table["path"].tolist(), skip)
-    _run_units(tasks, submit, progress)
+    _run_units(tasks, submit, progress, lease)
     records = finish_stream(config.out, name, n_units, {"finished_by": provenance(device_label(device))})
     failed = int((records["status"] != "ok").sum()) - len(skip)
     log(f"stream {name!r} added" + (f"; {failed} utterance(s) failed (streams/{name}/failures.parquet)" if failed else ""))
@@ -275,7 +280,28 @@ def extract(
 
     A new store gets the requested streams (codes, and latent / energy when asked). On an existing
     store the settings that define its content must be the same; an unfinished extraction is
-    resumed, and a requested stream the finished store lacks is added (see :func:`_add_stream`)."""
+    resumed, and a requested stream the finished store lacks is added (see :func:`_add_stream`).
+
+    The run holds the store's lease (`store.lease`) from start to end: a second run on the same
+    store is refused (LeaseHeld, naming this one), and the lease of a killed run is taken over."""
+    with Lease(config.out, "store", log=log) as lease:
+        return _extract(config, submit, log, progress, lease)
+
+
+def _stored_attrs(files: StoreFiles) -> dict | None:
+    """The store's attributes; None when there is no store yet, or only an unfinished creation
+    (killed before its attributes were written: it is made again)."""
+    if not files.exists():
+        return None
+    try:
+        attrs = files.read_group_attrs()
+    except ValueError as err:
+        raise StoreError(f"{files.path('zarr.json')}: the store's attributes are not readable ({err}); "
+                         "run `pipeline verify` on it, or extract into another --out") from None
+    return attrs if attrs.get("format") or attrs.get("state") else None
+
+
+def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> ExtractResult:
     started = time.perf_counter()
     n_q = n_quantizers(config.bandwidth)
     device = resolve_device(config.device)
@@ -289,7 +315,7 @@ def extract(
     log(f"{loaded.description}: {len(loaded.table)} utterances, {len(loaded.problems)} protocol problems")
 
     ran = resumed = 0
-    attrs = files.read_group_attrs() if files.exists() else None
+    attrs = _stored_attrs(files)
     if attrs is not None:
         weights = _check_resume(files, attrs, config)
     if attrs is None or attrs.get("state") != sf.STATE_COMPLETE:
@@ -304,11 +330,12 @@ def extract(
         streams = tuple(sf.stream_specs(files.read_group_attrs()))
         n_units = -(-len(plan) // config.unit_size)
         done = done_units(config.out, n_units)
-        tasks = _unit_tasks(len(plan), config.unit_size, done, _settings(config, weights, device, streams),
+        tasks = _unit_tasks(len(plan), config.unit_size, done, _settings(config, weights, device, streams, "", lease),
                             plan["path"].tolist())
         if done:
             log(f"{len(done)} of {n_units} work units already done; running {len(tasks)}")
-        _run_units(tasks, submit, progress)
+        _run_units(tasks, submit, progress, lease)
+        lease.check()
         finish_store(config.out, n_units, {"weights": weights.label}, {"finished_by": provenance(device_label(device))})
         ran, resumed = len(tasks), len(done)
     else:
@@ -318,7 +345,7 @@ def extract(
     have = FeatureStore(config.out).streams
     added = [name for name in _requested_streams(config) if name not in have]
     for name in added:
-        ran += _add_stream(config, name, weights, device, submit, log, progress)
+        ran += _add_stream(config, name, weights, device, submit, log, progress, lease)
     if attrs is not None and attrs.get("state") == sf.STATE_COMPLETE and not added:
         log(f"{config.out} is already complete; nothing to do")
     return ExtractResult(

@@ -43,7 +43,8 @@ class EncoderSettings:
     """Everything a worker needs to rebuild the exact codec and encoder, and what to write.
 
     ``streams``: the streams to write (a subset of :data:`STREAMS`); ``group``: where their parts go
-    ("" for the store's own streams, ``streams/NAME`` for a stream added to a finished store)."""
+    ("" for the store's own streams, ``streams/NAME`` for a stream added to a finished store);
+    ``lease``: the token of the store's lease held by the run (`store.lease`), checked before writing."""
 
     store: str
     weights_sha256: str
@@ -56,6 +57,7 @@ class EncoderSettings:
     torch_threads: int | None
     streams: tuple[str, ...] = (CODES, LATENT)
     group: str = ""
+    lease: str | None = None
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def run_unit(task: UnitTask) -> dict:
         if "duration" in r and not math.isfinite(r["duration"]):
             r["duration"] = None
     arrays = {name: [features[r][name] for r in ok_rows] for name in streams}
-    write_part(settings.store, PartData(unit=task.unit, records=ordered, arrays=arrays), settings.group)
+    write_part(settings.store, PartData(unit=task.unit, records=ordered, arrays=arrays), settings.group, settings.lease)
     return {
         "unit": task.unit,
         "utterances": len(ordered),

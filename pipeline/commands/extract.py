@@ -15,6 +15,8 @@ from extract.run import ExtractConfig, extract
 from extract.unit import UnitTask, run_unit
 from pipeline.cluster import dask_client, threads_per_worker
 from store.config import ConfigError, load_config, parse_overrides
+from store.lease import LeaseHeld, LeaseLost
+from store.oserrors import describe
 from store.writer import StoreError
 
 
@@ -54,15 +56,24 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
                 config.torch_threads = threads_per_worker(workers)
             with dask_client(workers, scheduler) as client:
                 from distributed import as_completed
+                from distributed.scheduler import KilledWorker
 
                 def submit(tasks: list[UnitTask]) -> Iterator[dict]:
                     start_bar(tasks)
                     for future in as_completed(client.map(run_unit, tasks, pure=False)):
-                        yield future.result()
+                        try:
+                            yield future.result()
+                        except KilledWorker as err:
+                            raise StoreError(f"a dask worker died each time it ran a work unit (killed, or out of "
+                                             f"memory?): {err}. The units already committed are kept: run the same "
+                                             "command again to resume") from None
 
                 result = extract(config, submit, log=log, progress=progress)
-    except (DatasetError, StoreError, WeightsError, ValueError) as err:
+    except (DatasetError, StoreError, WeightsError, ValueError, LeaseHeld, LeaseLost) as err:
         raise click.ClickException(str(err)) from None
+    except OSError as err:  # a full disk, a quota, permissions: the committed units are kept
+        raise click.ClickException(describe(err, "extraction", "fix that and run the same command again: every "
+                                            "work unit already committed is kept, only the others run")) from None
     finally:
         bar.close()
 

@@ -1,0 +1,183 @@
+"""kill -9 of `pipeline extract` at many points of a run, re-running after each: the final store equals
+an uninterrupted run's, and every state a kill leaves is consistent.
+
+Kill points are of two kinds: a SIGKILL sent from outside once the run has committed some more work
+units (or some seconds into the run), and the writer's fault points (`store.faults`), where the
+process kills itself at the most delicate instants (creation before its attributes, a unit's data
+written but not its commit, the final arrays half written, the store marked complete but its parts
+not yet removed ...). With dask workers a fault point inside a unit kills the worker instead, which
+dask restarts and retries until it gives up: that is the "worker killed mid-unit" case.
+
+The slow loops run every point, with 1 and 2 workers; the fast case kills twice. RELIABILITY.md
+records the loops' last results.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from extract.datasets import generate_demo_corpus
+from extract.run import ExtractConfig, extract
+from store import format as sf
+from store.reader import FeatureStore
+from store.verify import verify_store
+
+from .helpers import (
+    assert_same_store,
+    check_consistent,
+    committed_units,
+    extract_args,
+    run_pipeline,
+    state,
+)
+
+SIZES = {"train": 3, "dev": 2, "eval": 2}
+LOOP_SIZES = {"train": 8, "dev": 4, "eval": 4}
+
+
+def reference(corpus: Path, out: Path, **overrides) -> Path:
+    """An uninterrupted extraction in this process, with the settings of :func:`extract_args`."""
+    values = dict(dataset="asv19", root=str(corpus), out=str(out), weights="untrained", kmeans_frames=1024, kmeans_iters=3,
+                  device="cpu", torch_threads=1, unit_size=1)
+    values.update(overrides)
+    extract(ExtractConfig(**values), log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return generate_demo_corpus(tmp_path_factory.mktemp("kills") / "demo", n_per_split=SIZES, seed=5)
+
+
+@pytest.fixture(scope="module")
+def clean(corpus, tmp_path_factory) -> Path:
+    return reference(corpus, tmp_path_factory.mktemp("clean") / "clean.zarr")
+
+
+@pytest.fixture(scope="module")
+def loop_corpus(tmp_path_factory) -> Path:
+    return generate_demo_corpus(tmp_path_factory.mktemp("loop") / "demo", n_per_split=LOOP_SIZES, seed=6)
+
+
+@pytest.fixture(scope="module")
+def loop_clean(loop_corpus, tmp_path_factory) -> Path:
+    return reference(loop_corpus, tmp_path_factory.mktemp("clean") / "clean.zarr")
+
+
+def after_units(store: Path, n: int, group: str = ""):
+    """Kill once ``n`` more units than now are committed."""
+    base = {}
+
+    def when(_elapsed: float) -> bool:
+        count = committed_units(store, group)
+        base.setdefault("n", count)
+        return count >= base["n"] + n
+    return when
+
+
+def after_seconds_of_units(store: Path, seconds: float):
+    """Kill ``seconds`` after the run starts encoding (its first new unit committed, or its plan
+    already there), at whatever it is doing then."""
+    start = {}
+
+    def when(elapsed: float) -> bool:
+        if "t" not in start and (store / sf.PLAN).exists():
+            start["t"] = elapsed
+        return "t" in start and elapsed - start["t"] >= seconds
+    return when
+
+
+def kill_plan(store: Path, workers: int) -> list[tuple[str, dict]]:
+    """(label, run_pipeline keywords) of each kill, in order along one store's life. With dask
+    workers the fault points inside a unit kill the worker that runs it, each time it is retried."""
+    nth = "@1" if workers else "@2"
+    return [
+        ("fault create:before-attributes", {"fault": "create:before-attributes"}),
+        ("SIGKILL after 1 unit committed", {"kill_when": after_units(store, 1)}),
+        ("fault part:before-records (data written, no commit)", {"fault": "part:before-records" + nth}),
+        ("SIGKILL after 2 more units", {"kill_when": after_units(store, 2)}),
+        ("fault part:between-arrays (codes written, not the latent)", {"fault": "part:between-arrays@1"}),
+        ("SIGKILL 1.5 s into the units", {"kill_when": after_seconds_of_units(store, 1.5)}),
+        ("SIGKILL after 2 more units", {"kill_when": after_units(store, 2)}),
+        ("fault finish:after-stream-array (final arrays half written)", {"fault": "finish:after-stream-array@2"}),
+        ("fault finish:after-failures-table", {"fault": "finish:after-failures-table"}),
+        ("fault finish:before-complete (tables written, state not)", {"fault": "finish:before-complete"}),
+        ("fault finish:after-complete (parts not removed)", {"fault": "finish:after-complete"}),
+        ("fault finish:after-parts-removed (plan left)", {"fault": "finish:after-parts-removed"}),
+    ]
+
+
+def kill_loop(corpus: Path, store: Path, workers: int, plan: list[tuple[str, dict]], logs: Path) -> list[dict]:
+    """Run the extraction once per kill in ``plan`` (each run resumes what the previous left), then
+    once to the end. Returns one record per run."""
+    records = []
+    for label, kill in plan:
+        before = (state(store), committed_units(store))
+        outcome = run_pipeline(extract_args(corpus, store, workers), logs, orphans_grace=3.0, **kill)
+        check_consistent(store)
+        worker_died = not outcome.killed and outcome.returncode != 0 and "died" in outcome.stderr
+        records.append({"kill": label, "killed": outcome.killed or worker_died, "returncode": outcome.returncode,
+                        "seconds": round(outcome.seconds, 1), "before": before,
+                        "after": (state(store), committed_units(store))})
+        assert outcome.killed or outcome.returncode in (0, 1), outcome.stderr[-3000:]
+        if not outcome.killed:  # a worker-side fault with dask: the run stops with a clear message
+            assert "Traceback" not in outcome.stderr, outcome.stderr[-3000:]
+    final = run_pipeline(extract_args(corpus, store, workers), logs)
+    records.append({"kill": "none (final run)", "killed": False, "returncode": final.returncode,
+                    "seconds": round(final.seconds, 1)})
+    assert final.returncode == 0, final.stderr[-3000:]
+    return records
+
+
+def report(records: list[dict], workers: int, started: float) -> None:
+    kills = sum(r["killed"] for r in records)
+    print(f"\nextract kill loop, {workers} worker(s): {kills} kills in {len(records)} runs, {time.monotonic() - started:.0f} s")
+    for r in records:
+        print(f"  {r}")
+
+
+def test_three_kills_then_resume_equals_an_uninterrupted_run(corpus, clean, tmp_path):
+    """The fast case: killed while creating the store (before its attributes), with a unit's data
+    written but not committed, and while writing the final arrays."""
+    store = tmp_path / "killed.zarr"
+    plan = [("fault create:before-attributes", {"fault": "create:before-attributes"}),
+            ("fault part:before-records", {"fault": "part:before-records@3"}),
+            ("fault finish:after-stream-array", {"fault": "finish:after-stream-array"})]
+    records = kill_loop(corpus, store, 0, plan, tmp_path / "logs")
+    assert [r["killed"] for r in records] == [True, True, True, False]
+    assert records[0]["after"] == (None, 0)  # an unfinished creation, made again by the next run
+    assert records[1]["after"] == (sf.STATE_EXTRACTING, 2)  # two committed, the third's data left uncommitted
+    assert records[2]["after"][0] == sf.STATE_EXTRACTING  # killed while writing the final arrays
+    assert_same_store(store, clean)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_loop(loop_corpus, loop_clean, tmp_path, workers):
+    started = time.monotonic()
+    store = tmp_path / "loop.zarr"
+    records = kill_loop(loop_corpus, store, workers, kill_plan(store, workers), tmp_path / "logs")
+    report(records, workers, started)
+    assert sum(r["killed"] for r in records) >= 10
+    assert_same_store(store, loop_clean)
+
+
+@pytest.mark.slow
+def test_kill_loop_while_adding_a_stream(corpus, clean, tmp_path):
+    """The same for a stream added to a finished store (its own parts and commit records)."""
+    started = time.monotonic()
+    store = reference(corpus, tmp_path / "late.zarr", energy=False)  # a store made without the energy stream
+    plan = [("SIGKILL after 2 units of the stream", {"kill_when": after_units(store, 2, "streams/energy")}),
+            ("fault part:before-records", {"fault": "part:before-records@2"}),
+            ("fault stream:before-complete", {"fault": "stream:before-complete"})]
+    records = kill_loop(corpus, store, 0, plan, tmp_path / "logs")
+    report(records, 0, started)
+    assert sum(r["killed"] for r in records) == 3
+    got, expected = FeatureStore(str(store)).stream("energy"), FeatureStore(str(clean)).stream("energy")
+    assert got.spec.array == "streams/energy/data"
+    assert np.array_equal(got.data[...], expected.data[...]) and np.array_equal(got.offsets, expected.offsets)
+    assert verify_store(str(store)).ok
