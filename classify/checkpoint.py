@@ -19,7 +19,7 @@ Files are written atomically (temporary file, then rename), so a kill never leav
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from classify.model import SpoofDetector, build_model
+from store.atomic import write_atomic
 from store.reader import CodecInfo, FeatureStore
 
 FORMAT = "rvq-antispoof-checkpoint"
@@ -41,11 +42,10 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (tensors, dicts, lists, str, int, float, bool) to ``path`` atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
-    os.replace(tmp, path)
-    return path
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, buffer)
+    # written whole, then renamed: a kill or a full disk (a clear OSError) leaves the previous checkpoint
+    return write_atomic(path, buffer.getbuffer(), fault="checkpoint:before-replace")
 
 
 def checkpoint_path(path: str | Path) -> Path:

@@ -81,12 +81,19 @@ def process_start(pid: int) -> str | None:
 
 
 def process_alive(pid: int, start: str | None) -> bool:
-    """Whether process ``pid`` of this host is running and is the one that started at ``start``."""
+    """Whether process ``pid`` of this host is running (not a zombie: killed, not yet reaped by its
+    parent) and is the one that started at ``start``."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, under another user
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                return False
+    except (OSError, IndexError):
         pass
     if start is None:
         return True

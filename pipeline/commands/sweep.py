@@ -39,6 +39,8 @@ from classify.sweep import (
 )
 from pipeline.cluster import dask_client, threads_per_worker
 from store.config import ConfigError, parse_overrides
+from store.lease import LeaseHeld
+from store.oserrors import describe
 from store.reader import StoreReadError
 
 
@@ -156,6 +158,11 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, dry_
                 threads = _cluster_threads(client) if scheduler else threads_per_worker(workers)
                 outcome = run_sweep(trials, store.url, out_dir, eval_split, _execute_dask(client), threads=threads,
                                     on_row=_on_row(bar))
+    except LeaseHeld as err:
+        raise click.ClickException(str(err)) from None
+    except OSError as err:  # a full disk while writing results.parquet: the file keeps the trials before
+        raise click.ClickException(describe(err, "sweep", "fix that and run the same command again: finished trials "
+                                            "are skipped")) from None
     finally:
         bar.close()
 

@@ -18,6 +18,7 @@ import psutil
 
 from store import format as sf
 from store.faults import ENV as FAULT_ENV
+from store.faults import ONCE_ENV
 from store.reader import FeatureStore
 from store.verify import verify_store
 
@@ -49,17 +50,21 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 def run_pipeline(args: list[str], log_dir: Path, fault: str | None = None,
                  kill_when: Callable[[float], bool] | None = None, timeout: float = 900,
-                 orphans_grace: float = 0.0) -> Outcome:
+                 orphans_grace: float = 0.0, once: Path | None = None) -> Outcome:
     """Run ``python -m pipeline ARGS``; SIGKILL it when ``kill_when(seconds since start)`` says so, or
-    let its fault point ``fault`` (`store.faults`) kill it. Processes it started (dask workers) are
-    left ``orphans_grace`` seconds to do what orphans do, then killed, as a user would find them."""
+    let its fault point ``fault`` (`store.faults`) kill it (only the first process to reach it when
+    ``once`` names a marker file). Processes it started (dask workers) are left ``orphans_grace``
+    seconds to do what orphans do, then killed, as a user would find them."""
     log_dir.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.time_ns()}"
     out_path, err_path = log_dir / f"{stamp}.out", log_dir / f"{stamp}.err"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop(FAULT_ENV, None)
+    env.pop(ONCE_ENV, None)
     if fault:
         env[FAULT_ENV] = fault
+    if once:
+        env[ONCE_ENV] = str(once)
     started = time.monotonic()
     with out_path.open("w") as out, err_path.open("w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=out, stderr=err, env=env, cwd=ROOT)
@@ -69,6 +74,7 @@ def run_pipeline(args: list[str], log_dir: Path, fault: str | None = None,
             elapsed = time.monotonic() - started
             if elapsed > timeout:
                 proc.kill()
+                proc.wait()
                 raise TimeoutError(f"pipeline {' '.join(args)} ran over {timeout} s")
             children = _descendants(proc.pid) or children
             if kill_when is not None and kill_when(elapsed):

@@ -50,14 +50,17 @@ def test_a_killed_holder_on_this_host_is_taken_over_at_once(tmp_path):
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(LeaseHeld, match=f"pid {holder.pid}"):
             Lease(str(folder)).acquire()
-    finally:
         holder.send_signal(signal.SIGKILL)
+        while Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)  # killed, not reaped yet: a zombie is no holder either
+        logged: list[str] = []
+        started = time.monotonic()
+        with Lease(str(folder), log=logged.append):
+            assert time.monotonic() - started < 5  # no waiting for the expiry
+        assert len(logged) == 1 and f"its process {holder.pid} on this host is gone" in logged[0]
+    finally:
+        holder.kill()
         holder.wait()
-    logged: list[str] = []
-    started = time.monotonic()
-    with Lease(str(folder), log=logged.append):
-        assert time.monotonic() - started < 5  # no waiting for the expiry
-    assert len(logged) == 1 and f"its process {holder.pid} on this host is gone" in logged[0]
 
 
 def test_a_reused_pid_is_not_taken_for_the_holder(tmp_path):
