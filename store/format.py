@@ -225,11 +225,17 @@ class StoreFiles:
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path(name), detail=False))
 
     def size(self, name: str) -> int:
-        """Bytes on disk under ``name`` (a file or a folder)."""
+        """Bytes on disk under ``name`` (a file or a folder). Files that a writer renames or removes
+        while they are counted (a store being extracted) are counted as they are found, or not."""
         path = self.path(name)
-        if not self.fs.exists(path):
-            return 0
-        return int(self.fs.du(path)) if self.fs.isdir(path) else int(self.fs.size(path))
+        for _ in range(3):
+            try:
+                if not self.fs.exists(path):
+                    return 0
+                return int(self.fs.du(path)) if self.fs.isdir(path) else int(self.fs.size(path))
+            except FileNotFoundError:
+                continue  # something under it vanished while it was walked: count again
+        return 0
 
     def remove(self, name: str) -> None:
         if self.fs.exists(self.path(name)):

@@ -36,6 +36,9 @@ def _open_attrs(files: StoreFiles) -> dict:
         attrs = files.read_group_attrs()
     except ValueError as err:
         raise StoreReadError(f"{files.url}: zarr.json is not readable JSON ({err})") from None
+    if not attrs.get("format") and not attrs.get("state"):
+        raise StoreReadError(f"{files.url}: the store is being created (its attributes are not written yet), or its "
+                             "creation was interrupted: run `pipeline extract` again")
     check_format(files.url, {**attrs, "state": sf.STATE_COMPLETE})  # format and version; any state
     return attrs
 
@@ -162,9 +165,16 @@ def _unfinished(files: StoreFiles, attrs: dict) -> dict[str, Any]:
 def inspect_store(url: str) -> dict[str, Any]:
     """Everything :func:`format_report` prints, as a JSON-ready dict (see ``pipeline inspect --json``)."""
     files = StoreFiles(url)
-    attrs = _open_attrs(files)
-    state = attrs.get("state")
-    body = _finished(files, attrs) if state == sf.STATE_COMPLETE else _unfinished(files, attrs)
+    for attempt in range(3):
+        attrs = _open_attrs(files)
+        state = attrs.get("state")
+        try:
+            body = _finished(files, attrs) if state == sf.STATE_COMPLETE else _unfinished(files, attrs)
+            break
+        except (StoreReadError, OSError):
+            # an extraction finishing (or a creation restarting) while it is inspected: look again
+            if attempt == 2 or _open_attrs(files).get("state") == state:
+                raise
     head = {"store": files.url, "format": attrs["format"], "format_version": attrs.get("format_version"), "state": state}
     return {**head, **body, **_provenance(files, attrs)}
 

@@ -97,7 +97,7 @@ def kill_plan(store: Path, workers: int) -> list[tuple[str, dict]]:
     workers, the worker (once: dask restarts it and retries the unit), then the run is killed from
     outside once 2 more units are committed."""
     def inside_unit(fault: str) -> dict:
-        return {"fault": fault, "kill_when": after_units(store, 2)} if workers else {"fault": fault}
+        return {"fault": fault, "kill_when": after_units(store, 2), "worker_fault": True} if workers else {"fault": fault}
 
     return [
         ("fault create:before-attributes", {"fault": "create:before-attributes"}),
@@ -122,15 +122,16 @@ def kill_loop(corpus: Path, store: Path, workers: int, plan: list[tuple[str, dic
     records = []
     for k, (label, kill) in enumerate(plan):
         before = (state(store), committed_units(store))
-        once = logs / f"fault-{k}.once" if workers else None
+        kill = dict(kill)
+        once = logs / f"fault-{k}.once" if kill.pop("worker_fault", False) else None
         outcome = run_pipeline(extract_args(corpus, store, workers), logs, orphans_grace=3.0, once=once, **kill)
         check_consistent(store)
         kills = int(outcome.killed) + int(once is not None and once.exists())
         records.append({"kill": label, "kills": kills, "returncode": outcome.returncode,
                         "seconds": round(outcome.seconds, 1), "before": before,
                         "after": (state(store), committed_units(store))})
-        assert outcome.killed or outcome.returncode == 0, outcome.stderr[-3000:]
-        assert "Traceback" not in outcome.stderr, outcome.stderr[-3000:]
+        # (a killed run's orphaned dask workers may print tracebacks as they find their scheduler gone)
+        assert outcome.killed or (outcome.returncode == 0 and "Traceback" not in outcome.stderr), outcome.stderr[-3000:]
     final = run_pipeline(extract_args(corpus, store, workers), logs)
     records.append({"kill": "none (final run)", "kills": 0, "returncode": final.returncode,
                     "seconds": round(final.seconds, 1)})
