@@ -34,7 +34,7 @@ from store.writer import (
     finish_stream,
 )
 
-from .audio import AudioError, load_audio
+from .audio import CODEC_SAMPLE_RATE, AudioError, load_audio, probe
 from .codec import (
     CODEBOOK_SIZE,
     CODEC_NAME,
@@ -129,14 +129,19 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _kmeans_audio(plan: pd.DataFrame) -> Iterator[torch.Tensor]:
-    """The corpus's own audio for codebook k-means: training split first, in plan order."""
+def _kmeans_audio(plan: pd.DataFrame, max_seconds: float, window_seconds: float) -> Iterator[torch.Tensor]:
+    """The corpus's own audio for codebook k-means: training split first, in plan order; files the
+    extraction refuses (unreadable, longer than ``max_seconds``) are skipped, and at most the first
+    ``window_seconds`` of a file is used (an hour-long file is never encoded in one piece)."""
     order = np.argsort(plan["split"].ne("train").to_numpy(), kind="stable")
     for path in plan["path"].to_numpy()[order]:
         try:
-            yield load_audio(path)
+            if probe(path).duration > max_seconds:
+                continue
+            wav = load_audio(path)
         except AudioError:
             continue
+        yield wav[:, : int(window_seconds * CODEC_SAMPLE_RATE)]
 
 
 def _codec_for_new_store(config: ExtractConfig, plan: pd.DataFrame, n_q: int, log: Callable[[str], None]):
@@ -149,7 +154,8 @@ def _codec_for_new_store(config: ExtractConfig, plan: pd.DataFrame, n_q: int, lo
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # float results may depend on the thread count: keep the codec reproducible
         try:
-            used = init_codebooks(model, _kmeans_audio(plan), n_q, config.kmeans_frames, config.kmeans_iters)
+            used = init_codebooks(model, _kmeans_audio(plan, config.max_seconds, config.window_seconds), n_q,
+                                  config.kmeans_frames, config.kmeans_iters)
         finally:
             torch.set_num_threads(threads)
         data = state_dict_bytes(model)

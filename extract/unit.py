@@ -80,7 +80,10 @@ def _encoder(store: str, weights_sha256: str, bandwidth: float, device: str, lat
     if hashlib.sha256(data).hexdigest() != weights_sha256:
         raise WeightsError(f"{store}/{WEIGHTS}: sha256 differs from the store's attributes")
     model = new_model()
-    model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    try:  # weights_only: a crafted file never runs code, it is refused
+        model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    except Exception as err:  # noqa: BLE001 - torch raises several types for unsafe or damaged files
+        raise WeightsError(f"{store}/{WEIGHTS}: not a loadable EnCodec state dict ({type(err).__name__}: {err})") from None
     return BatchEncoder(model, bandwidth, device=device, latent=latent, window_seconds=window_seconds,
                         min_batch_seconds=min_batch_seconds)
 

@@ -18,6 +18,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from . import format as sf
 from .format import StoreFiles
+from .lease import LOCK, describe
 from .provenance import short as provenance_line
 from .reader import FeatureStore, StoreReadError, check_format
 from .writer import done_units
@@ -176,7 +177,16 @@ def inspect_store(url: str) -> dict[str, Any]:
             if attempt == 2 or _open_attrs(files).get("state") == state:
                 raise
     head = {"store": files.url, "format": attrs["format"], "format_version": attrs.get("format_version"), "state": state}
-    return {**head, **body, **_provenance(files, attrs)}
+    return {**head, **body, **_provenance(files, attrs), "lease": _lease(files)}
+
+
+def _lease(files: StoreFiles) -> dict[str, Any] | None:
+    """The lease file of the process writing the store now (or of one that died), if any."""
+    try:
+        holder = json.loads(files.read_bytes(LOCK))
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
 
 
 def _size(n: float) -> str:
@@ -241,6 +251,8 @@ def format_report(info: dict[str, Any]) -> str:
         lines.append(f"  {f.get('utt_id') or '-'}  {f.get('path')}  [{f.get('stage')}] {f.get('reason')}")
     if failures["count"] > len(failures["first"]):
         lines.append(f"  ... and {failures['count'] - len(failures['first'])} more (failures.parquet)")
+    if info.get("lease"):
+        lines.append(f"writer      {describe(info['lease'], float(info['lease'].get('expiry_seconds') or 0))}")
     if "versions" in info:
         lines.append("versions    " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     if "config" in info:

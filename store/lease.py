@@ -134,6 +134,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._record: dict[str, Any] = {}
+        self._made_root = False
 
     # -- the file -------------------------------------------------------------------------------
 
@@ -200,8 +201,9 @@ class Lease:
 
     def acquire(self) -> "Lease":
         """Take the lease, or raise LeaseHeld naming its holder. A stale lease is taken over."""
-        if self.local:
-            os.makedirs(self.root, exist_ok=True)
+        if self.local and not os.path.isdir(self.root):
+            os.makedirs(self.root)
+            self._made_root = True  # removed again on release if nothing else was put in it
         for _ in range(20):
             record = self._new_record()
             if self._write(record, exclusive=True):
@@ -267,6 +269,11 @@ class Lease:
             try:
                 self.fs.rm_file(self.path)
             except FileNotFoundError:
+                pass
+        if self._made_root:
+            try:
+                os.rmdir(self.root)  # only when empty: the command failed before writing anything
+            except OSError:
                 pass
 
     def __enter__(self) -> "Lease":

@@ -50,15 +50,17 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 def run_pipeline(args: list[str], log_dir: Path, fault: str | None = None,
                  kill_when: Callable[[float], bool] | None = None, timeout: float = 900,
-                 orphans_grace: float = 0.0, once: Path | None = None) -> Outcome:
+                 orphans_grace: float = 0.0, once: Path | None = None, env: dict[str, str] | None = None,
+                 on_poll: Callable[[subprocess.Popen], None] | None = None) -> Outcome:
     """Run ``python -m pipeline ARGS``; SIGKILL it when ``kill_when(seconds since start)`` says so, or
     let its fault point ``fault`` (`store.faults`) kill it (only the first process to reach it when
     ``once`` names a marker file). Processes it started (dask workers) are left ``orphans_grace``
-    seconds to do what orphans do, then killed, as a user would find them."""
+    seconds to do what orphans do, then killed, as a user would find them. ``env``: extra environment
+    variables; ``on_poll(process)`` is called at each poll (to act on it while it runs)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.time_ns()}"
     out_path, err_path = log_dir / f"{stamp}.out", log_dir / f"{stamp}.err"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop(FAULT_ENV, None)
     env.pop(ONCE_ENV, None)
     if fault:
@@ -77,6 +79,8 @@ def run_pipeline(args: list[str], log_dir: Path, fault: str | None = None,
                 proc.wait()
                 raise TimeoutError(f"pipeline {' '.join(args)} ran over {timeout} s")
             children = _descendants(proc.pid) or children
+            if on_poll is not None:
+                on_poll(proc)
             if kill_when is not None and kill_when(elapsed):
                 children = _descendants(proc.pid) or children
                 proc.send_signal(signal.SIGKILL)
@@ -146,3 +150,34 @@ def assert_same_store(got: Path, expected: Path) -> None:
         assert not a.files.exists(leftover), leftover
     report = verify_store(str(got))
     assert report.ok, report.format()
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""Training in a subprocess on one thread: bit-identical results need the same thread count."""
+TRAIN_SETTINGS = ["--device", "cpu", "--set", "batch_size=4", "--set", "lr=1e-2", "--set", "warmup_steps=0",
+                  "--set", "crop_seconds=0.8", "--set", "patience=0", "--set", "head_kwargs={proj_dim=16, hidden_dim=16}"]
+
+
+def history_lines(run: Path) -> int:
+    try:
+        return len((run / "history.jsonl").read_text().splitlines())
+    except OSError:
+        return 0
+
+
+def sweep_toml(epochs: int, seeds: list[int]) -> str:
+    """A tiny sweep file: variants mean and scalar x ``seeds``, ``epochs`` epochs each."""
+    return f"""[base]
+epochs = {epochs}
+batch_size = 8
+lr = 1e-2
+warmup_steps = 0
+crop_seconds = 0.4
+patience = 0
+device = "cpu"
+head_kwargs = {{proj_dim = 8, hidden_dim = 8}}
+
+[grid]
+variant = ["mean", "scalar"]
+seed = {seeds}
+"""
