@@ -134,8 +134,9 @@ class VerifyReport:
         return all(c.ok for c in self.checks)
 
     def repair_hint(self) -> str | None:
-        """How to repair the damage found, or None when there is none."""
-        if self.ok:
+        """How to repair the damage found, or None when there is none (or when the store is only
+        unfinished: its problem line says to run the extraction again)."""
+        if self.ok or all("`pipeline extract` again" in p for p in self.problems):
             return None
         if self.affected and all(c.name in ("chunks", "values") for c in self.checks if not c.ok):
             n = len({r for a in self.affected for r in a.repair_rows})
