@@ -37,7 +37,8 @@ from classify.checkpoint import (
     model_from_checkpoint,
 )
 from classify.config import TrainConfig, amp_dtype, resolve_device
-from classify.data import DataError, FrameSource, SplitData, eval_batches, load_split
+from classify.data import DataError, FrameSource, SplitData, eval_batches
+from classify.fusion import make_source, ssl_label, ssl_provenance
 from classify.metrics import (
     compute_actdcf,
     compute_cllr,
@@ -79,7 +80,7 @@ def score_split(model: SpoofDetector, source: FrameSource, split: SplitData, win
     with torch.no_grad(), autocast(device, dtype):
         for batch, utt in eval_batches(source, split, window, frame_budget):
             batch = batch.to(device)
-            logits = model(batch.codes, batch.lengths, batch.latent).float().cpu().numpy()
+            logits = model(*batch.inputs()).float().cpu().numpy()
             np.add.at(sums, utt, logits)
             np.add.at(counts, utt, 1)
     return sums / counts
@@ -165,9 +166,8 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     torch_device = resolve_device(device)
     dtype = amp_dtype(config, torch_device)
     model = model_from_checkpoint(state, store).to(torch_device)
-    source = FrameSource(store, with_latent=model.weighting.spec.needs_latent,
-                         latent_ram_bytes=config.latent_ram_mb * 2**20)
-    data = load_split(store, split)
+    source = make_source(store, model, {**state["config"], "device": str(torch_device)})
+    data = source.split(store, split)
     if data.n_failed:
         log(f"warning: {data.n_failed} utterance(s) of split {split!r} failed extraction in {store.url}; "
             "they have no features and are not scored")
@@ -182,6 +182,7 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
         "store": store.url,
         "dataset": store.attrs.get("dataset", {}).get("name"),
         "codec_weights": {"label": store.codec.weights_label, "sha256": store.codec.weights_sha256},
+        **({"ssl_weights": {"label": ssl_label(model), **ssl_provenance(model)["weights"]}} if ssl_label(model) else {}),
         "variant": config.variant,
         "head": config.head,
         "scores_file": str(scores_path),
@@ -193,7 +194,7 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     }
     if calibrate:
         try:
-            dev = load_split(store, config.dev_split)
+            dev = source.split(store, config.dev_split)
         except DataError as err:
             raise DataError(f"{err} (calibration fits on the checkpoint's dev split; use --no-calibrate "
                             "to skip it)") from None
@@ -217,7 +218,7 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     result["calibration"] = calibration
     if asv_scores is not None:
         result.update(_tdcf(scores, data.is_bonafide, Path(asv_scores)))
-    note = store.codec.weights_label
+    note = store.codec.weights_label + (f"; SSL: {ssl_label(model)}" if ssl_label(model) else "")
     result["det_plot"] = str(plot_det({f"{config.variant} / {config.head} ({split})": (bona, spoof)},
                                       out_dir / "det.png", title=f"DET, split {split}", note=note))
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -75,6 +75,13 @@ class ExtractConfig:
     kmeans_iters: int = 50  # EnCodec's
     torch_threads: int | None = None
     download: bool = True
+    # the SSL stream of the paper's full system (extract.ssl_stream): model, 1-based layers (None:
+    # 1-12), weights (pretrained | untrained | FILE), centre crop of train utterances, stream name
+    ssl: str | None = None
+    ssl_layers: str | None = None
+    ssl_weights: str = "pretrained"
+    ssl_crop: float | None = None
+    ssl_stream: str = "ssl"
 
     def __post_init__(self):
         n_quantizers(self.bandwidth)  # raises WeightsError naming the valid bandwidths
@@ -106,6 +113,7 @@ class ExtractResult:
     ran_units: int = 0
     wall_seconds: float = 0.0
     added_streams: list[str] = field(default_factory=list)
+    ssl_weights: str = ""
 
 
 def package_versions() -> dict[str, str]:
@@ -352,6 +360,12 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
     added = [name for name in _requested_streams(config) if name not in have]
     for name in added:
         ran += _add_stream(config, name, weights, device, submit, log, progress, lease)
+    ssl_label = ""
+    if config.ssl:  # the SSL stream of the paper's full system, added like the others
+        from .ssl_stream import add_ssl_stream
+        ssl_ran, ssl_weights = add_ssl_stream(config, device, submit, log, progress, lease)
+        ran, ssl_label = ran + ssl_ran, ssl_weights.label
+        added += [config.ssl_stream] if ssl_ran else []
     if attrs is not None and attrs.get("state") == sf.STATE_COMPLETE and not added:
         log(f"{config.out} is already complete; nothing to do")
     return ExtractResult(
@@ -363,6 +377,7 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
         ran_units=ran,
         wall_seconds=time.perf_counter() - started,
         added_streams=added,
+        ssl_weights=ssl_label,
     )
 
 

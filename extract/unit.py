@@ -140,6 +140,8 @@ def _load(paths: dict[int, str], batch: list[int]) -> dict[int, torch.Tensor | A
 
 def run_unit(task: UnitTask) -> dict:
     """Extract one unit and commit it. Returns counts for the progress bar."""
+    if not isinstance(task, UnitTask):  # a unit of another kind of stream (extract.ssl_stream) runs itself
+        return task.run()
     settings = task.settings
     streams = settings.streams
     encoder = encoder_for(settings) if set(streams) & set(CODEC_STREAMS) else None

@@ -36,7 +36,7 @@ from extract.codec import (
 )
 from extract.datasets import COLUMNS, DATASETS
 from store import format as sf
-from store.writer import PartData, create_store, finish_store, write_part
+from store.writer import PartData, create_store, create_stream, finish_store, finish_stream, write_part
 
 SPLITS = ("train", "dev", "eval")
 _PREFIX = {"train": "T", "dev": "D", "eval": "E"}
@@ -195,3 +195,47 @@ def verifiable_store(path, n_per_split: int = 8, failed_per_split: int = 1, prob
     return synthetic_store(path, n_per_split, latent=latent, seed=seed, failed_per_split=failed_per_split,
                            problems=problems, real_codec_weights=True, weights_seed=seed,
                            chunk_frames={sf.CODES: 64, sf.LATENT: 64}, shard_chunks=4)
+
+
+def add_ssl_stream(path: str, layers: int = 3, hidden: int = 8, seed: int = 0, starts: dict[int, int] | None = None,
+                   signal: float = 1.0, name: str = "ssl", weights_sha256: str = "0" * 64) -> dict[int, np.ndarray]:
+    """Add a synthetic SSL stream [frames, layers, hidden] at 50 Hz to the finished store at ``path``
+    through the writer, as `pipeline extract --ssl` lays it out (``streams/NAME/starts`` included).
+
+    Utterance r gets SSL frames for the audio its codec frames cover (floor(2 n_codec / 3), less the
+    even ``starts[r]`` frames its crop starts at). Feature [u, l, 0] is the utterance's SSL frame
+    number (its crop start included), [u, l, 1] its row, and dimensions 2.. carry ``signal`` (+ for
+    bona fide, - for spoof) plus Gaussian noise, so that an SSL model can learn the task.
+    Returns each row's frames."""
+    import zarr
+
+    table = pd.read_parquet(f"{path}/{sf.UTTERANCES}")
+    starts = starts or {}
+    source = {"kind": "ssl", "model": "synthetic", "title": "SYNTHETIC SSL", "layers": list(range(1, layers + 1)),
+              "hidden": hidden, "crop_seconds": None, "crop_splits": [], "parameters_used": 1000,
+              "weights": {"model": "synthetic", "source": "synthetic", "sha256": weights_sha256, "origin": "test",
+                          "seed": seed, "trained": False, "label": f"SYNTHETIC SSL features {weights_sha256[:12]}"}}
+    spec = sf.added_stream_spec(name, 50.0, "float16", (layers, hidden), "synthetic SSL", source)
+    spec = sf.StreamSpec(**{**spec.__dict__, "tables": (f"{sf.added_stream_group(name)}/starts",)})
+    create_stream(path, spec, {"config": {}})
+    rng = np.random.default_rng(seed)
+    frames, records, data, first = {}, [], [], np.full(len(table), -1, dtype=np.int64)
+    for row in range(len(table)):
+        if table["status"].iloc[row] != "ok":
+            records.append({"row": row, "status": "failed", "n_frames": 0, "stage": "store", "reason": "failed before"})
+            continue
+        start = starts.get(row, 0)
+        n = 2 * int(table["n_frames"].iloc[row]) // 3 - start
+        sign = 1.0 if table["label"].iloc[row] == "bonafide" else -1.0
+        values = rng.standard_normal((n, layers, hidden)) + sign * signal
+        values[:, :, 0] = np.arange(start, start + n)[:, None]
+        values[:, :, 1] = row
+        frames[row] = values.astype(np.float16)
+        data.append(frames[row])
+        first[row] = start
+        records.append({"row": row, "status": "ok", "n_frames": n})
+    group = sf.added_stream_group(name)
+    write_part(path, PartData(0, records, {name: data}), group)
+    zarr.open_group(path, mode="r+").create_array(f"{group}/starts", data=first, chunks=first.shape, overwrite=True)
+    finish_stream(path, name, 1)
+    return frames

@@ -69,7 +69,7 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
                                              "command again to resume") from None
 
                 result = extract(config, submit, log=log, progress=progress)
-    except (DatasetError, StoreError, WeightsError, ValueError, LeaseHeld, LeaseLost) as err:
+    except (DatasetError, StoreError, WeightsError, ValueError, LeaseHeld, LeaseLost) as err:  # SSLWeightsError is a ValueError
         raise click.ClickException(str(err)) from None
     except OSError as err:  # a full disk, a quota, permissions: the committed units are kept
         raise click.ClickException(describe(err, "extraction", "fix that and run the same command again: every "
@@ -81,6 +81,8 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
     ok = table["status"] == "ok"
     click.echo(f"store: {result.store}")
     click.echo(f"codec weights: {result.weights.label}")
+    if result.ssl_weights:
+        click.echo(f"SSL weights: {result.ssl_weights}")
     if result.added_streams:
         click.echo(f"streams added to the finished store: {', '.join(result.added_streams)} (the others were not touched)")
     click.echo(
@@ -112,10 +114,18 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
 @click.option("--workers", type=int, default=1, show_default=True, help="LocalCluster worker processes (0: run in this process).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
 @click.option("--batch-seconds", type=float, default=None, help="Padded audio seconds per encoder batch (default 8 on CPU, 120 on CUDA; 0 = one utterance at a time).")
-@click.option("--seed", type=int, default=None, help="Seed of the untrained codec (default 0).")
+@click.option("--seed", type=int, default=None, help="Seed of the untrained codec (and SSL model) (default 0).")
+@click.option("--ssl", default=None, help="Also add the frozen SSL stream of the paper's full system: wavlm-large "
+              "(wavlm-tiny: a test architecture). Added to an existing store without touching its codes.")
+@click.option("--ssl-layers", default=None, help="SSL transformer layers to store, 1-based: 1-12 (default) or e.g. 1-4,8.")
+@click.option("--ssl-weights", default=None, help="pretrained (torch hub cache or torchaudio's URL) | FILE | untrained "
+              "(offline and tests only). Default pretrained.")
+@click.option("--ssl-crop", type=float, default=None, help="Keep only the centre SECONDS of each train utterance in the "
+              "SSL stream (dev and eval stay whole): the stream's size drops to about SECONDS / mean duration.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of extraction settings.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
-def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed, config_file, overrides):
+def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed,
+            ssl, ssl_layers, ssl_weights, ssl_crop, config_file, overrides):
     """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
 
     Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
@@ -138,6 +148,10 @@ def command(dataset, root, out, split, bandwidth, weights, latent, energy, devic
             device=device,
             batch_seconds=batch_seconds,
             seed=seed,
+            ssl=ssl,
+            ssl_layers=ssl_layers,
+            ssl_weights=ssl_weights,
+            ssl_crop=ssl_crop,
         )
     except (ConfigError, WeightsError) as err:
         raise click.ClickException(str(err)) from None

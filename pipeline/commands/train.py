@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -38,10 +39,13 @@ def _log(message: str) -> None:
 @click.option("--train-split", default=None, help="Split to train on (default train).")
 @click.option("--dev-split", default=None, help="Split for early stopping and model choice (default dev).")
 @click.option("--device", type=click.Choice(DEVICES), default=None, help="Default auto: cuda when available.")
+@click.option("--ssl-online", is_flag=True, default=False,
+              help="SSL variants: compute the SSL layers from the audio during training instead of reading the "
+                   "store's SSL stream (sets ssl_kwargs.online; for caches too large to keep).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from OUT/last.pt when there is one (else start over).")
 def command(features, out_dir, variant, head, config_file, overrides, seed, epochs, train_split, dev_split,
-            device, resume):
+            device, ssl_online, resume):
     """Train on the cached codes of a feature store: writes best.pt, last.pt, history.jsonl,
     config.json, training_curves.png and level_weights.png to --out. Exit status 1 when the loss
     became NaN (the last good checkpoint stays)."""
@@ -54,6 +58,8 @@ def command(features, out_dir, variant, head, config_file, overrides, seed, epoc
                              train_split=train_split, dev_split=dev_split, device=device)
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
+    if ssl_online:
+        config = dataclasses.replace(config, ssl_kwargs={**config.ssl_kwargs, "online": True})
     try:
         store = FeatureStore(features, check=True)  # refuses a damaged store before any work
         with Lease(str(out_dir), "training run", log=_log):  # one run at a time in --out

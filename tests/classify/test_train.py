@@ -56,7 +56,10 @@ def test_training_learns_and_writes_the_run_directory(store, tmp_path):
     for name in ("best.pt", "last.pt", "training_curves.png", "level_weights.png"):
         assert (tmp_path / name).is_file(), name
     n = result.n_trainable
-    assert any(f"{n:,} trainable parameters = {100 * n / 14851810:.2f} % of the frozen codec" in m for m in logged)
+    used = 7_425_792 + 8 * 64 * 16  # EnCodec's encoder + the store's codebooks (its decoder never runs)
+    assert any(f"{n:,} trainable parameters = {100 * n / used:.2f} % of the {used:,} frozen parameters" in m
+               for m in logged)
+    assert config["trainable_share"]["frozen_total"] == used and config["trainable_share"]["paper_percent"] == 4.4
     assert any(label in m for m in logged)
     # level weights: QAF-Static alpha [Q, D] of the best epoch, a softmax over levels
     alpha = torch.tensor(result.level_weights)
