@@ -168,6 +168,9 @@ def repair_store(url: str, log: Callable[[str], None] = print) -> RepairResult:
             len({d.key for d in report.damage}) != len({d.key for a in report.affected for d in a.damage}):
         raise RepairError(f"{url}: --repair re-extracts damaged chunks of the streams' arrays only; this store has "
                           "other damage:\n" + "\n".join(f"  {p}" for p in report.problems) + f"\n{report.repair_hint()}")
+    if not all(a.repairable for a in report.affected):
+        raise RepairError(f"{url}: --repair re-extracts the codec's streams only; nothing was written\n"
+                          f"{report.repair_hint()}")
     files = StoreFiles(url)
     attrs = files.read_group_attrs()
     table = files.read_table(sf.UTTERANCES)

@@ -90,7 +90,9 @@ class Damage:
 @dataclass
 class Affected:
     """The utterances whose frames a damaged array holds: table rows and ids, their work units, and
-    the utterances a repair re-extracts (all those with frames in the damaged stored objects)."""
+    the utterances a repair re-extracts (all those with frames in the damaged stored objects).
+    ``repairable``: `verify --repair` can re-extract the stream (the codec's streams; not an SSL
+    stream, which is re-added whole instead)."""
 
     stream: str
     array: str
@@ -99,6 +101,7 @@ class Affected:
     utt_ids: list[str]
     units: list[int]
     repair_rows: list[int]
+    repairable: bool = True
 
     def lines(self) -> list[str]:
         out = []
@@ -138,7 +141,13 @@ class VerifyReport:
         unfinished: its problem line says to run the extraction again)."""
         if self.ok or all("`pipeline extract` again" in p for p in self.problems):
             return None
-        if self.affected and all(c.name in ("chunks", "values") for c in self.checks if not c.ok):
+        damaged_only = self.affected and all(c.name in ("chunks", "values") for c in self.checks if not c.ok)
+        if damaged_only and not all(a.repairable for a in self.affected):
+            names = sorted({a.stream for a in self.affected if not a.repairable})
+            return (f"repair: stream(s) {', '.join(names)} (SSL features) are not re-extracted in place: remove "
+                    f"{', '.join(f'{self.store}/{sf.added_stream_group(n)}' for n in names)} and run the same "
+                    "`pipeline extract --ssl ...` again, which adds the stream anew and touches nothing else")
+        if damaged_only:
             n = len({r for a in self.affected for r in a.repair_rows})
             return (f"repair: `pipeline verify --repair {self.store}` re-extracts the {n} utterance(s) whose frames "
                     "the damaged chunks hold, from their audio, into the store (the codec weights are in the store)")
@@ -613,7 +622,8 @@ def affected_utterances(files: StoreFiles, root: zarr.Group, attrs: dict, specs:
         size = unit_size(files, attrs, spec) or 1
         ordered = sorted(rows)
         out.append(Affected(spec.name, array, items, ordered, table["utt_id"].astype(str).to_numpy()[ordered].tolist(),
-                            sorted({r // size for r in repair}), sorted(repair)))
+                            sorted({r // size for r in repair}), sorted(repair),
+                            (spec.source or {}).get("kind") != "ssl"))
     return out
 
 
