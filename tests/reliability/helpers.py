@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from extract.run import ExtractConfig
 from store import format as sf
 from store.faults import ENV as FAULT_ENV
 from store.faults import ONCE_ENV
@@ -30,6 +31,12 @@ SMALL_CODEC = ["--weights", "untrained", "--set", "kmeans_frames=1024", "--set",
 def extract_args(corpus: Path, out: Path, workers: int, unit_size: int = 1, extra: tuple[str, ...] = ()) -> list[str]:
     return ["extract", "--dataset", "asv19", "--root", str(corpus), "--out", str(out), "--workers", str(workers),
             *SMALL_CODEC, "--set", f"unit_size={unit_size}", *extra]
+
+
+def extract_config(corpus: Path, out: Path, unit_size: int = 1, **overrides) -> ExtractConfig:
+    """The settings of :func:`extract_args`, for an extraction in this process."""
+    return ExtractConfig(dataset="asv19", root=str(corpus), out=str(out), weights="untrained", kmeans_frames=1024,
+                         kmeans_iters=3, device="cpu", torch_threads=1, unit_size=unit_size, **overrides)
 
 
 @dataclass

@@ -21,14 +21,14 @@ from click.testing import CliRunner
 from extract import run as run_module
 from extract.datasets import generate_demo_corpus
 from extract.repair import RepairError, repair_store
-from extract.run import ExtractConfig, extract
+from extract.run import extract
 from pipeline.cli import main
 from store import format as sf
 from store.reader import FeatureStore, StoreDamaged
 from store.verify import quick_check, verify_store
 from store.writer import finish_store
 
-from .helpers import assert_same_store
+from .helpers import assert_same_store, extract_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,8 +43,7 @@ def original(tmp_path_factory) -> Path:
     corpus = generate_demo_corpus(tmp_path_factory.mktemp("damage") / "demo",
                                   n_per_split={"train": 4, "dev": 4, "eval": 2}, seed=8)
     out = tmp_path_factory.mktemp("store") / "s.zarr"
-    config = ExtractConfig(dataset="asv19", root=str(corpus), out=str(out), weights="untrained", kmeans_frames=1024,
-                           kmeans_iters=3, device="cpu", torch_threads=1, unit_size=2)
+    config = extract_config(corpus, out, unit_size=2)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run_module, "finish_store", functools.partial(finish_store, **LAYOUT))
         extract(config, log=lambda _: None)

@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from classify.checkpoint import load_checkpoint
 from classify.sweep import read_results
 from extract.datasets import generate_demo_corpus
-from extract.run import ExtractConfig, extract
+from extract.run import extract
 from pipeline.cli import main
 from store import atomic
 from tests.synthetic import synthetic_store
 
-from .helpers import SMALL_CODEC, TRAIN_SETTINGS, assert_same_store, state, sweep_toml
+from .helpers import SMALL_CODEC, TRAIN_SETTINGS, assert_same_store, extract_config, state, sweep_toml
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -92,8 +92,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def clean(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clean") / "clean.zarr"
-    extract(ExtractConfig(dataset="asv19", root=str(corpus), out=str(out), weights="untrained", kmeans_frames=1024,
-                          kmeans_iters=3, device="cpu", torch_threads=1, unit_size=2), log=lambda _: None)
+    extract(extract_config(corpus, out, unit_size=2), log=lambda _: None)
     return out
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from extract.datasets import generate_demo_corpus
-from extract.run import ExtractConfig, extract
+from extract.run import extract
 from store import format as sf
 from store.reader import FeatureStore
 from store.verify import verify_store
@@ -32,6 +32,7 @@ from .helpers import (
     check_consistent,
     committed_units,
     extract_args,
+    extract_config,
     run_pipeline,
     state,
 )
@@ -42,10 +43,7 @@ LOOP_SIZES = {"train": 8, "dev": 4, "eval": 4}
 
 def reference(corpus: Path, out: Path, **overrides) -> Path:
     """An uninterrupted extraction in this process, with the settings of :func:`extract_args`."""
-    values = dict(dataset="asv19", root=str(corpus), out=str(out), weights="untrained", kmeans_frames=1024, kmeans_iters=3,
-                  device="cpu", torch_threads=1, unit_size=1)
-    values.update(overrides)
-    extract(ExtractConfig(**values), log=lambda _: None)
+    extract(extract_config(corpus, out, **overrides), log=lambda _: None)
     return out
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from extract.datasets import generate_demo_corpus
-from extract.run import ExtractConfig, extract
+from extract.run import extract
 from store.reader import FeatureStore
 
-from .helpers import ROOT, extract_args, run_pipeline
+from .helpers import ROOT, extract_args, extract_config, run_pipeline
 from .read_loop import finished_digests
 
 
@@ -64,8 +64,7 @@ def test_reads_during_an_extraction(corpus, tmp_path):
 @pytest.mark.slow
 def test_reads_of_finished_streams_while_two_workers_add_one(corpus, tmp_path):
     store = tmp_path / "s.zarr"
-    extract(ExtractConfig(dataset="asv19", root=str(corpus), out=str(store), weights="untrained", kmeans_frames=1024,
-                          kmeans_iters=3, device="cpu", torch_threads=1, unit_size=1, energy=False), log=lambda _: None)
+    extract(extract_config(corpus, store, energy=False), log=lambda _: None)
     before = finished_digests(str(store))
     outcome = {}
 

@@ -23,12 +23,13 @@ from store.lease import Lease, LeaseLost
 from store.reader import FeatureStore
 from store.verify import verify_store
 
+from .helpers import extract_config
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def config(corpus: Path, out: Path, **ssl) -> ExtractConfig:
-    return ExtractConfig(dataset="asv19", root=str(corpus), out=str(out), weights="untrained", kmeans_frames=1024,
-                         kmeans_iters=3, device="cpu", torch_threads=1, unit_size=2, **ssl)
+    return extract_config(corpus, out, unit_size=2, **ssl)
 
 
 SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained")
