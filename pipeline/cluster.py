@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from distributed import Client, LocalCluster
+from distributed import Client, Future, LocalCluster, as_completed
+
+NO_WORKER_SECONDS = 120.0
+"""How long a local cluster may have no worker at all while work is pending before the run stops."""
+
+
+class WorkersLost(RuntimeError):
+    """Every worker of the local cluster is gone and none came back: the work pending cannot finish."""
 
 
 def threads_per_worker(workers: int) -> int:
@@ -38,3 +46,32 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
         },
     ) as cluster, Client(cluster) as client:
         yield client
+
+
+def as_finished(client: Client, futures: Iterable[Future], no_worker_seconds: float | None = NO_WORKER_SECONDS,
+                poll: float = 0.2) -> Iterator[Future]:
+    """The futures as they finish (``distributed.as_completed``), but WorkersLost when the cluster has
+    had no worker at all for ``no_worker_seconds`` while some are pending: a worker killed whose
+    nanny did not bring it back (seen on a machine overloaded enough that the restart failed) would
+    otherwise leave the run waiting forever. None waits forever (an external scheduler, whose workers
+    may come and go)."""
+    pending = as_completed(futures)
+    checked = time.monotonic()
+    without: float | None = None
+    while not pending.is_empty():
+        batch = pending.next_batch(block=False)
+        if batch:
+            without = None
+            yield from batch
+            continue
+        now = time.monotonic()
+        if no_worker_seconds is not None and now - checked >= min(5.0, no_worker_seconds / 4):
+            checked = now
+            if client.scheduler_info(n_workers=1)["workers"]:
+                without = None
+            elif without is None:
+                without = now
+            elif now - without >= no_worker_seconds:
+                raise WorkersLost(f"no dask worker has been alive for {now - without:.0f} s (killed, out of memory, or "
+                                  "not restarted) while work was pending")
+        time.sleep(poll)

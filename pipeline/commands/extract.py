@@ -13,7 +13,7 @@ from extract.codec import WeightsError
 from extract.datasets import DATASETS, DatasetError
 from extract.run import ExtractConfig, extract
 from extract.unit import UnitTask, run_unit
-from pipeline.cluster import dask_client, threads_per_worker
+from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, dask_client, threads_per_worker
 from store.config import ConfigError, load_config, parse_overrides
 from store.lease import LeaseHeld, LeaseLost
 from store.oserrors import describe
@@ -55,18 +55,21 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
             if config.torch_threads is None and not scheduler:
                 config.torch_threads = threads_per_worker(workers)
             with dask_client(workers, scheduler) as client:
-                from distributed import as_completed
                 from distributed.scheduler import KilledWorker
 
                 def submit(tasks: list[UnitTask]) -> Iterator[dict]:
                     start_bar(tasks)
-                    for future in as_completed(client.map(run_unit, tasks, pure=False)):
-                        try:
+                    futures = client.map(run_unit, tasks, pure=False)
+                    try:
+                        for future in as_finished(client, futures, None if scheduler else NO_WORKER_SECONDS):
                             yield future.result()
-                        except KilledWorker as err:
-                            raise StoreError(f"a dask worker died each time it ran a work unit (killed, or out of "
-                                             f"memory?): {err}. The units already committed are kept: run the same "
-                                             "command again to resume") from None
+                    except KilledWorker as err:
+                        raise StoreError(f"a dask worker died each time it ran a work unit (killed, or out of "
+                                         f"memory?): {err}. The units already committed are kept: run the same "
+                                         "command again to resume") from None
+                    except WorkersLost as err:
+                        raise StoreError(f"{err}. The units already committed are kept: run the same command "
+                                         "again to resume") from None
 
                 result = extract(config, submit, log=log, progress=progress)
     except (DatasetError, StoreError, WeightsError, ValueError, LeaseHeld, LeaseLost) as err:  # SSLWeightsError is a ValueError
