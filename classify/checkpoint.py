@@ -24,7 +24,7 @@ Files are written atomically (temporary file, then rename), so a kill never leav
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import torch
 
 from classify.fusion import build_detector, check_ssl_compatible
 from classify.model import SpoofDetector, build_model
+from store.atomic import write_atomic
 from store.reader import CodecInfo, FeatureStore
 
 FORMAT = "rvq-antispoof-checkpoint"
@@ -46,11 +47,10 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (tensors, dicts, lists, str, int, float, bool) to ``path`` atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
-    os.replace(tmp, path)
-    return path
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, buffer)
+    # written whole, then renamed: a kill or a full disk (a clear OSError) leaves the previous checkpoint
+    return write_atomic(path, buffer.getbuffer(), fault="checkpoint:before-replace")
 
 
 def checkpoint_path(path: str | Path) -> Path:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -59,7 +60,9 @@ import torch
 from classify.config import LATER_FIELDS, TrainConfig, resolve_device
 from classify.evaluate import evaluate
 from classify.train import DIVERGED, train
+from store.atomic import write_atomic
 from store.config import ConfigError, build, load_toml
+from store.lease import Lease
 from store.provenance import device_label, provenance
 from store.reader import FeatureStore
 
@@ -289,8 +292,8 @@ def base_config(spec: SweepSpec) -> TrainConfig:
 @functools.lru_cache(maxsize=4)
 def open_store(url: str) -> FeatureStore:
     """One FeatureStore per URL and process: a worker reads a store's codes once (on first use) and
-    reuses them for every trial it runs."""
-    return FeatureStore(url)
+    reuses them for every trial it runs. The store's quick check runs first (a damaged store is refused)."""
+    return FeatureStore(url, check=True)
 
 
 def _config_columns(config: dict[str, Any]) -> dict[str, Any]:
@@ -362,7 +365,9 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     log = _trial_logger(out / TRIAL_LOG)
     values: dict[str, Any] = {}
+    lease = Lease(str(out), "sweep trial", log=log)  # a trial dask runs twice (a worker it thought lost) is refused
     try:
+        lease.acquire()
         store = open_store(task.store_url)
         info = store.codec
         values.update(codec_weights_label=info.weights_label, codec_weights_sha256=info.weights_sha256,
@@ -391,6 +396,8 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
         log(traceback.format_exc())
         return result_row(task, FAILED, f"{type(err).__name__}: {err}", wall_seconds=time.perf_counter() - started,
                           **values)
+    finally:
+        lease.release()
     return result_row(task, OK, wall_seconds=time.perf_counter() - started, **values)
 
 
@@ -408,11 +415,9 @@ def read_results(out_dir: str | Path) -> pd.DataFrame:
 
 def write_results(out_dir: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Replace ``DIR/results.parquet`` with ``rows`` atomically (temporary file, then rename)."""
-    path = Path(out_dir) / RESULTS
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(list(rows)).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    buffer = io.BytesIO()
+    pd.DataFrame(list(rows)).to_parquet(buffer, index=False)
+    return write_atomic(Path(out_dir) / RESULTS, buffer.getbuffer(), fault="sweep:before-results-replace")
 
 
 def finished_ids(out_dir: str | Path) -> set[str]:
@@ -431,19 +436,22 @@ def run_sweep(trials: list[Trial], store_url: str, out_dir: str | Path, eval_spl
     task, in any order), rewriting ``results.parquet`` after each; call ``on_row`` with each row.
     ``eval_split`` None: dev only; ``eval_store_url``: the eval split's store, if not ``store_url``.
 
-    Rows of other trials already in the table (another grid over the same DIR) are kept."""
+    Rows of other trials already in the table (another grid over the same DIR) are kept. The sweep
+    holds DIR's lease (`store.lease`) while it runs: a second sweep into DIR is refused (LeaseHeld)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = {row["trial_id"]: row for row in read_results(out_dir).to_dict("records")}
-    done = {tid for tid, row in rows.items() if row["status"] == OK}
-    tasks = [TrialTask(t.trial_id, dataclasses.asdict(t.config), t.params, store_url,
-                       str(out_dir / TRIALS / t.trial_id), eval_split, threads, origin or provenance(), eval_store_url)
-             for t in trials if t.trial_id not in done]
-    for row in execute(tasks):
-        rows[row["trial_id"]] = row
-        write_results(out_dir, rows.values())
-        if on_row:
-            on_row(row)
+    with Lease(str(out_dir), "sweep", log=print):
+        rows = {row["trial_id"]: row for row in read_results(out_dir).to_dict("records")}
+        done = {tid for tid, row in rows.items() if row["status"] == OK}
+        tasks = [TrialTask(t.trial_id, dataclasses.asdict(t.config), t.params, store_url,
+                           str(out_dir / TRIALS / t.trial_id), eval_split, threads, origin or provenance(),
+                           eval_store_url)
+                 for t in trials if t.trial_id not in done]
+        for row in execute(tasks):
+            rows[row["trial_id"]] = row
+            write_results(out_dir, rows.values())
+            if on_row:
+                on_row(row)
     ids = [t.trial_id for t in trials]
     results = pd.DataFrame([rows[tid] for tid in ids if tid in rows])
     failed = [tid for tid in ids if tid not in rows or rows[tid]["status"] != OK]

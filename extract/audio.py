@@ -14,7 +14,9 @@ can record it in the failures table and go on.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -51,13 +53,28 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be opened as a file: missing, a symbolic link loop, a directory ..."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if err.errno == errno.EACCES:
+            return "permission denied (a folder on its path is not accessible)"
+        return "file not found" if err.errno == errno.ENOENT else f"cannot be opened ({err.strerror})"
+    return "not a regular file (a directory?)"
+
+
 def probe(path: str | Path) -> AudioInfo:
-    """Read the header only. Raises AudioError for missing, empty and non-audio files."""
+    """Read the header only. Raises AudioError for missing, empty, unreadable and non-audio files."""
     path = Path(path)
     if not path.is_file():
-        raise AudioError("file not found")
+        raise AudioError(_not_a_file(path))
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise AudioError("permission denied (the file is not readable by this user)")
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:

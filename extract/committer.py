@@ -12,14 +12,15 @@ from store.writer import PartData, write_part
 
 
 class UnitCommitter:
-    """``submit(part, result)`` queues ``part`` for :func:`store.writer.write_part`; :meth:`done`
+    """``submit(part, result)`` queues ``part`` for :func:`store.writer.write_part` (with the run's
+    store ``lease`` token: a committer outliving its run writes nothing); :meth:`done`
     returns the ``result`` of every unit written since the last call, in order. A write error is
     raised by the next :meth:`submit`, :meth:`done` or :meth:`close`, and nothing after the failed
     unit is written."""
 
     def __init__(self, url: str, group: str = "", max_pending: int = 2,
-                 write: Callable[[str, PartData, str], None] = write_part):
-        self.url, self.group, self._write = url, group, write
+                 write: Callable[[str, PartData, str, str | None], None] = write_part, lease: str | None = None):
+        self.url, self.group, self._write, self.lease = url, group, write, lease
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
         self._done: list[dict] = []
         self._lock = threading.Lock()
@@ -35,7 +36,7 @@ class UnitCommitter:
             part, result = item
             if self._error is None:
                 try:
-                    self._write(self.url, part, self.group)
+                    self._write(self.url, part, self.group, self.lease)
                 except BaseException as err:  # noqa: BLE001 - re-raised in the submitting thread
                     self._error = err
                 else:

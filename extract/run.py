@@ -23,6 +23,7 @@ import torch
 
 from store import format as sf
 from store.format import StoreFiles
+from store.lease import Lease
 from store.provenance import device_label, provenance
 from store.reader import FeatureStore
 from store.writer import (
@@ -34,7 +35,7 @@ from store.writer import (
     finish_stream,
 )
 
-from .audio import AudioError, load_audio
+from .audio import CODEC_SAMPLE_RATE, AudioError, load_audio, probe
 from .codec import (
     CODEBOOK_SIZE,
     CODEC_NAME,
@@ -142,14 +143,19 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _kmeans_audio(plan: pd.DataFrame) -> Iterator[torch.Tensor]:
-    """The corpus's own audio for codebook k-means: training split first, in plan order."""
+def _kmeans_audio(plan: pd.DataFrame, max_seconds: float, window_seconds: float) -> Iterator[torch.Tensor]:
+    """The corpus's own audio for codebook k-means: training split first, in plan order; files the
+    extraction refuses (unreadable, longer than ``max_seconds``) are skipped, and at most the first
+    ``window_seconds`` of a file is used (an hour-long file is never encoded in one piece)."""
     order = np.argsort(plan["split"].ne("train").to_numpy(), kind="stable")
     for path in plan["path"].to_numpy()[order]:
         try:
-            yield load_audio(path)
+            if probe(path).duration > max_seconds:
+                continue
+            wav = load_audio(path)
         except AudioError:
             continue
+        yield wav[:, : int(window_seconds * CODEC_SAMPLE_RATE)]
 
 
 def _codec_for_new_store(config: ExtractConfig, plan: pd.DataFrame, n_q: int, log: Callable[[str], None]):
@@ -162,7 +168,8 @@ def _codec_for_new_store(config: ExtractConfig, plan: pd.DataFrame, n_q: int, lo
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # float results may depend on the thread count: keep the codec reproducible
         try:
-            used = init_codebooks(model, _kmeans_audio(plan), n_q, config.kmeans_frames, config.kmeans_iters)
+            used = init_codebooks(model, _kmeans_audio(plan, config.max_seconds, config.window_seconds), n_q,
+                                  config.kmeans_frames, config.kmeans_iters)
         finally:
             torch.set_num_threads(threads)
         data = state_dict_bytes(model)
@@ -211,7 +218,7 @@ def _requested_streams(config: ExtractConfig) -> list[str]:
 
 
 def _settings(config: ExtractConfig, weights: WeightsInfo, device: str, streams: tuple[str, ...],
-              group: str = "") -> EncoderSettings:
+              group: str = "", lease: Lease | None = None) -> EncoderSettings:
     return EncoderSettings(
         store=config.out,
         weights_sha256=weights.sha256,
@@ -225,6 +232,7 @@ def _settings(config: ExtractConfig, weights: WeightsInfo, device: str, streams:
         torch_threads=config.torch_threads,
         streams=streams,
         group=group,
+        lease=lease.token if lease is not None else None,
     )
 
 
@@ -232,9 +240,11 @@ def _default_decode_threads(device: str) -> int:
     return max(1, (os.cpu_count() or 2) - 1) if device.startswith("cuda") else 1
 
 
-def _run_units(tasks: list[UnitTask], submit, progress) -> None:
+def _run_units(tasks: list[UnitTask], submit, progress, lease: Lease | None = None) -> None:
     results = submit(tasks) if submit is not None else iter_units(tasks)
     for result in results:
+        if lease is not None:
+            lease.check()  # another process took the store over: stop before finishing anything
         if progress is not None:
             progress(result)
 
@@ -252,7 +262,8 @@ def _unit_tasks(n_rows: int, unit_size: int, done: dict, settings: EncoderSettin
     return tasks
 
 
-def _add_stream(config: ExtractConfig, name: str, weights: WeightsInfo, device: str, submit, log, progress) -> int:
+def _add_stream(config: ExtractConfig, name: str, weights: WeightsInfo, device: str, submit, log, progress,
+                lease: Lease | None = None) -> int:
     """Add stream ``name`` to the finished store ``config.out`` (or finish adding it); returns the
     number of units run. The store's other streams, tables and attributes are not touched."""
     files = StoreFiles(config.out)
@@ -274,9 +285,9 @@ def _add_stream(config: ExtractConfig, name: str, weights: WeightsInfo, device: 
     skip = {int(r): "extraction failed in this store" for r in np.flatnonzero(table["status"].to_numpy() != "ok")}
     n_units = -(-len(table) // config.unit_size)
     done = done_units(config.out, n_units, group)
-    tasks = _unit_tasks(len(table), config.unit_size, done, _settings(config, weights, device, (name,), group),
+    tasks = _unit_tasks(len(table), config.unit_size, done, _settings(config, weights, device, (name,), group, lease),
                         table["path"].tolist(), skip)
-    _run_units(tasks, submit, progress)
+    _run_units(tasks, submit, progress, lease)
     records = finish_stream(config.out, name, n_units, {"finished_by": provenance(device_label(device))})
     failed = int((records["status"] != "ok").sum()) - len(skip)
     log(f"stream {name!r} added" + (f"; {failed} utterance(s) failed (streams/{name}/failures.parquet)" if failed else ""))
@@ -296,7 +307,28 @@ def extract(
 
     A new store gets the requested streams (codes, and latent / energy when asked). On an existing
     store the settings that define its content must be the same; an unfinished extraction is
-    resumed, and a requested stream the finished store lacks is added (see :func:`_add_stream`)."""
+    resumed, and a requested stream the finished store lacks is added (see :func:`_add_stream`).
+
+    The run holds the store's lease (`store.lease`) from start to end: a second run on the same
+    store is refused (LeaseHeld, naming this one), and the lease of a killed run is taken over."""
+    with Lease(config.out, "store", log=log) as lease:
+        return _extract(config, submit, log, progress, lease)
+
+
+def _stored_attrs(files: StoreFiles) -> dict | None:
+    """The store's attributes; None when there is no store yet, or only an unfinished creation
+    (killed before its attributes were written: it is made again)."""
+    if not files.exists():
+        return None
+    try:
+        attrs = files.read_group_attrs()
+    except ValueError as err:
+        raise StoreError(f"{files.path('zarr.json')}: the store's attributes are not readable ({err}); "
+                         "run `pipeline verify` on it, or extract into another --out") from None
+    return attrs if attrs.get("format") or attrs.get("state") else None
+
+
+def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> ExtractResult:
     started = time.perf_counter()
     n_q = n_quantizers(config.bandwidth)
     device = resolve_device(config.device)
@@ -313,7 +345,7 @@ def extract(
     log(f"{loaded.description}: {len(loaded.table)} utterances, {len(loaded.problems)} protocol problems")
 
     ran = resumed = 0
-    attrs = files.read_group_attrs() if files.exists() else None
+    attrs = _stored_attrs(files)
     if attrs is not None:
         weights = _check_resume(files, attrs, config)
     if attrs is None or attrs.get("state") != sf.STATE_COMPLETE:
@@ -328,11 +360,12 @@ def extract(
         streams = tuple(sf.stream_specs(files.read_group_attrs()))
         n_units = -(-len(plan) // config.unit_size)
         done = done_units(config.out, n_units)
-        tasks = _unit_tasks(len(plan), config.unit_size, done, _settings(config, weights, device, streams),
+        tasks = _unit_tasks(len(plan), config.unit_size, done, _settings(config, weights, device, streams, "", lease),
                             plan["path"].tolist())
         if done:
             log(f"{len(done)} of {n_units} work units already done; running {len(tasks)}")
-        _run_units(tasks, submit, progress)
+        _run_units(tasks, submit, progress, lease)
+        lease.check()
         finish_store(config.out, n_units, {"weights": weights.label}, {"finished_by": provenance(device_label(device))})
         ran, resumed = len(tasks), len(done)
     else:
@@ -342,11 +375,11 @@ def extract(
     have = FeatureStore(config.out).streams
     added = [name for name in _requested_streams(config) if name not in have]
     for name in added:
-        ran += _add_stream(config, name, weights, device, submit, log, progress)
+        ran += _add_stream(config, name, weights, device, submit, log, progress, lease)
     ssl_label = ""
     if config.ssl:  # the SSL stream of the paper's full system, added like the others
         from .ssl_stream import add_ssl_stream
-        ssl_ran, ssl_weights = add_ssl_stream(config, device, submit, log, progress)
+        ssl_ran, ssl_weights = add_ssl_stream(config, device, submit, log, progress, lease)
         ran, ssl_label = ran + ssl_ran, ssl_weights.label
         added += [config.ssl_stream] if ssl_ran else []
     if attrs is not None and attrs.get("state") == sf.STATE_COMPLETE and not added:

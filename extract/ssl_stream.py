@@ -35,6 +35,7 @@ import zarr
 
 from store import format as sf
 from store.format import StoreFiles
+from store.lease import Lease
 from store.provenance import device_label, provenance
 from store.writer import COMPRESSORS, PartData, StoreError, create_stream, done_units, finish_stream, write_part
 
@@ -75,6 +76,8 @@ class SSLStreamSettings:
     crop_seconds: float | None
     crop_splits: tuple[str, ...]
     torch_threads: int | None
+    lease: str | None = None
+    """The token of the store's lease held by the run (`store.lease`), checked before writing."""
 
     @property
     def group(self) -> str:
@@ -176,7 +179,7 @@ def run_ssl_unit(task: SSLUnitTask) -> dict:
             r["duration"] = None
     arrays = {settings.stream: [features[r] for r in ok_rows],
               STARTS: [np.array([spans[r][0] // SSL_HOP], dtype=np.int64) for r in ok_rows]}
-    write_part(settings.store, PartData(unit=task.unit, records=ordered, arrays=arrays), settings.group)
+    write_part(settings.store, PartData(unit=task.unit, records=ordered, arrays=arrays), settings.group, settings.lease)
     return {"unit": task.unit, "utterances": len(ordered), "failed": len(ordered) - len(ok_rows),
             "audio_seconds": float(sum(records[r].get("duration") or 0.0 for r in ok_rows))}
 
@@ -213,10 +216,12 @@ def stream_source(weights: SSLWeights, layers: tuple[int, ...], crop_seconds: fl
     }
 
 
-def add_ssl_stream(config, device: str, submit, log: Callable[[str], None], progress) -> tuple[int, SSLWeights]:
+def add_ssl_stream(config, device: str, submit, log: Callable[[str], None], progress,
+                   lease: Lease | None = None) -> tuple[int, SSLWeights]:
     """Add (or finish adding) the SSL stream ``config.ssl_stream`` to the finished store
     ``config.out`` (an `extract.run.ExtractConfig`); returns (units run, the weights). Nothing else
-    in the store is touched. StoreError when the store already has that stream made otherwise."""
+    in the store is touched. StoreError when the store already has that stream made otherwise.
+    ``lease``: the store's lease held by the run; its token fences the workers' writes."""
     started = time.perf_counter()
     arch = architecture(config.ssl)
     layers = parse_layers(config.ssl_layers or default_layers(config.ssl), arch.num_layers)
@@ -228,7 +233,8 @@ def add_ssl_stream(config, device: str, submit, log: Callable[[str], None], prog
     weights = resolve_weights(config.ssl, config.ssl_weights, max(layers), config.seed, config.download)
     settings = SSLStreamSettings(config.out, config.ssl_stream, weights.to_dict(), layers, device,
                                  float(config.batch_seconds), config.max_seconds, config.ssl_crop,
-                                 CROP_SPLITS if config.ssl_crop else (), config.torch_threads)
+                                 CROP_SPLITS if config.ssl_crop else (), config.torch_threads,
+                                 lease.token if lease is not None else None)
     fingerprint = _fingerprint(settings, config.unit_size)
     if stream_attrs is not None:
         stored = stream_attrs.get("config", {})
@@ -267,6 +273,8 @@ def add_ssl_stream(config, device: str, submit, log: Callable[[str], None], prog
         log(f"{len(done)} of {n_units} SSL work units already done; running {len(tasks)}")
     results = submit(tasks) if submit is not None else map(run_ssl_unit, tasks)
     for result in results:
+        if lease is not None:
+            lease.check()  # another process took the store over: stop before finishing anything
         if progress is not None:
             progress(result)
     _write_starts(config.out, settings, n_units, len(table))

@@ -50,7 +50,8 @@ class EncoderSettings:
     ``streams``: the streams to write (a subset of :data:`STREAMS`); ``group``: where their parts go
     ("" for the store's own streams, ``streams/NAME`` for a stream added to a finished store);
     ``decode_threads``: helper threads decoding audio ahead of the encoder (results do not depend
-    on it); ``torch_threads``: the encoder's (None: the process default)."""
+    on it); ``torch_threads``: the encoder's (None: the process default); ``lease``: the token of the
+    store's lease held by the run (`store.lease`), checked before writing."""
 
     store: str
     weights_sha256: str
@@ -64,6 +65,7 @@ class EncoderSettings:
     streams: tuple[str, ...] = (CODES, LATENT)
     group: str = ""
     decode_threads: int = 1
+    lease: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,10 @@ def _encoder(store: str, weights_sha256: str, bandwidth: float, device: str, lat
     if hashlib.sha256(data).hexdigest() != weights_sha256:
         raise WeightsError(f"{store}/{WEIGHTS}: sha256 differs from the store's attributes")
     model = new_model()
-    model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    try:  # weights_only: a crafted file never runs code, it is refused
+        model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+    except Exception as err:  # noqa: BLE001 - torch raises several types for unsafe or damaged files
+        raise WeightsError(f"{store}/{WEIGHTS}: not a loadable EnCodec state dict ({type(err).__name__}: {err})") from None
     return BatchEncoder(model, bandwidth, device=device, latent=latent, window_seconds=window_seconds,
                         min_batch_seconds=min_batch_seconds, batch_seconds=batch_seconds)
 
@@ -238,7 +243,7 @@ def iter_units(tasks: list[UnitTask]) -> Iterator[dict]:
     budget = max(1, int(settings.batch_seconds * CODEC_SAMPLE_RATE))
     with keep_threads(settings.torch_threads):
         encoder = encoder_for(settings) if set(settings.streams) & set(CODEC_STREAMS) else None
-        committer = UnitCommitter(settings.store, settings.group)
+        committer = UnitCommitter(settings.store, settings.group, lease=settings.lease)
         jobs = _jobs(tasks)
         try:
             for unit, batch, loaded in prefetch(jobs, threads=settings.decode_threads,

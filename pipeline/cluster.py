@@ -5,12 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, as_completed
+from distributed import Future as DaskFuture
+
+NO_WORKER_SECONDS = 120.0
+"""How long a local cluster may have no worker at all while work is pending before the run stops."""
+
+
+class WorkersLost(RuntimeError):
+    """Every worker of the local cluster is gone and none came back: the work pending cannot finish."""
 
 
 LOCAL_CONFIG = {
@@ -102,3 +111,32 @@ def background_client(workers: int, scheduler: str | None, gpus: bool = False,
     finally:
         closing.set()
         thread.join()
+
+
+def as_finished(client: Client, futures: Iterable[DaskFuture], no_worker_seconds: float | None = NO_WORKER_SECONDS,
+                poll: float = 0.2) -> Iterator[DaskFuture]:
+    """The futures as they finish (``distributed.as_completed``), but WorkersLost when the cluster has
+    had no worker at all for ``no_worker_seconds`` while some are pending: a worker killed whose
+    nanny did not bring it back (seen on a machine overloaded enough that the restart failed) would
+    otherwise leave the run waiting forever. None waits forever (an external scheduler, whose workers
+    may come and go)."""
+    pending = as_completed(futures)
+    checked = time.monotonic()
+    without: float | None = None
+    while not pending.is_empty():
+        batch = pending.next_batch(block=False)
+        if batch:
+            without = None
+            yield from batch
+            continue
+        now = time.monotonic()
+        if no_worker_seconds is not None and now - checked >= min(5.0, no_worker_seconds / 4):
+            checked = now
+            if client.scheduler_info(n_workers=1)["workers"]:
+                without = None
+            elif without is None:
+                without = now
+            elif now - without >= no_worker_seconds:
+                raise WorkersLost(f"no dask worker has been alive for {now - without:.0f} s (killed, out of memory, or "
+                                  "not restarted) while work was pending")
+        time.sleep(poll)

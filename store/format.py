@@ -34,6 +34,7 @@ from the arrays present (:func:`stream_specs`); 2 is written.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -66,6 +67,11 @@ CHUNK_BYTES = 4 << 20
 """Target uncompressed bytes per chunk: codes get 65,536 frames, the latent 16,384, a frame of
 12 SSL layers x 1024 dims in float16 170."""
 SHARD_CHUNKS = 16  # chunks per shard along frames
+
+INTEGRITY = "attributes_sha256"
+DIGESTED = ("format", "format_version", "codec", "weights", "dataset", "config", "streams")
+"""The attributes that define a store's content: their sha256 (:func:`attrs_digest`) is recorded as
+``attributes_sha256`` when the store is finished, so that `pipeline verify` sees an edit."""
 
 FAILURE_COLUMNS = ("utt_id", "path", "stage", "reason")
 LEGACY_SCORE_FORMATS = {"asv19": "asvspoof2019", "demo": "asvspoof2019", "asv5": "asvspoof5", "manifest": "asvspoof5"}
@@ -110,6 +116,12 @@ class StreamSpec:
     def describe(self) -> str:
         shape = " x ".join(str(n) for n in self.frame_shape)
         return f"{self.name} ({self.frame_rate:g} frames/s, {self.dtype} [{shape}])"
+
+
+def attrs_digest(attrs: dict) -> str:
+    """sha256 of the content-defining attributes (:data:`DIGESTED`), as canonical JSON."""
+    content = {key: attrs.get(key) for key in DIGESTED}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def added_stream_group(name: str) -> str:
@@ -168,11 +180,19 @@ class StoreFiles:
         return self.fs.exists(self.path(name))
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        """Write ``name`` whole: a temporary file renamed into place, so a reader never sees half."""
+        """Write ``name`` whole: a temporary file renamed into place, so a reader never sees half (and
+        a failed write, e.g. a full disk, leaves the previous file as it was and no temporary one)."""
         tmp = self.path(name + ".tmp")
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
-        self.fs.mv(tmp, self.path(name))
+        try:
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+            self.fs.mv(tmp, self.path(name))
+        except BaseException:
+            try:
+                self.fs.rm_file(tmp)
+            except (OSError, ValueError):
+                pass
+            raise
 
     def read_bytes(self, name: str) -> bytes:
         with self.fs.open(self.path(name), "rb") as f:
@@ -191,6 +211,13 @@ class StoreFiles:
         meta = json.loads(self.read_bytes(f"{name}/zarr.json" if name else "zarr.json"))
         return meta.get("attributes", {})
 
+    def update_group_attrs(self, values: dict, name: str = "") -> None:
+        """Update a group's attributes with ``values``, replacing its zarr.json whole (never torn)."""
+        meta_name = f"{name}/zarr.json" if name else "zarr.json"
+        meta = json.loads(self.read_bytes(meta_name))
+        meta["attributes"] = {**meta.get("attributes", {}), **values}
+        self.write_bytes(meta_name, json.dumps(meta, indent=2).encode())
+
     def list(self, name: str) -> list[str]:
         """Names of the entries directly under ``name`` (empty when it does not exist)."""
         if not self.exists(name):
@@ -198,11 +225,17 @@ class StoreFiles:
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path(name), detail=False))
 
     def size(self, name: str) -> int:
-        """Bytes on disk under ``name`` (a file or a folder)."""
+        """Bytes on disk under ``name`` (a file or a folder). Files that a writer renames or removes
+        while they are counted (a store being extracted) are counted as they are found, or not."""
         path = self.path(name)
-        if not self.fs.exists(path):
-            return 0
-        return int(self.fs.du(path)) if self.fs.isdir(path) else int(self.fs.size(path))
+        for _ in range(3):
+            try:
+                if not self.fs.exists(path):
+                    return 0
+                return int(self.fs.du(path)) if self.fs.isdir(path) else int(self.fs.size(path))
+            except FileNotFoundError:
+                continue  # something under it vanished while it was walked: count again
+        return 0
 
     def remove(self, name: str) -> None:
         if self.fs.exists(self.path(name)):

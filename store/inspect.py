@@ -18,6 +18,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from . import format as sf
 from .format import StoreFiles
+from .lease import LOCK, describe
 from .provenance import short as provenance_line
 from .reader import FeatureStore, StoreReadError, check_format
 from .writer import done_units
@@ -36,6 +37,9 @@ def _open_attrs(files: StoreFiles) -> dict:
         attrs = files.read_group_attrs()
     except ValueError as err:
         raise StoreReadError(f"{files.url}: zarr.json is not readable JSON ({err})") from None
+    if not attrs.get("format") and not attrs.get("state"):
+        raise StoreReadError(f"{files.url}: the store is being created (its attributes are not written yet), or its "
+                             "creation was interrupted: run `pipeline extract` again")
     check_format(files.url, {**attrs, "state": sf.STATE_COMPLETE})  # format and version; any state
     return attrs
 
@@ -162,11 +166,27 @@ def _unfinished(files: StoreFiles, attrs: dict) -> dict[str, Any]:
 def inspect_store(url: str) -> dict[str, Any]:
     """Everything :func:`format_report` prints, as a JSON-ready dict (see ``pipeline inspect --json``)."""
     files = StoreFiles(url)
-    attrs = _open_attrs(files)
-    state = attrs.get("state")
-    body = _finished(files, attrs) if state == sf.STATE_COMPLETE else _unfinished(files, attrs)
+    for attempt in range(3):
+        attrs = _open_attrs(files)
+        state = attrs.get("state")
+        try:
+            body = _finished(files, attrs) if state == sf.STATE_COMPLETE else _unfinished(files, attrs)
+            break
+        except (StoreReadError, OSError):
+            # an extraction finishing (or a creation restarting) while it is inspected: look again
+            if attempt == 2 or _open_attrs(files).get("state") == state:
+                raise
     head = {"store": files.url, "format": attrs["format"], "format_version": attrs.get("format_version"), "state": state}
-    return {**head, **body, **_provenance(files, attrs)}
+    return {**head, **body, **_provenance(files, attrs), "lease": _lease(files)}
+
+
+def _lease(files: StoreFiles) -> dict[str, Any] | None:
+    """The lease file of the process writing the store now (or of one that died), if any."""
+    try:
+        holder = json.loads(files.read_bytes(LOCK))
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
 
 
 def _size(n: float) -> str:
@@ -231,6 +251,8 @@ def format_report(info: dict[str, Any]) -> str:
         lines.append(f"  {f.get('utt_id') or '-'}  {f.get('path')}  [{f.get('stage')}] {f.get('reason')}")
     if failures["count"] > len(failures["first"]):
         lines.append(f"  ... and {failures['count'] - len(failures['first'])} more (failures.parquet)")
+    if info.get("lease"):
+        lines.append(f"writer      {describe(info['lease'], float(info['lease'].get('expiry_seconds') or 0))}")
     if "versions" in info:
         lines.append("versions    " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     if "config" in info:

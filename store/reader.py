@@ -5,6 +5,10 @@ Layout and names are in :mod:`store.format`. A store holds named frame streams
 streams the store has when it lacks the one asked for. The codec's streams have shortcuts:
 ``codes`` (small, 1.2 KB per audio second at 8 levels: read into RAM by default; ``in_memory=False``
 reads them chunk-wise from the Zarr array instead), ``latent`` (read lazily) and ``offsets``.
+
+``FeatureStore(url, check=True)`` first runs the store's quick check (`store.verify.quick_check`)
+and refuses a damaged store (:class:`StoreDamaged`, naming the damage, the utterances affected and
+the repair); a chunk that fails to decode later, as it is read, raises the same error.
 """
 
 from __future__ import annotations
@@ -22,6 +26,49 @@ from .format import StoreFiles, StreamSpec
 
 class StoreReadError(ValueError):
     """The store is missing, unfinished, of another format, or lacks what was asked for."""
+
+
+class StoreDamaged(StoreReadError):
+    """The store is damaged: the message names the damage, the utterances affected and the repair."""
+
+
+class GuardedArray:
+    """A store array whose reads turn a damaged chunk into :class:`StoreDamaged` (naming the chunk,
+    the utterances whose frames it holds, and the repair) instead of a codec's error. Everything
+    else is the Zarr array's."""
+
+    def __init__(self, array: zarr.Array, url: str):
+        self._array = array
+        self._url = url
+
+    def __getitem__(self, selection):
+        try:
+            return self._array[selection]
+        except Exception as err:  # the codecs raise many types for damaged bytes
+            raise StoreDamaged(damage_message(self._url, self._array.path, err)) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._array, name)
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype)
+
+
+def damage_message(url: str, array: str, err: BaseException) -> str:
+    """The message for a read of ``array`` that failed with ``err``: the store's damage as
+    `pipeline verify` reports it (found by decoding that array's chunks), or ``err`` itself."""
+    from .verify import verify_store  # verify imports nothing of the reader; imported late to keep it light
+
+    report = verify_store(url)
+    ours = [a for a in report.affected if a.array == array]
+    if report.ok or not report.problems:
+        return f"{url}: reading {array} failed ({type(err).__name__}: {err}); run `pipeline verify {url}`"
+    report.affected = ours or report.affected
+    return f"reading {array} failed ({type(err).__name__}): " + report.summary()
 
 
 @dataclass(frozen=True)
@@ -52,7 +99,7 @@ class Stream:
     and ``offsets`` int64 [n_utts + 1] (utterance i = frames offsets[i]:offsets[i+1])."""
 
     spec: StreamSpec
-    data: zarr.Array
+    data: "GuardedArray"
     offsets: np.ndarray
 
     def utterance(self, row: int) -> np.ndarray:
@@ -75,7 +122,7 @@ def check_format(url: str, attrs: dict) -> None:
 class FeatureStore:
     """A finished feature store, opened read-only. ``url``: a path or an fsspec URL."""
 
-    def __init__(self, url: str, in_memory: bool = True):
+    def __init__(self, url: str, in_memory: bool = True, check: bool = False):
         self.url = str(url)
         self.files = StoreFiles(self.url)
         if not self.files.exists():
@@ -85,6 +132,12 @@ class FeatureStore:
         except ValueError as err:
             raise StoreReadError(f"{self.url}: zarr.json is not readable JSON ({err}); run `pipeline verify`") from None
         check_format(self.url, self.attrs)
+        if check:
+            from .verify import quick_check
+
+            report = quick_check(self.url)
+            if not report.ok:
+                raise StoreDamaged(report.summary())
         self.root = zarr.open_group(self.url, mode="r")
         self.in_memory = in_memory
         self._offsets_read: dict[str, np.ndarray] = {}
@@ -123,11 +176,11 @@ class FeatureStore:
             hint = (f"; stream(s) {', '.join(pending)} are still being added: run the same `pipeline extract` "
                     "again to finish them") if pending else ""
             raise StoreReadError(f"{self.url}: no stream {name!r}; this store has: {have}{hint}")
-        return Stream(spec, self.root[spec.array], self._offsets(spec.offsets))
+        return Stream(spec, GuardedArray(self.root[spec.array], self.url), self._offsets(spec.offsets))
 
     def _offsets(self, path: str) -> np.ndarray:
         if path not in self._offsets_read:
-            self._offsets_read[path] = self.root[path][...]
+            self._offsets_read[path] = GuardedArray(self.root[path], self.url)[...]
         return self._offsets_read[path]
 
     # -- the codec streams ----------------------------------------------------------------------
@@ -172,7 +225,7 @@ class FeatureStore:
     @cached_property
     def codebooks(self) -> np.ndarray:
         """float32 [n_q, codebook_size, dim]"""
-        return self.root[sf.CODEBOOKS][...]
+        return GuardedArray(self.root[sf.CODEBOOKS], self.url)[...]
 
     @cached_property
     def codes(self) -> np.ndarray | zarr.Array:

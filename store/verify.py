@@ -21,6 +21,17 @@ array and chunk (or shard) key concerned. The checks:
 
 A chunk compressed without a checksum (Zarr's default zstd) can be corrupted in a way that still
 decodes; the ``chunks`` line says when that is so.
+
+Every damaged chunk of a stream's array is mapped to the utterances whose frames it holds (through
+the stream's offsets) and to their work units (:class:`Affected`); the report ends with the command
+that re-extracts just those (`pipeline verify --repair`, see `extract.repair`). The ``format`` check
+also compares the content-defining attributes with the sha256 recorded when the store was finished
+(an edited ``zarr.json``).
+
+:func:`quick_check` runs the same checks without decoding the chunks (attributes, tables, shapes,
+offsets, commit records, which chunks and shard entries exist): seconds on any store. `train`,
+`evaluate` and `score` run it first (`store.reader.FeatureStore(..., check=True)`), and the reader
+turns a chunk that fails to decode later, when it is read, into the same message.
 """
 
 from __future__ import annotations
@@ -63,14 +74,95 @@ class Check:
         return not self.problems
 
 
+@dataclass(frozen=True)
+class Damage:
+    """A damaged stored object (a chunk, or a shard) of an array: ``rows`` the frame rows of the
+    damaged part [start, stop), ``object_rows`` those of the whole stored object (what a repair
+    rewrites)."""
+
+    array: str
+    key: str
+    rows: tuple[int, int]
+    object_rows: tuple[int, int]
+    problem: str
+
+
+@dataclass
+class Affected:
+    """The utterances whose frames a damaged array holds: table rows and ids, their work units, and
+    the utterances a repair re-extracts (all those with frames in the damaged stored objects).
+    ``repairable``: `verify --repair` can re-extract the stream (the codec's streams; not an SSL
+    stream, which is re-added whole instead)."""
+
+    stream: str
+    array: str
+    damage: list[Damage]
+    rows: list[int]
+    utt_ids: list[str]
+    units: list[int]
+    repair_rows: list[int]
+    repairable: bool = True
+
+    def lines(self) -> list[str]:
+        out = []
+        for d in self.damage:
+            out.append(f"{d.key} (frames {d.rows[0]}:{d.rows[1]}): {d.problem}")
+        ids = ", ".join(self.utt_ids[:8]) + (f" ... ({len(self.utt_ids)} in all)" if len(self.utt_ids) > 8 else "")
+        keys = ", ".join(dict.fromkeys(d.key for d in self.damage))
+        out.append(f"stream {self.stream!r} ({keys}): {len(self.utt_ids)} utterance(s) affected: {ids or 'none'} "
+                   f"(work unit(s) {_ranges(self.units)})")
+        return out
+
+
+def _ranges(values: list[int]) -> str:
+    """``0-3, 7, 9-10`` for [0, 1, 2, 3, 7, 9, 10]."""
+    out: list[str] = []
+    for v in sorted(values):
+        if out and int(out[-1].split("-")[-1]) == v - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out) or "none"
+
+
 @dataclass
 class VerifyReport:
     store: str
     checks: list[Check]
+    damage: list[Damage] = field(default_factory=list)
+    affected: list[Affected] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
+
+    def repair_hint(self) -> str | None:
+        """How to repair the damage found, or None when there is none (or when the store is only
+        unfinished: its problem line says to run the extraction again)."""
+        if self.ok or all("`pipeline extract` again" in p for p in self.problems):
+            return None
+        damaged_only = self.affected and all(c.name in ("chunks", "values") for c in self.checks if not c.ok)
+        if damaged_only and not all(a.repairable for a in self.affected):
+            names = sorted({a.stream for a in self.affected if not a.repairable})
+            return (f"repair: stream(s) {', '.join(names)} (SSL features) are not re-extracted in place: remove "
+                    f"{', '.join(f'{self.store}/{sf.added_stream_group(n)}' for n in names)} and run the same "
+                    "`pipeline extract --ssl ...` again, which adds the stream anew and touches nothing else")
+        if damaged_only:
+            n = len({r for a in self.affected for r in a.repair_rows})
+            return (f"repair: `pipeline verify --repair {self.store}` re-extracts the {n} utterance(s) whose frames "
+                    "the damaged chunks hold, from their audio, into the store (the codec weights are in the store)")
+        return ("repair: this damage cannot be repaired in place; re-extract into a new store (`pipeline extract` "
+                f"with --weights {self.store}/{sf.WEIGHTS} gives the same codec), or restore the store from a copy")
+
+    def summary(self) -> str:
+        """The problems, the utterances affected and the repair, as one message (what `train`,
+        `evaluate` and `score` print when they refuse a damaged store)."""
+        lines = [f"{self.store} is damaged:"] + [f"  {p}" for p in self.problems[:12]]
+        if len(self.problems) > 12:
+            lines.append(f"  ... and {len(self.problems) - 12} more (`pipeline verify {self.store}`)")
+        lines += [f"  {line}" for a in self.affected for line in a.lines()[-1:]]
+        hint = self.repair_hint()
+        return "\n".join(lines + ([hint] if hint else []))
 
     @property
     def problems(self) -> list[str]:
@@ -81,6 +173,9 @@ class VerifyReport:
             "store": self.store,
             "ok": self.ok,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "problems": c.problems} for c in self.checks],
+            "affected": [{"stream": a.stream, "array": a.array, "utt_ids": a.utt_ids, "rows": a.rows, "units": a.units,
+                          "chunks": [d.key for d in a.damage]} for a in self.affected],
+            "repair": self.repair_hint(),
         }
 
     def format(self) -> str:
@@ -88,8 +183,13 @@ class VerifyReport:
         for c in self.checks:
             lines.append(f"  ok    {c.name:<10}  {c.detail}" if c.ok else f"  FAIL  {c.name:<10}  {c.detail}")
             lines += [f"  FAIL  {c.name}: {p}" for p in c.problems]
+        for a in self.affected:
+            lines += [f"  affected: {line}" for line in a.lines()[-1:]]
         n = len(self.problems)
         lines.append("OK: every check passed" if self.ok else f"{n} problem{'s' if n != 1 else ''} found")
+        hint = self.repair_hint()
+        if hint:
+            lines.append(hint)
         return "\n".join(lines)
 
 
@@ -200,37 +300,56 @@ def _value_problem(name: str, data: np.ndarray, codebook_size: int, codes: str |
     return None
 
 
+def _rows(region: tuple[slice, ...]) -> tuple[int, int]:
+    return (region[0].start, region[0].stop) if region else (0, 1)
+
+
 def _check_array_chunks(files: StoreFiles, root: zarr.Group, name: str, codebook_size: int, codes: str | None,
-                        chunks: Check, values: Check) -> bool:
-    """Look up, decode and check every chunk of one array. Returns whether its chunks carry checksums."""
+                        chunks: Check, values: Check, damage: list[Damage] | None = None, decode: bool = True) -> bool:
+    """Look up, decode and check every chunk of one array; each damaged one is also added to
+    ``damage``. ``decode=False`` only looks them up (and reads shard indexes). Returns whether its
+    chunks carry checksums."""
     layout = ChunkLayout.from_metadata(name, json.loads(files.read_bytes(f"{name}/zarr.json")))
     array = root[name]
     base = files.path(name)
     existing = {p[len(base) + 1 :] for p in files.fs.find(base)}
+    damage = damage if damage is not None else []
     for index, key in layout.stored():
         where = f"{name}/{key}"
+        whole = layout.chunks_in(index)
+        object_rows = (_rows(whole[0][1])[0], _rows(whole[-1][1])[1]) if whole else (0, 0)
         if key not in existing:
-            chunks.problems.append(f"{where}: missing (Zarr would read it as fill value {array.fill_value})")
+            problem = f"missing (Zarr would read it as fill value {array.fill_value})"
+            chunks.problems.append(f"{where}: {problem}")
+            damage.append(Damage(name, where, object_rows, object_rows, problem))
             continue
         entries = None
         if layout.inner:
             entries, problem = _shard_index(files, f"{base}/{key}", layout)
             if problem:
                 chunks.problems.append(f"{where}: {problem}")
+                damage.append(Damage(name, where, object_rows, object_rows, problem))
                 continue
-        for position, region in layout.chunks_in(index):
+        for position, region in whole:
             label = f"{where} (chunk {position} of the shard, rows {_region(region)})" if layout.inner else f"{where} (rows {_region(region)})"
             if entries is not None and entries[position, 0] == EMPTY:
-                chunks.problems.append(f"{label}: missing from the shard (Zarr would read it as fill value {array.fill_value})")
+                problem = f"missing from the shard (Zarr would read it as fill value {array.fill_value})"
+                chunks.problems.append(f"{label}: {problem}")
+                damage.append(Damage(name, where, _rows(region), object_rows, f"chunk {position} {problem}"))
+                continue
+            if not decode:
                 continue
             try:
                 data = array[region]
             except Exception as err:  # codecs raise many types for corrupt bytes
-                chunks.problems.append(f"{label}: cannot be decoded ({type(err).__name__}: {err})")
+                problem = f"cannot be decoded ({type(err).__name__}: {err})"
+                chunks.problems.append(f"{label}: {problem}")
+                damage.append(Damage(name, where, _rows(region), object_rows, problem))
                 continue
             problem = _value_problem(name, data, codebook_size, codes)
             if problem:
                 values.problems.append(f"{label}: {problem}")
+                damage.append(Damage(name, where, _rows(region), object_rows, problem))
     return layout.checksummed
 
 
@@ -424,7 +543,18 @@ def _check_weights(files: StoreFiles, attrs: dict, root: zarr.Group, check: Chec
         check.problems.append(f"{sf.CODEBOOKS} differ from {name}'s quantizer codebooks at levels {', '.join(map(str, differ))}")
 
 
-def _check_format(files: StoreFiles, check: Check) -> dict | None:
+def _check_integrity(attrs: dict, check: Check) -> None:
+    """The content-defining attributes against the sha256 recorded when the store was finished."""
+    recorded = attrs.get(sf.INTEGRITY)
+    if recorded is None:
+        return  # a store finished before the digest was recorded
+    actual = sf.attrs_digest(attrs)
+    if actual != recorded:
+        check.problems.append(f"zarr.json: the attributes that define the store's content ({', '.join(sf.DIGESTED)}) were "
+                              f"edited after extraction (sha256 {actual[:12]}..., recorded {str(recorded)[:12]}...)")
+
+
+def _check_format(files: StoreFiles, check: Check, pending_streams_ok: bool = False) -> dict | None:
     if not files.exists():
         check.problems.append("zarr.json: missing (no feature store here)")
         return None
@@ -440,9 +570,12 @@ def _check_format(files: StoreFiles, check: Check) -> dict | None:
         check.problems.append(f"zarr.json: format version {attrs.get('format_version')} is newer than this tool's {sf.FORMAT_VERSION}")
     elif attrs.get("state") != sf.STATE_COMPLETE:
         check.problems.append(f"zarr.json: extraction not finished (state {attrs.get('state')!r}); run `pipeline extract` again to resume it")
+    else:
+        _check_integrity(attrs, check)
     for name in files.list(sf.STREAMS):
         group = sf.added_stream_group(name)
-        if files.exists(f"{group}/zarr.json") and files.read_group_attrs(group).get("state") != sf.STATE_COMPLETE:
+        if files.exists(f"{group}/zarr.json") and files.read_group_attrs(group).get("state") != sf.STATE_COMPLETE \
+                and not pending_streams_ok:
             check.problems.append(f"{group}: stream {name!r} is still being added; run the same `pipeline extract` again")
     return None if check.problems else attrs
 
@@ -453,8 +586,45 @@ def _specs(files: StoreFiles, attrs: dict) -> dict[str, sf.StreamSpec]:
     for name in files.list(sf.STREAMS):
         group = sf.added_stream_group(name)
         if files.exists(f"{group}/zarr.json"):
-            specs[name] = sf.StreamSpec.from_attrs(files.read_group_attrs(group)["stream"])
+            stream_attrs = files.read_group_attrs(group)
+            if stream_attrs.get("state") == sf.STATE_COMPLETE:
+                specs[name] = sf.StreamSpec.from_attrs(stream_attrs["stream"])
     return specs
+
+
+def unit_size(files: StoreFiles, attrs: dict, spec: sf.StreamSpec) -> int | None:
+    """Utterances per work unit of the extraction that wrote stream ``spec``."""
+    if spec.array.startswith(sf.STREAMS + "/"):
+        group = spec.array.rsplit("/", 1)[0]
+        return files.read_group_attrs(group).get("config", {}).get("unit_size")
+    return attrs.get("config", {}).get("unit_size")
+
+
+def affected_utterances(files: StoreFiles, root: zarr.Group, attrs: dict, specs: dict[str, sf.StreamSpec],
+                        table: pd.DataFrame, damage: list[Damage]) -> list[Affected]:
+    """Map damaged chunks of the streams' arrays to utterances and work units, per array."""
+    by_array = {spec.array: spec for spec in specs.values()}
+    out = []
+    for array in dict.fromkeys(d.array for d in damage):
+        spec = by_array.get(array)
+        if spec is None:
+            continue
+        offsets = root[spec.offsets][...]
+        items = [d for d in damage if d.array == array]
+        rows: set[int] = set()
+        repair: set[int] = set()
+        for d in items:
+            for target, (lo, hi) in ((rows, d.rows), (repair, d.object_rows)):
+                first = int(np.searchsorted(offsets, lo, side="right")) - 1
+                last = int(np.searchsorted(offsets, hi, side="left"))
+                target.update(r for r in range(max(first, 0), min(last, len(offsets) - 1))
+                              if offsets[r + 1] > offsets[r] and offsets[r] < hi and offsets[r + 1] > lo)
+        size = unit_size(files, attrs, spec) or 1
+        ordered = sorted(rows)
+        out.append(Affected(spec.name, array, items, ordered, table["utt_id"].astype(str).to_numpy()[ordered].tolist(),
+                            sorted({r // size for r in repair}), sorted(repair),
+                            (spec.source or {}).get("kind") != "ssl"))
+    return out
 
 
 def _guarded(check: Check, run: Callable[[], Any]) -> Any:
@@ -466,12 +636,15 @@ def _guarded(check: Check, run: Callable[[], Any]) -> Any:
         return None
 
 
-def verify_store(url: str) -> VerifyReport:
-    """Run every check on the store at ``url`` (a path or fsspec URL); never raises for a damaged store."""
+def verify_store(url: str, decode: bool = True, pending_streams_ok: bool = False) -> VerifyReport:
+    """Run every check on the store at ``url`` (a path or fsspec URL); never raises for a damaged store.
+
+    ``decode=False`` looks chunks up without decoding them (see :func:`quick_check`);
+    ``pending_streams_ok``: a stream still being added is not a problem (it is not read)."""
     files = StoreFiles(url)
     fmt = Check("format")
     report = VerifyReport(files.url, [fmt])
-    attrs = _check_format(files, fmt)
+    attrs = _check_format(files, fmt, pending_streams_ok)
     if attrs is None:
         return report
     tables, offsets_check, utts, arrays, weights, chunks, values = (
@@ -491,14 +664,26 @@ def verify_store(url: str) -> VerifyReport:
         _guarded(utts, lambda: _check_utterances(table, failures, attrs.get("summary", {}), utts))
     else:
         utts.problems.append(f"not checked: {sf.UTTERANCES} or {sf.FAILURES} unreadable")
-    if sf.CODES in specs:
+    if sf.CODES in specs and decode:
         _guarded(weights, lambda: _check_weights(files, attrs, root, weights))
+    elif not decode:
+        weights.detail = "not checked (quick check)"
     size = attrs.get("codec", {}).get("codebook_size", 2**16)
     codes = specs[sf.CODES].array if sf.CODES in specs else None
-    unguarded = [n for n in shapes if _guarded(chunks, lambda n=n: _check_array_chunks(files, root, n, size, codes, chunks, values)) is False]
-    chunks.detail = f"every chunk of {', '.join(shapes)} present and decodable"
-    if unguarded:
+    unguarded = [n for n in shapes if _guarded(chunks, lambda n=n: _check_array_chunks(
+        files, root, n, size, codes, chunks, values, report.damage, decode)) is False]
+    chunks.detail = f"every chunk of {', '.join(shapes)} present{' and decodable' if decode else ' (not decoded)'}"
+    if unguarded and decode:
         chunks.detail += f" (no chunk checksums in {', '.join(unguarded)}: a corruption there that still decodes goes unseen)"
     floats = [n for n in shapes if root[n].dtype.kind == "f"]
-    values.detail = f"codes < {size}; {', '.join(floats) or 'no float arrays'} finite"
+    values.detail = f"codes < {size}; {', '.join(floats) or 'no float arrays'} finite" if decode else "not checked (quick check)"
+    if report.damage and table is not None and offsets_check.ok:
+        report.affected = _guarded(chunks, lambda: affected_utterances(files, root, attrs, specs, table, report.damage)) or []
     return report
+
+
+def quick_check(url: str) -> VerifyReport:
+    """The checks that need no chunk decoded: attributes (format, state, the recorded sha256), tables
+    and their columns, array shapes and types, offsets, every utterance done and the summary, which
+    chunks and shard entries exist. What `train`, `evaluate` and `score` run before they start."""
+    return verify_store(url, decode=False, pending_streams_ok=True)

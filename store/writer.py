@@ -17,7 +17,9 @@ import pandas as pd
 import zarr
 
 from . import format as sf
+from .faults import point
 from .format import StoreFiles, StreamSpec
+from .lease import LOCK, check_token
 
 COMPRESSORS = zarr.codecs.ZstdCodec(level=0, checksum=True)
 """Zstandard with a per-chunk checksum, so that `pipeline verify` detects any corrupted chunk."""
@@ -58,30 +60,45 @@ def create_store(
     codec weights file."""
     files = StoreFiles(url)
     if files.fs.exists(files.root):
-        ours = {sf.WEIGHTS, sf.PLAN, sf.PROBLEMS, *tables, "zarr.json"}
-        foreign = [p for p in files.fs.ls(files.root, detail=False) if p.rstrip("/").rsplit("/", 1)[-1] not in ours]
+        ours = (sf.WEIGHTS, sf.PLAN, sf.PROBLEMS, *tables, "zarr.json")
+        entries = [p.rstrip("/").rsplit("/", 1)[-1] for p in files.fs.ls(files.root, detail=False)]
+        # a killed creation may leave its temporary files (NAME.tmp, NAME.<uuid>.partial) behind
+        foreign = [e for e in entries if not e.startswith(LOCK) and not any(e == o or e.startswith(o + ".") for o in ours)]
         if foreign:
             raise StoreError(f"{url} exists and is not a feature store (it holds {foreign[0]}); choose another --out")
-    root = zarr.open_group(url, mode="w")  # an unfinished creation is made again from scratch
+        for entry in entries:  # an unfinished creation is made again from scratch; the lease stays
+            if not entry.startswith(LOCK):
+                files.remove(entry)
+    root = zarr.open_group(url, mode="a")
     if weights is not None:
         files.write_bytes(sf.WEIGHTS, weights)
     files.write_table(sf.PLAN, plan)
     files.write_table(sf.PROBLEMS, problems)
     for name, data in tables.items():
         root.create_array(name, data=data, chunks=data.shape, compressors=COMPRESSORS)
+    point("create:before-attributes")
     # attributes last: a store without them is an unfinished creation and is simply made again
-    root.attrs.update({**attrs, "streams": {s.name: s.to_attrs() for s in streams}, "format": sf.FORMAT,
-                       "format_version": sf.FORMAT_VERSION, "state": sf.STATE_EXTRACTING, "created": now()})
+    files.update_group_attrs({**attrs, "streams": {s.name: s.to_attrs() for s in streams}, "format": sf.FORMAT,
+                              "format_version": sf.FORMAT_VERSION, "state": sf.STATE_EXTRACTING, "created": now()})
 
 
-def write_part(url: str, part: PartData, group: str = "") -> None:
+def write_part(url: str, part: PartData, group: str = "", lease: str | None = None) -> None:
     """Write one unit's data, then its records: the records are the unit's commit. ``group``: ""
-    for the streams written with the store, ``streams/NAME`` for an added stream."""
-    node = zarr.open_group(url, mode="r+").require_group(sf.part_name(part.unit, group))
+    for the streams written with the store, ``streams/NAME`` for an added stream. ``lease``: the
+    token of the store's lease this unit was given (`store.lease`); when the lease has passed to
+    another process meanwhile (this worker outlived a killed run), nothing is written (LeaseLost).
+
+    Whatever an earlier, interrupted attempt left of the part (arrays, a torn zarr.json) is removed
+    first."""
+    check_token(url, lease)
+    node = zarr.open_group(url, mode="r+").create_group(sf.part_name(part.unit, group), overwrite=True)
     for name, blocks in part.arrays.items():
         if blocks:
             data = np.concatenate(blocks)
             node.create_array(name, data=data, chunks=data.shape, compressors=COMPRESSORS, overwrite=True)
+            point("part:between-arrays")
+    point("part:before-records")
+    check_token(url, lease)
     node.attrs["records"] = part.records
 
 
@@ -181,11 +198,13 @@ def finish_store(url: str, n_units: int, summary_extra: dict | None = None, attr
     for spec in sf.stream_specs(attrs).values():
         chunk = (chunk_frames or {}).get(spec.name)
         write_concatenated(root, spec, _part_blocks(url, n_units, "", spec.name), total, chunk, shard_chunks)
+        point("finish:after-stream-array")
     root.create_array(sf.OFFSETS, data=offsets, chunks=offsets.shape, compressors=COMPRESSORS, overwrite=True)
 
     failed = table[table["status"] != "ok"]
     failures = pd.concat([files.read_table(sf.PROBLEMS), failed[list(sf.FAILURE_COLUMNS)]], ignore_index=True)
     files.write_table(sf.FAILURES, failures)
+    point("finish:after-failures-table")
     files.write_table(sf.UTTERANCES, table.drop(columns=["stage", "reason"]))
     ok = table["status"] == "ok"
     summary = {
@@ -196,8 +215,12 @@ def finish_store(url: str, n_units: int, summary_extra: dict | None = None, attr
         "audio_seconds": float(table.loc[ok, "duration"].sum()),
         **(summary_extra or {}),
     }
-    root.attrs.update({**(attrs_extra or {}), "state": sf.STATE_COMPLETE, "completed": now(), "summary": summary})
+    point("finish:before-complete")
+    files.update_group_attrs({**(attrs_extra or {}), "state": sf.STATE_COMPLETE, "completed": now(), "summary": summary,
+                              sf.INTEGRITY: sf.attrs_digest({**attrs, **(attrs_extra or {})})})
+    point("finish:after-complete")
     files.remove(sf.PARTS)
+    point("finish:after-parts-removed")
     files.remove(sf.PLAN)
     files.remove(sf.PROBLEMS)
     return table
@@ -206,8 +229,9 @@ def finish_store(url: str, n_units: int, summary_extra: dict | None = None, attr
 def create_stream(url: str, spec: StreamSpec, attrs: dict) -> None:
     """Start adding stream ``spec`` to the finished store at ``url``: its group, in state
     "extracting", with ``attrs`` (config, provenance). Nothing else in the store is touched."""
-    group = zarr.open_group(url, mode="r+").require_group(sf.added_stream_group(spec.name))
-    group.attrs.update({**attrs, "stream": spec.to_attrs(), "state": sf.STATE_EXTRACTING, "created": now()})
+    zarr.open_group(url, mode="r+").create_group(sf.added_stream_group(spec.name), overwrite=True)
+    StoreFiles(url).update_group_attrs({**attrs, "stream": spec.to_attrs(), "state": sf.STATE_EXTRACTING,
+                                        "created": now()}, sf.added_stream_group(spec.name))
 
 
 def finish_stream(url: str, name: str, n_units: int, attrs_extra: dict | None = None,
@@ -232,6 +256,8 @@ def finish_stream(url: str, name: str, n_units: int, attrs_extra: dict | None = 
     files.write_table(f"{group}/{sf.FAILURES}", failures)
     summary = {"utterances": int(len(records)), "ok": int((~failed).sum()), "failed": int(failed.sum()),
                "frames": int(offsets[-1])}
-    root[group].attrs.update({**(attrs_extra or {}), "state": sf.STATE_COMPLETE, "completed": now(), "summary": summary})
+    point("stream:before-complete")
+    files.update_group_attrs({**(attrs_extra or {}), "state": sf.STATE_COMPLETE, "completed": now(), "summary": summary},
+                             group)
     files.remove(f"{group}/{sf.PARTS}")
     return records

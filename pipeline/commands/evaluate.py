@@ -33,7 +33,7 @@ def command(checkpoint, features, split, out_dir, asv_scores, calibrate, fmt, de
     """Write official-format scores (higher = bona fide), metrics.json (EER, minDCF, actDCF, Cllr,
     per attack and codec condition; min t-DCF with --asv-scores) and a DET plot."""
     try:
-        store = FeatureStore(features)
+        store = FeatureStore(features, check=True)  # refuses a damaged store before any work
         evaluate(checkpoint, store, split, out_dir, asv_scores=asv_scores, calibrate=calibrate, fmt=fmt,
                  device=device, log=click.echo)
     except ValueError as err:  # store, split, checkpoint/codec mismatch, score file errors

@@ -13,8 +13,10 @@ from extract.codec import WeightsError
 from extract.datasets import DATASETS, DatasetError
 from extract.run import ExtractConfig, extract, resolve_device
 from extract.unit import UnitTask, iter_units, run_units, task_slices, warm_up
-from pipeline.cluster import background_client, threads_per_worker
+from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, background_client, threads_per_worker
 from store.config import ConfigError, load_config, parse_overrides
+from store.lease import LeaseHeld, LeaseLost
+from store.oserrors import describe
 from store.writer import StoreError
 
 
@@ -69,18 +71,30 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
             if gpus and config.decode_threads is None and not scheduler:  # each GPU's share of the cores
                 config.decode_threads = max(1, threads_per_worker(workers) - 1)
             with background_client(workers, scheduler, gpus=gpus, warm=warm_up) as get_client:
-                from distributed import as_completed
+                from distributed.scheduler import KilledWorker
 
                 def submit(tasks: list[UnitTask]) -> Iterator[dict]:
                     client = get_client()
                     start_bar(tasks)
                     slots = sum(client.nthreads().values())
-                    for future in as_completed(client.map(run_units, task_slices(tasks, slots), pure=False)):
-                        yield from future.result()
+                    futures = client.map(run_units, task_slices(tasks, slots), pure=False)
+                    try:
+                        for future in as_finished(client, futures, None if scheduler else NO_WORKER_SECONDS):
+                            yield from future.result()
+                    except KilledWorker as err:
+                        raise StoreError(f"a dask worker died each time it ran a work unit (killed, or out of "
+                                         f"memory?): {err}. The units already committed are kept: run the same "
+                                         "command again to resume") from None
+                    except WorkersLost as err:
+                        raise StoreError(f"{err}. The units already committed are kept: run the same command "
+                                         "again to resume") from None
 
                 result = extract(config, submit, log=log, progress=progress)
-    except (DatasetError, StoreError, WeightsError, ValueError) as err:  # SSLWeightsError is a ValueError
+    except (DatasetError, StoreError, WeightsError, ValueError, LeaseHeld, LeaseLost) as err:  # SSLWeightsError is a ValueError
         raise click.ClickException(str(err)) from None
+    except OSError as err:  # a full disk, a quota, permissions: the committed units are kept
+        raise click.ClickException(describe(err, "extraction", "fix that and run the same command again: every "
+                                            "work unit already committed is kept, only the others run")) from None
     finally:
         bar.close()
 

@@ -34,13 +34,35 @@ def inspect_command(store: str, as_json: bool) -> None:
 @click.command("verify")
 @_STORE
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-def verify_command(store: str, as_json: bool) -> None:
-    """Check the integrity of the finished feature store STORE: format, offsets, utterance table and
-    failures, array shapes, weights sha256, and that every chunk of every array is there and
-    decodes. One line per problem; exit status 0 when everything is OK, 1 otherwise."""
+@click.option("--repair", is_flag=True, help="Re-extract the utterances whose frames damaged chunks hold, from their "
+              "audio, and rewrite those chunks in place (needs the audio and the codec).")
+def verify_command(store: str, as_json: bool, repair: bool) -> None:
+    """Check the integrity of the finished feature store STORE: format and attributes, offsets,
+    utterance table and failures, array shapes, weights sha256, and that every chunk of every array
+    is there and decodes. Damaged chunks are mapped to the utterances and work units whose frames
+    they hold. One line per problem; exit status 0 when everything is OK, 1 otherwise."""
+    if repair:
+        _repair(store)
+        return
     report = verify_store(store)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
     sys.exit(0 if report.ok else 1)
+
+
+def _repair(store: str) -> None:
+    from extract.repair import RepairError, repair_store  # the codec stack: only for a repair
+    from store.lease import LeaseHeld
+
+    try:
+        result = repair_store(store, log=click.echo)
+    except (RepairError, LeaseHeld, StoreReadError) as err:
+        raise click.ClickException(str(err)) from None
+    if result.rewritten:
+        click.echo(f"repaired {store}: rewrote {', '.join(result.rewritten)} with {len(result.utterances)} re-extracted "
+                   f"utterance(s) (work unit(s) {', '.join(map(str, result.units))}); {result.compared_frames} intact "
+                   "frames of those units matched the store")
+    click.echo(result.report.format())
+    sys.exit(0 if result.report.ok else 1)
 
 
 @click.command("export")

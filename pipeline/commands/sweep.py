@@ -37,8 +37,10 @@ from classify.sweep import (
     run_trial,
     store_identity,
 )
-from pipeline.cluster import dask_client, threads_per_worker
+from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, dask_client, threads_per_worker
 from store.config import ConfigError, parse_overrides
+from store.lease import LeaseHeld
+from store.oserrors import describe
 from store.reader import StoreReadError
 
 
@@ -61,14 +63,14 @@ def _execute_local(tasks: list[TrialTask]) -> Iterator[dict]:
     return map(run_trial, tasks)
 
 
-def _execute_dask(client):
+def _execute_dask(client, no_worker_seconds: float | None = NO_WORKER_SECONDS):
     """An executor that submits every task at once and yields rows as trials finish; a trial
-    whose worker died (or whose future failed) becomes a failed row."""
-    from distributed import as_completed
+    whose worker died (or whose future failed) becomes a failed row. WorkersLost when the cluster
+    has had no worker for ``no_worker_seconds`` (`pipeline.cluster.as_finished`)."""
 
     def execute(tasks: list[TrialTask]) -> Iterator[dict]:
         futures = {client.submit(run_trial, task, key=f"trial-{task.trial_id}-{secrets.token_hex(4)}", pure=False): task for task in tasks}
-        for future in as_completed(futures):
+        for future in as_finished(client, futures, no_worker_seconds):
             task = futures[future]
             try:
                 yield future.result()
@@ -183,8 +185,17 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, eval
         else:
             with dask_client(workers, scheduler) as client:
                 threads = _cluster_threads(client) if scheduler else threads_per_worker(workers)
-                outcome = run_sweep(trials, store.url, out_dir, eval_split, _execute_dask(client), threads=threads,
+                outcome = run_sweep(trials, store.url, out_dir, eval_split,
+                                    _execute_dask(client, None if scheduler else NO_WORKER_SECONDS), threads=threads,
                                     on_row=_on_row(bar), eval_store_url=eval_features)
+    except LeaseHeld as err:
+        raise click.ClickException(str(err)) from None
+    except WorkersLost as err:
+        raise click.ClickException(f"sweep stopped: {err}; run the same command again: finished trials are "
+                                   "skipped") from None
+    except OSError as err:  # a full disk while writing results.parquet: the file keeps the trials before
+        raise click.ClickException(describe(err, "sweep", "fix that and run the same command again: finished trials "
+                                            "are skipped")) from None
     finally:
         bar.close()
 

@@ -15,6 +15,8 @@ from classify.heads import HEADS
 from classify.train import DIVERGED, train
 from classify.variants import VARIANT_NAMES
 from store.config import ConfigError, load_config, parse_overrides
+from store.lease import Lease, LeaseHeld
+from store.oserrors import describe
 from store.reader import FeatureStore
 
 
@@ -59,10 +61,14 @@ def command(features, out_dir, variant, head, config_file, overrides, seed, epoc
     if ssl_online:
         config = dataclasses.replace(config, ssl_kwargs={**config.ssl_kwargs, "online": True})
     try:
-        store = FeatureStore(features)
-        result = train(config, store, out_dir, log=_log, resume=resume)
-    except ValueError as err:  # store, split, checkpoint, variant and device errors
+        store = FeatureStore(features, check=True)  # refuses a damaged store before any work
+        with Lease(str(out_dir), "training run", log=_log):  # one run at a time in --out
+            result = train(config, store, out_dir, log=_log, resume=resume)
+    except (ValueError, LeaseHeld) as err:  # store, split, checkpoint, variant and device errors; --out in use
         raise click.ClickException(str(err)) from None
+    except OSError as err:  # a full disk: the last checkpoint written is whole and kept
+        raise click.ClickException(describe(err, "training", f"fix that and run the same command again: it resumes "
+                                            f"from {out_dir / 'last.pt'}")) from None
     if result.stopped == DIVERGED:
         sys.exit(1)  # train() has logged why and which checkpoint is the last good one
     eer = "-" if math.isnan(result.best_dev_eer) else f"{100 * result.best_dev_eer:.2f} %"

@@ -18,12 +18,12 @@ def test_units_are_written_in_order_off_the_calling_thread():
     written, threads = [], set()
     gate = threading.Event()
 
-    def write(url, data, group):
+    def write(url, data, group, lease):
         gate.wait(5)
         threads.add(threading.current_thread().name)
-        written.append((url, data.unit, group))
+        written.append((url, data.unit, group, lease))
 
-    committer = UnitCommitter("store.zarr", "streams/x", write=write)
+    committer = UnitCommitter("store.zarr", "streams/x", write=write, lease="token-7")
     committer.submit(part(0), {"unit": 0})
     assert committer.done() == []  # not written yet: nothing is reported
     gate.set()
@@ -31,14 +31,14 @@ def test_units_are_written_in_order_off_the_calling_thread():
         committer.submit(part(unit), {"unit": unit})
     results = committer.done() + committer.close()
     assert [r["unit"] for r in results] == list(range(5))
-    assert written == [("store.zarr", u, "streams/x") for u in range(5)]
+    assert written == [("store.zarr", u, "streams/x", "token-7") for u in range(5)]  # the run's lease token
     assert threads == {"unit-committer"}
 
 
 def test_a_failed_write_is_raised_and_nothing_after_it_is_written():
     written = []
 
-    def write(url, data, group):
+    def write(url, data, group, lease):
         if data.unit == 1:
             raise OSError("disk full")
         written.append(data.unit)
