@@ -20,8 +20,12 @@ def corpus_wavs(tiny_corpus):
 
 @pytest.fixture(scope="module")
 def model(corpus_wavs):
-    """The product's untrained codec (LSUV encoder, k-means codebooks) on the tiny corpus."""
-    return build_untrained(corpus_wavs, n_q=8, kmeans_frames=3000, kmeans_iters=5, lsuv_seconds=4)[0]
+    """The product's untrained codec (LSUV encoder, k-means codebooks), fit on other audio than the
+    tests encode: shifted, rescaled copies of the corpus (5,300 frames). Fit on the very frames it
+    encodes, at ~2.6 frames per codeword, k-means leaves deep-level codewords 1e-9 apart that any
+    rounding flips; on a real corpus it gets 8 frames per codeword (kmeans_frames 8192)."""
+    copies = [w[:, shift:] * gain for gain, shift in ((0.5, 80), (2.0, 160)) for w in corpus_wavs]
+    return build_untrained(copies, n_q=8, kmeans_frames=4096, kmeans_iters=5, lsuv_seconds=4)[0]
 
 
 def odd_lengths(wavs):
@@ -74,4 +78,4 @@ def test_long_files_are_encoded_in_windows(model, corpus_wavs):
     assert result.n_windows == -(-wav.shape[-1] // 24000)
     assert result.codes.shape[0] == sum(-(-min(24000, wav.shape[-1] - s) // 320) for s in range(0, wav.shape[-1], 24000))
     first = BatchEncoder(model, 6.0).encode([wav[:, :24000]])[0]
-    np.testing.assert_allclose(result.latent[:75].astype(np.float32), first.latent.astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(result.latent[:75].astype(np.float32), first.latent.astype(np.float32), atol=2e-3, rtol=2e-3)  # float16 ulps
