@@ -7,10 +7,13 @@ time goes (torch threads, batch size, the memory allocator).
 
 Needs a finished full-corpus store (``--store``, made by ``pipeline extract``): its sizes give the
 cache cost per audio second, and its ``codec_weights.th`` is the codec every measurement here uses
-(so no k-means runs in the timed commands). The pipeline treats a weights FILE as trained codec
-weights and labels the temporary stores "pretrained"; these are the UNTRAINED codec's (seeded random
-encoder, k-means codebooks) whatever those labels say: every number here is for that codec. Its
-architecture, and so its cost, is that of the real EnCodec 24 kHz; its codes' statistics are not.
+(so no k-means runs in the timed commands). When these results were measured the pipeline treated
+a weights FILE as trained codec weights and labelled the temporary stores "pretrained" (fixed since:
+untrained weights saved by this tool now stay UNTRAINED, and weights saved before that fix are
+"EnCodec weights from FILE (not the published checkpoint)"); they are the UNTRAINED codec's (seeded
+random encoder, k-means codebooks, before LSUV) whatever those labels say: every number here is for
+that codec. Its architecture, and so its cost, is that of the real EnCodec 24 kHz; its codes'
+statistics are not.
 
 Measurements, on the ``--split`` subset (with ``--limit N``: N utterances evenly spaced over the
 split's protocol, which is grouped by label and speaker, fed to the pipeline as a manifest):
