@@ -63,19 +63,19 @@ import pandas as pd
 import soundfile as sf
 import torch
 
-from classify.inspect import inspect_store
-from classify.store import FeatureStore
 from extract.audio import CODEC_SAMPLE_RATE, load_audio, probe
 from extract.codec import load_weights_file
 from extract.datasets import get_dataset
 from extract.encoder import BatchEncoder
 from extract.run import ExtractConfig
+from store.inspect import inspect_store
+from store.reader import FeatureStore
 
 try:
     from extract.run import BATCH_SECONDS
 except ImportError:  # before the device-dependent default
     BATCH_SECONDS = {"cpu": 64.0}
-from extract.unit import _batches
+from extract.unit import length_batches
 from pipeline.cluster import threads_per_worker
 
 DENSE_BYTES_PER_FRAME_LEVEL = 128 * 4  # float32 x dim
@@ -193,7 +193,7 @@ def bare_encode(paths: list[str], weights: str, threads: int, batch_seconds: flo
     budget = max(1, int(batch_seconds * CODEC_SAMPLE_RATE))
     batches = []
     for start in range(0, len(paths), unit_size):
-        batches += _batches({r: lengths[r] for r in range(start, min(len(paths), start + unit_size))}, budget)
+        batches += length_batches({r: lengths[r] for r in range(start, min(len(paths), start + unit_size))}, budget)
     encoder.encode([wavs[0][:, :CODEC_SAMPLE_RATE]])  # warm-up (oneDNN set-up, thread pool), not timed
     codes: dict[int, np.ndarray] = {}
     with Meter() as encode:

@@ -66,12 +66,12 @@ import torch.nn.functional as F
 from classify.config import TrainConfig
 from classify.data import Batch, SplitData, crop_index, epoch_order, train_batches
 from classify.heads import frame_mask
-from classify.store import FeatureStore
 from classify.train import _Run, lr_at
 from extract.audio import load_audio
 from extract.codec import HOP_LENGTH, load_weights_file
 from extract.encoder import BatchEncoder
-from extract.storeformat import WEIGHTS
+from store.format import WEIGHTS
+from store.reader import FeatureStore
 
 TARGET_SPEEDUP = 20.0
 TARGET_LOAD_SHARE = 0.05

@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
-from classify.model import SpoofDetector, build_model
-from classify.store import CodecInfo, FeatureStore
+from classify.fusion import build_detector, check_ssl_compatible
+from classify.model import SpoofDetector
+from store.reader import CodecInfo, FeatureStore
 
 FORMAT = "rvq-antispoof-checkpoint"
 FORMAT_VERSION = 1
@@ -94,10 +95,13 @@ def check_compatible(checkpoint: dict[str, Any], store: FeatureStore, where: str
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], store: FeatureStore) -> SpoofDetector:
-    """The checkpoint's model, built over the store's codebooks, with the trained parameters."""
-    config = checkpoint["config"]
-    model = build_model(torch.from_numpy(store.codebooks), config["variant"], config["head"],
-                        config["tau"], config["head_kwargs"], config["level_norm"])
+    """The checkpoint's model, built over the store's codebooks (and SSL stream), with the trained
+    parameters; CheckpointError when the store's SSL features differ from the checkpoint's."""
+    model = build_detector({"ssl_kwargs": {}, **checkpoint["config"]}, store)
+    problems = check_ssl_compatible(checkpoint, model, str(store.url))
+    if problems:
+        raise CheckpointError(f"the checkpoint was trained on other SSL features than those of {store.url}: "
+                              + "; ".join(problems))
     model.load_state_dict(checkpoint["model"])
     return model
 

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from classify.heads import HEADS
-from classify.variants import LEVEL_KINDS, PLAIN_KINDS, VARIANT_NAMES
+from classify.ssloptions import SSLOptions
+from classify.variants import LEVEL_KINDS, PLAIN_KINDS, VARIANT_NAMES, split_ssl
 
 PAD_POLICIES = ("repeat", "zero")
 BALANCE_MODES = ("weighted-loss", "sampler", "none")
@@ -47,6 +48,8 @@ class TrainConfig:
     - ``amp``, ``amp_dtype``: mixed precision on CUDA (``fp16`` adds a gradient scaler); ignored on CPU.
     - ``latent_ram_mb``: the `latent` variant reads the store's latent into RAM when it is no
       larger than this, else per crop from the store.
+    - ``ssl_kwargs``: options of the SSL variants (`ssl`, `ssl+V`): stream, layers, AttM sizes,
+      online features; see `classify.fusion.SSLOptions`.
     """
 
     variant: str = "qaf-static"
@@ -71,9 +74,11 @@ class TrainConfig:
     train_split: str = "train"
     dev_split: str = "dev"
     latent_ram_mb: float = 4096.0
+    ssl_kwargs: dict[str, Any] = field(default_factory=dict)  # SSL variants only: see classify.fusion.SSLOptions
 
     def __post_init__(self) -> None:
-        kind, sep, _ = self.variant.strip().lower().partition(":")
+        _, codec_variant = split_ssl(self.variant)
+        kind, sep, _ = ("mean" if codec_variant is None else codec_variant).partition(":")
         if (kind not in PLAIN_KINDS or sep) and (kind not in LEVEL_KINDS or not sep):
             raise ValueError(f"unknown weighting variant {self.variant!r}; valid choices: {', '.join(VARIANT_NAMES)}")
         _choice("head", self.head, tuple(HEADS))
@@ -82,6 +87,9 @@ class TrainConfig:
         _choice("amp_dtype", self.amp_dtype, AMP_DTYPES)
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)} (or cuda:N)")
+        if not isinstance(self.ssl_kwargs, dict):
+            raise ValueError(f"ssl_kwargs must be a table such as {{proj_dim = 256}}, got {self.ssl_kwargs!r}")
+        SSLOptions.from_dict(self.ssl_kwargs)
         if not isinstance(self.head_kwargs, dict):
             raise ValueError(f"head_kwargs must be a table such as {{proj_dim = 64}}, got {self.head_kwargs!r}")
         for name in ("tau", "lr", "crop_seconds", "max_eval_seconds"):

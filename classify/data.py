@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from classify.config import BALANCE_MODES, PAD_POLICIES
-from classify.store import FeatureStore, StoreReadError
+from store.reader import FeatureStore, StoreReadError
 
 LABELS = {"bonafide": True, "spoof": False}
 
@@ -88,15 +88,22 @@ def load_split(store: FeatureStore, name: str, both_classes: bool = True) -> Spl
 @dataclass
 class Batch:
     """codes int64 [B, T, Q]; lengths int64 [B] (valid frames per row, the rest is padding);
-    latent float16 [B, T, D] or None."""
+    latent float16 [B, T, D] or None; ssl float16 [B, T', L, H] or None (the SSL variants:
+    `classify.ssldata`, whose lengths count SSL frames)."""
 
     codes: Tensor
     lengths: Tensor
     latent: Tensor | None = None
+    ssl: Tensor | None = None
 
     def to(self, device: torch.device) -> "Batch":
         latent = None if self.latent is None else self.latent.to(device, non_blocking=True)
-        return Batch(self.codes.to(device, non_blocking=True), self.lengths, latent)
+        ssl = None if self.ssl is None else self.ssl.to(device, non_blocking=True)
+        return Batch(self.codes.to(device, non_blocking=True), self.lengths, latent, ssl)
+
+    def inputs(self) -> tuple:
+        """The model's arguments: (codes, lengths, latent), and ssl when there is one."""
+        return (self.codes, self.lengths, self.latent) + ((self.ssl,) if self.ssl is not None else ())
 
 
 class FrameSource:
@@ -131,6 +138,10 @@ class FrameSource:
                 self.latent = np.asarray(array[...])
             else:
                 self._lazy_latent = array
+
+    def split(self, store: FeatureStore, name: str, both_classes: bool = True) -> SplitData:
+        """The split's data for this source (`load_split`; the SSL variants' source has its own)."""
+        return load_split(store, name, both_classes)
 
     @property
     def with_latent(self) -> bool:
@@ -214,7 +225,11 @@ def train_batches(source: FrameSource, split: SplitData, batch_size: int, crop: 
     """One epoch of random crops: (batch with T = ``crop``, bona fide targets bool [B]).
 
     The epoch order and every crop position are drawn from ``generator`` before the first batch.
+    A source with batches of its own (the SSL variants', `classify.ssldata`) makes them.
     """
+    if not isinstance(source, FrameSource):
+        yield from source.train_batches(split, batch_size, crop, pad, balance, generator)
+        return
     order = epoch_order(split.is_bonafide, balance, generator)
     positions = torch.rand(order.size, generator=generator, dtype=torch.float64).numpy()
     for first in range(0, order.size, batch_size):
@@ -246,7 +261,10 @@ def eval_batches(source: FrameSource, split: SplitData, window: int,
                  frame_budget: int) -> Iterator[tuple[Batch, np.ndarray]]:
     """Every utterance of ``split`` as segments (see :func:`eval_segments`), longest first, in
     zero-padded batches of at most ``frame_budget`` frames (B * T_max; at least one segment).
-    Yields (batch, utterance index of each row [B])."""
+    Yields (batch, utterance index of each row [B]). A source with batches of its own makes them."""
+    if not isinstance(source, FrameSource):
+        yield from source.eval_batches(split, window, frame_budget)
+        return
     utt, start, length = eval_segments(split.lengths, window)
     order = np.argsort(-length, kind="stable")
     first = 0

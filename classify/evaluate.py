@@ -30,18 +30,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from classify.checkpoint import check_compatible, checkpoint_path, load_checkpoint, model_from_checkpoint
+from classify.checkpoint import (
+    check_compatible,
+    checkpoint_path,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from classify.config import TrainConfig, amp_dtype, resolve_device
-from classify.data import DataError, FrameSource, SplitData, eval_batches, load_split
-from classify.metrics import asv_error_rates, compute_actdcf, compute_cllr, compute_tdcf_legacy, metrics_table
+from classify.data import DataError, FrameSource, SplitData, eval_batches
+from classify.fusion import make_source, ssl_label, ssl_provenance
+from classify.metrics import (
+    compute_actdcf,
+    compute_cllr,
+    metrics_table,
+    min_tdcf_with_asv,
+)
 from classify.model import SpoofDetector
 from classify.plots import plot_det
 from classify.scorefiles import read_asv_scores, write_scores
-from classify.store import FeatureStore
 from store.provenance import device_label, provenance
+from store.reader import FeatureStore
 
-#: Official score format of each dataset name in the store's attributes.
-DATASET_FORMATS = {"asv19": "asvspoof2019", "demo": "asvspoof2019", "asv5": "asvspoof5", "manifest": "asvspoof5"}
 FORMATS = ("auto", "asvspoof2019", "asvspoof5")
 _SUFFIX = {"asvspoof2019": ".txt", "asvspoof5": ".tsv"}
 _CALIBRATION_C = 1e4
@@ -71,7 +80,7 @@ def score_split(model: SpoofDetector, source: FrameSource, split: SplitData, win
     with torch.no_grad(), autocast(device, dtype):
         for batch, utt in eval_batches(source, split, window, frame_budget):
             batch = batch.to(device)
-            logits = model(batch.codes, batch.lengths, batch.latent).float().cpu().numpy()
+            logits = model(*batch.inputs()).float().cpu().numpy()
             np.add.at(sums, utt, logits)
             np.add.at(counts, utt, 1)
     return sums / counts
@@ -83,17 +92,18 @@ def resolve_format(fmt: str, store: FeatureStore) -> str:
         raise ValueError(f"unknown score format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     if fmt != "auto":
         return fmt
-    name = store.attrs.get("dataset", {}).get("name")
-    if name not in DATASET_FORMATS:
-        raise ValueError(f"{store.url}: no official score format known for dataset {name!r}; "
-                         f"choose --format asvspoof2019 or asvspoof5")
-    return DATASET_FORMATS[name]
+    if store.score_format is None:
+        raise ValueError(f"{store.url}: no official score format known for dataset "
+                         f"{store.attrs.get('dataset', {}).get('name')!r}; choose --format asvspoof2019 or asvspoof5")
+    return store.score_format
 
 
 def fit_calibration(scores: np.ndarray, is_bonafide: np.ndarray) -> dict[str, Any]:
     """Fit raw score -> LLR on labelled scores [N]; returns the record kept in metrics.json
     (``coef`` a, ``intercept`` b, ``log_prior_odds``; LLR = a s + b - log_prior_odds)."""
-    from sklearn.linear_model import LogisticRegression  # slow to import; only evaluation needs it
+    from sklearn.linear_model import (
+        LogisticRegression,  # slow to import; only evaluation needs it
+    )
 
     n_bona = int(is_bonafide.sum())
     n_spoof = int(is_bonafide.size - n_bona)
@@ -121,12 +131,10 @@ def _tdcf(scores: np.ndarray, is_bonafide: np.ndarray, asv_path: Path) -> dict[s
     """Min t-DCF (ASVspoof 2019 LA cost model) of the CM scores with the ASV file's error rates."""
     asv = read_asv_scores(asv_path)
     try:
-        pfa, pmiss, pmiss_spoof = asv_error_rates(asv.target, asv.nontarget, asv.spoof)
-        min_tdcf, _ = compute_tdcf_legacy(scores[is_bonafide], scores[~is_bonafide], pfa, pmiss, pmiss_spoof)
+        rates = min_tdcf_with_asv(scores[is_bonafide], scores[~is_bonafide], asv.target, asv.nontarget, asv.spoof)
     except ValueError as err:
         raise ValueError(f"t-DCF with ASV scores {asv_path}: {err}") from None
-    return {"min_tdcf": min_tdcf, "asv_scores": str(asv_path),
-            "asv_error_rates": {"pfa_asv": pfa, "pmiss_asv": pmiss, "pmiss_spoof_asv": pmiss_spoof}}
+    return {"min_tdcf": rates.pop("min_tdcf"), "asv_scores": str(asv_path), "asv_error_rates": rates}
 
 
 def _with_calibrated_costs(raw: dict[str, Any], calibrated: dict[str, Any]) -> dict[str, Any]:
@@ -158,9 +166,8 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     torch_device = resolve_device(device)
     dtype = amp_dtype(config, torch_device)
     model = model_from_checkpoint(state, store).to(torch_device)
-    source = FrameSource(store, with_latent=model.weighting.spec.needs_latent,
-                         latent_ram_bytes=config.latent_ram_mb * 2**20)
-    data = load_split(store, split)
+    source = make_source(store, model, {**state["config"], "device": str(torch_device)})
+    data = source.split(store, split)
     if data.n_failed:
         log(f"warning: {data.n_failed} utterance(s) of split {split!r} failed extraction in {store.url}; "
             "they have no features and are not scored")
@@ -175,6 +182,7 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
         "store": store.url,
         "dataset": store.attrs.get("dataset", {}).get("name"),
         "codec_weights": {"label": store.codec.weights_label, "sha256": store.codec.weights_sha256},
+        **({"ssl_weights": {"label": ssl_label(model), **ssl_provenance(model)["weights"]}} if ssl_label(model) else {}),
         "variant": config.variant,
         "head": config.head,
         "scores_file": str(scores_path),
@@ -186,7 +194,7 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     }
     if calibrate:
         try:
-            dev = load_split(store, config.dev_split)
+            dev = source.split(store, config.dev_split)
         except DataError as err:
             raise DataError(f"{err} (calibration fits on the checkpoint's dev split; use --no-calibrate "
                             "to skip it)") from None
@@ -210,7 +218,7 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     result["calibration"] = calibration
     if asv_scores is not None:
         result.update(_tdcf(scores, data.is_bonafide, Path(asv_scores)))
-    note = store.codec.weights_label
+    note = store.codec.weights_label + (f"; SSL: {ssl_label(model)}" if ssl_label(model) else "")
     result["det_plot"] = str(plot_det({f"{config.variant} / {config.head} ({split})": (bona, spoof)},
                                       out_dir / "det.png", title=f"DET, split {split}", note=note))
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -110,13 +110,13 @@ def compute_det_curve(
     return frr, far, thresholds
 
 
-def _eer_from_det(frr: np.ndarray, far: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+def eer_from_det(frr: np.ndarray, far: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
     """EER at the first DET point where |frr - far| is smallest: (mean of the two, threshold)."""
     idx = int(np.argmin(np.abs(frr - far)))
     return float(np.mean((frr[idx], far[idx]))), float(thresholds[idx])
 
 
-def _mindcf_from_det(
+def mindcf_from_det(
     frr: np.ndarray,
     far: np.ndarray,
     thresholds: np.ndarray,
@@ -143,7 +143,7 @@ def compute_eer(bona_scores: Any, spoof_scores: Any) -> tuple[float, float]:
         ``(eer, threshold)``: at the first DET point minimising |frr - far|, the mean of frr and
         far there, and that point's threshold.
     """
-    return _eer_from_det(*compute_det_curve(bona_scores, spoof_scores))
+    return eer_from_det(*compute_det_curve(bona_scores, spoof_scores))
 
 
 def compute_mindcf(
@@ -163,7 +163,7 @@ def compute_mindcf(
         ``(min_dcf, threshold)`` with the threshold of the minimising DET point.
     """
     frr, far, thresholds = compute_det_curve(bona_scores, spoof_scores)
-    return _mindcf_from_det(frr, far, thresholds, p_spoof, c_miss, c_fa)
+    return mindcf_from_det(frr, far, thresholds, p_spoof, c_miss, c_fa)
 
 
 def actdcf_threshold(p_spoof: float = P_SPOOF, c_miss: float = C_MISS, c_fa: float = C_FA) -> float:
@@ -298,13 +298,23 @@ def compute_tdcf_legacy(
     return float(tdcf_norm[idx]), float(thresholds[idx])
 
 
+def min_tdcf_with_asv(bona_cm: Any, spoof_cm: Any, asv_target: Any, asv_nontarget: Any, asv_spoof: Any,
+                      cost_model: TDCFCostModel = ASVSPOOF2019_COST_MODEL) -> dict[str, float]:
+    """Min t-DCF of CM scores with the ASV system's error rates at its own EER threshold (the
+    official ASVspoof 2019 procedure): ``{"min_tdcf", "pfa_asv", "pmiss_asv", "pmiss_spoof_asv"}``.
+    ValueError (from the checks of either step) when the inputs cannot give one."""
+    pfa, pmiss, pmiss_spoof = asv_error_rates(asv_target, asv_nontarget, asv_spoof)
+    min_tdcf, _ = compute_tdcf_legacy(bona_cm, spoof_cm, pfa, pmiss, pmiss_spoof, cost_model)
+    return {"min_tdcf": min_tdcf, "pfa_asv": pfa, "pmiss_asv": pmiss, "pmiss_spoof_asv": pmiss_spoof}
+
+
 def _class_metrics(
     bona: np.ndarray, spoof: np.ndarray, p_spoof: float, c_miss: float, c_fa: float
 ) -> dict[str, float | int]:
     """EER, minDCF, actDCF, Cllr and class counts of one bona fide / spoof pair of score sets."""
     frr, far, thresholds = compute_det_curve(bona, spoof)
-    eer, eer_threshold = _eer_from_det(frr, far, thresholds)
-    min_dcf, _ = _mindcf_from_det(frr, far, thresholds, p_spoof, c_miss, c_fa)
+    eer, eer_threshold = eer_from_det(frr, far, thresholds)
+    min_dcf, _ = mindcf_from_det(frr, far, thresholds, p_spoof, c_miss, c_fa)
     act_dcf, _ = compute_actdcf(bona, spoof, p_spoof, c_miss, c_fa)
     return {
         "eer": eer,

@@ -8,9 +8,8 @@ encoder state, data), e.g. ``"EnCodec 24 kHz, UNTRAINED k-means encoder"``.
 
 from __future__ import annotations
 
-import textwrap
-
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any

@@ -30,8 +30,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from classify.plots import plot_level_weights
-from classify.store import FeatureStore
 from classify.sweep import CONFIG_FIELDS, OK
+from store.reader import FeatureStore
 
 REPORT = "report.md"
 EER_PLOT = "eer.png"
@@ -261,6 +261,8 @@ def _codec_header(results: pd.DataFrame) -> list[str]:
     labels = sorted(set(results["codec_weights_label"].dropna()) - {""})
     trained = results.loc[results["codec_weights_label"] != "", "codec_trained"]
     lines = [f"**Codec weights: {label}**" for label in labels] or ["**Codec weights: unknown (no trial reached the store)**"]
+    if "ssl_weights_label" in results:  # the SSL variants' second stream (classify.fusion)
+        lines += [f"**SSL weights: {label}**" for label in sorted(set(results["ssl_weights_label"].dropna()) - {""})]
     if len(labels) > 1:
         lines.append("> **WARNING: the trials used features of different codec weights; they are not comparable.**")
     if len(trained) and not trained.astype(bool).all():

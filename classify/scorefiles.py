@@ -42,6 +42,26 @@ _ASV_KEYS = ("target", "nontarget", "spoof")
 _N_EXAMPLES = 5
 
 
+@dataclass(frozen=True)
+class ProtocolKeys:
+    """Where a protocol file without header keeps, per line, the utterance id, the attack (system),
+    the codec condition (None: none) and the bona fide / spoof key; 0-based columns."""
+
+    fields: int
+    utt: int
+    attack: int
+    codec: int | None
+    key: int
+
+
+PROTOCOL_KEYS = {
+    "asvspoof2019-la": ProtocolKeys(fields=5, utt=1, attack=3, codec=None, key=4),  # SPEAKER UTT - SYSTEM KEY
+    # SPEAKER FLAC GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP
+    "asvspoof5-protocol": ProtocolKeys(fields=10, utt=1, attack=7, codec=3, key=8),
+}
+"""Key file formats without header, told apart by their number of fields."""
+
+
 class ScoreFileError(ValueError):
     """A score or key file is unreadable, malformed, or does not match its partner file."""
 
@@ -267,16 +287,15 @@ def read_keys(path: str | Path) -> KeyFile:
         fmt, n_fields, skip = "asvspoof5-key", len(names), header_no
     else:
         n_fields = len(header.split())
-        if n_fields == 5:
-            fmt, id_col, attack_col, codec_col, label_col = "asvspoof2019-la", 1, 3, None, 4
-        elif n_fields == 10:
-            fmt, id_col, attack_col, codec_col, label_col = "asvspoof5-protocol", 1, 7, 3, 8
-        else:
+        fmt = next((name for name, layout in PROTOCOL_KEYS.items() if layout.fields == n_fields), None)
+        if fmt is None:
             raise ScoreFileError(
                 f"{path}:{header_no}: not a known key format: {n_fields} field(s); expected an "
                 "ASVspoof 2019 LA protocol (5), an ASVspoof5 protocol (10), or a header with "
                 "'filename' and 'cm-label'"
             )
+        layout = PROTOCOL_KEYS[fmt]
+        id_col, attack_col, codec_col, label_col = layout.utt, layout.attack, layout.codec, layout.key
         delimiter, skip = None, None
     utt_ids: list[str] = []
     labels: list[bool] = []

@@ -50,11 +50,11 @@ import pandas as pd
 import torch
 
 from classify.config import TrainConfig, resolve_device
-from classify.evaluate import DATASET_FORMATS, evaluate
-from classify.store import FeatureStore
+from classify.evaluate import evaluate
 from classify.train import DIVERGED, train
-from pipeline.config import ConfigError, build, load_toml
+from store.config import ConfigError, build, load_toml
 from store.provenance import device_label, provenance
+from store.reader import FeatureStore
 
 SWEEP_TABLES = ("base", "grid")
 RESULTS = "results.parquet"
@@ -247,18 +247,18 @@ def open_store(url: str) -> FeatureStore:
 
 
 def _config_columns(config: dict[str, Any]) -> dict[str, Any]:
-    """TrainConfig fields as flat columns; ``head_kwargs`` (a table) as canonical JSON."""
-    return {k: _canonical(v) if k == "head_kwargs" else v for k, v in config.items()}
+    """TrainConfig fields as flat columns; tables (``head_kwargs``, ``ssl_kwargs``) as canonical JSON."""
+    return {k: _canonical(v) if isinstance(v, dict) else v for k, v in config.items()}
 
 
 def result_row(task: TrialTask, status: str, error: str = "", **values: Any) -> dict[str, Any]:
     """A results-table row. Columns: ``trial_id``, ``status`` (ok / failed), ``error``; every
-    TrainConfig field (``head_kwargs`` as JSON); ``config_json`` (the full config),
+    TrainConfig field (``head_kwargs`` and ``ssl_kwargs`` as JSON); ``config_json`` (the full config),
     ``params_json`` (the grid values); ``dev_*`` and ``eval_*`` for each of METRICS (fractions;
     NaN when not reached); ``best_dev_eer``, ``best_epoch``, ``epochs_run``, ``stopped`` (from
     training); ``n_trainable``; ``wall_seconds`` (the whole trial), ``train_seconds``;
     ``codec_weights_label``, ``codec_weights_sha256``, ``codec_bandwidth``, ``codec_n_q``,
-    ``codec_trained``; ``level_weights`` (alpha of the best model as JSON, [Q] or [Q][D]; empty for
+    ``codec_trained``; ``ssl_weights_label`` (SSL variants); ``level_weights`` (alpha of the best model as JSON, [Q] or [Q][D]; empty for
     `latent`); ``eval_per_attack_eer`` (JSON); ``eval_split``, ``store``, ``trial_dir``;
     ``device``, ``host``, ``pid`` and ``torch_threads`` of the process that ran it; ``finished_at`` (UTC ISO
     time); what made it (see :func:`provenance_columns`). ``values`` fill the columns known at the time."""
@@ -270,7 +270,7 @@ def result_row(task: TrialTask, status: str, error: str = "", **values: Any) -> 
         row.update({f"{role}_{m}": math.nan for m in METRICS})
     row.update(best_dev_eer=math.nan, best_epoch=0, epochs_run=0, stopped="", n_trainable=0,
                wall_seconds=math.nan, train_seconds=math.nan, codec_weights_label="", codec_weights_sha256="",
-               codec_bandwidth=math.nan, codec_n_q=0, codec_trained=False, level_weights="",
+               codec_bandwidth=math.nan, codec_n_q=0, codec_trained=False, ssl_weights_label="", level_weights="",
                eval_per_attack_eer="", eval_split=task.eval_split, store=task.store_url,
                trial_dir=task.trial_dir, device="", host=socket.gethostname(), pid=os.getpid(),
                torch_threads=torch.get_num_threads(),
@@ -298,7 +298,7 @@ def _trial_logger(path: Path) -> Callable[[str], None]:
 
 def _score_format(store: FeatureStore) -> str:
     """The dataset's official score format, or ASVspoof5's for a dataset without one."""
-    return "auto" if store.attrs.get("dataset", {}).get("name") in DATASET_FORMATS else "asvspoof5"
+    return "auto" if store.score_format else "asvspoof5"
 
 
 def run_trial(task: TrialTask) -> dict[str, Any]:
@@ -332,6 +332,7 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
             metrics = evaluate(out, store, split, out / role, fmt=fmt, device=config.device, log=log,
                                origin=task.origin)
             values.update({f"{role}_{m}": metrics[m] for m in METRICS})
+            values["ssl_weights_label"] = metrics.get("ssl_weights", {}).get("label", "")
             if role == "eval":
                 values["eval_per_attack_eer"] = _canonical(
                     {attack: m["eer"] for attack, m in metrics["per_attack"].items()})

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from classify import budget
 from classify.checkpoint import (
     BEST,
     LAST,
@@ -41,13 +42,27 @@ from classify.checkpoint import (
     save_checkpoint,
 )
 from classify.config import RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
-from classify.data import Batch, FrameSource, class_weights, load_split, n_train_batches, train_batches
+from classify.data import (
+    Batch,
+    class_weights,
+    load_split,
+    n_train_batches,
+    train_batches,
+)
 from classify.evaluate import autocast, frame_window, score_split
 from classify.metrics import compute_eer, compute_mindcf
-from classify.model import SpoofDetector, build_model
+from classify.fusion import (
+    FusedDetector,
+    build_detector,
+    check_ssl_compatible,
+    make_source,
+    ssl_label,
+    ssl_provenance,
+)
+from classify.model import SpoofDetector
 from classify.plots import plot_level_weights, plot_training_curves
-from classify.store import FeatureStore
 from store.provenance import device_label, provenance
+from store.reader import FeatureStore
 
 HISTORY = "history.jsonl"
 CONFIG = "config.json"
@@ -112,14 +127,13 @@ class _Run:
         self.config, self.store, self.out_dir, self.log = config, store, out_dir, log
         self.device = resolve_device(config.device)
         self.dtype = amp_dtype(config, self.device)
-        self.train_data = load_split(store, config.train_split)
-        self.dev_data = load_split(store, config.dev_split)
+        load_split(store, config.train_split)  # split errors before the model is built
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.model: SpoofDetector = build_model(torch.from_numpy(store.codebooks), config.variant, config.head,
-                                                config.tau, config.head_kwargs, config.level_norm).to(self.device)
-        self.source = FrameSource(store, with_latent=self.model.weighting.spec.needs_latent,
-                                  latent_ram_bytes=config.latent_ram_mb * 2**20)
+        self.model: SpoofDetector | FusedDetector = build_detector(dataclasses.asdict(config), store).to(self.device)
+        self.source = make_source(store, self.model, dataclasses.asdict(config))  # SSL variants: classify.ssldata
+        self.train_data = self.source.split(store, config.train_split)
+        self.dev_data = self.source.split(store, config.dev_split)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
@@ -144,6 +158,7 @@ class _Run:
             "model": self.model.state_dict(),
             "config": dataclasses.asdict(self.config),
             "codec": codec_dict(self.store.codec),
+            "ssl": ssl_provenance(self.model),
             "store": {"url": self.store.url, "dataset": str(self.store.attrs.get("dataset", {}).get("name"))},
             "optimizer": self.optimizer.state_dict(),
             "schedule": {"step": p.step, "total_steps": self.total_steps, "warmup_steps": self.warmup},
@@ -160,6 +175,9 @@ class _Run:
         """Continue from the checkpoint at ``path`` (same codec; config equal up to RESUMABLE_CHANGES)."""
         state = load_checkpoint(path)
         check_compatible(state, self.store, path)
+        ssl_problems = check_ssl_compatible(state, self.model, str(path))
+        if ssl_problems:
+            raise CheckpointError(f"{path} was trained on other SSL features: {'; '.join(ssl_problems)}")
         now = dataclasses.asdict(self.config)
         changed = [k for k in now if k not in RESUMABLE_CHANGES and state["config"].get(k) != now[k]]
         if changed:
@@ -220,7 +238,7 @@ class _Run:
         """One optimizer step on ``batch`` with bona fide ``targets`` bool [B]; returns the loss."""
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.dtype):
-            logits = self.model(batch.codes, batch.lengths, batch.latent)
+            logits = self.model(*batch.inputs())
         weight = self.class_weight[targets.long()]
         loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), weight=weight)
         value = float(loss.detach())
@@ -284,9 +302,14 @@ def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Ca
     run.provenance = {**(origin or provenance()), "device": device_label(str(run.device))}
     info = store.codec
     n_trainable = run.model.n_trainable()
-    log(f"model: variant {config.variant}, head {config.head}: {n_trainable:,} trainable parameters = "
-        f"{100 * n_trainable / info.parameters:.2f} % of the frozen codec's {info.parameters:,}")
+    weighting = run.model.weighting
+    trainable_share = budget.share(n_trainable, budget.frozen_used(
+        store.attrs["codec"] if weighting is not None else None, ssl_provenance(run.model),
+        codebooks=weighting is not None and not weighting.spec.needs_latent))
+    log(f"model: variant {config.variant}, head {config.head}: {budget.describe(trainable_share)}")
     log(f"codec weights: {info.weights_label}")
+    if ssl_label(run.model):
+        log(f"SSL weights: {ssl_label(run.model)}")
     log(f"data: {len(run.train_data)} {config.train_split} / {len(run.dev_data)} {config.dev_split} utterances, "
         f"{run.steps_per_epoch} steps per epoch, crops of {run.crop} frames, device {run.device}"
         f"{f', autocast {run.dtype}' if run.dtype else ''}")
@@ -296,6 +319,7 @@ def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Ca
         "config": dataclasses.asdict(config), "store": store.url, "codec": codec_dict(info),
         "codec_weights": info.weights_label, "n_trainable": n_trainable,
         "trainable_percent_of_codec": 100 * n_trainable / info.parameters,
+        "trainable_share": trainable_share, "ssl_weights": ssl_label(run.model), "ssl": ssl_provenance(run.model),
         "provenance": run.provenance,
     })
     (out_dir / HISTORY).write_text("".join(json.dumps(row) + "\n" for row in run.progress.history))
@@ -332,7 +356,7 @@ def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Ca
         paths.update(best=str(best_path), last=str(out_dir / LAST))
         paths["training_curves"] = str(plot_training_curves(
             p.history, out_dir / CURVES, title=f"Training: {config.variant} / {config.head}", note=run.label))
-        alpha = run.model.weighting.level_weights()
+        alpha = run.model.weighting.level_weights() if run.model.weighting is not None else None
         if alpha is not None:
             level_weights = alpha.tolist()
             paths["level_weights"] = str(plot_level_weights(

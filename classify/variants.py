@@ -16,7 +16,22 @@ LEVEL_KINDS = ("single", "first")
 #: Every variant as written on the command line, for help texts.
 VARIANT_NAMES = (
     "mean", "scalar", "qaf-static", "single:k", "first:k", "cumulative", "latent", "trainable-tables",
+    "ssl", "ssl+V",
 )
+#: The paper's full system: `ssl` (the SSL stream alone, AttM + LSTM) and `ssl+V` (fused with the
+#: codec hierarchy under weighting variant V); see `classify.fusion`.
+SSL_PREFIX = "ssl"
+
+
+def split_ssl(name: str) -> tuple[bool, str | None]:
+    """(uses the SSL stream, codec weighting variant or None): `ssl` -> (True, None), `ssl+mean` ->
+    (True, "mean"), `mean` -> (False, "mean")."""
+    text = name.strip().lower()
+    if text == SSL_PREFIX:
+        return True, None
+    if text.startswith(SSL_PREFIX + "+"):
+        return True, text[len(SSL_PREFIX) + 1 :]
+    return False, text
 
 
 @dataclass(frozen=True)

@@ -83,3 +83,20 @@ def load_audio(path: str | Path, target_rate: int = CODEC_SAMPLE_RATE) -> torch.
         raise AudioError(f"{bad} non-finite (NaN/inf) samples")
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # [channels, frames]
     return convert_audio(wav.mean(0, keepdim=True), sr, target_rate, 1)
+
+
+def frame_energy(wav: torch.Tensor, hop: int = 320) -> np.ndarray:
+    """Log energy of each codec frame: float16 [ceil(T / hop), 1] in dB, 10 log10(mean(x^2) + 1e-10)
+    over the frame's ``hop`` samples of ``wav`` [1, T] (the last frame over the samples it has).
+
+    Frame t covers the same samples as the codec's frame t (EnCodec 24 kHz: hop 320 at 24 kHz),
+    so the stream is frame-aligned with the codes. It sees no codec: a control for what the codec
+    adds over plain level statistics (e.g. the cleaner pauses of some synthesizers)."""
+    x = wav.reshape(-1).to(torch.float64)
+    n = x.numel()
+    frames = -(-n // hop)
+    padded = torch.nn.functional.pad(x, (0, frames * hop - n)).view(frames, hop)
+    counts = torch.full((frames,), float(hop), dtype=torch.float64)
+    counts[-1] = n - (frames - 1) * hop
+    power = padded.square().sum(1) / counts
+    return (10.0 * torch.log10(power + 1e-10)).to(torch.float16).numpy()[:, None]

@@ -19,13 +19,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import zarr
 
-from . import storeformat as sf
+from store import format as sf
+from store.format import StoreFiles
+from store.provenance import device_label, provenance
+from store.reader import FeatureStore
+from store.writer import (
+    StoreError,
+    create_store,
+    create_stream,
+    done_units,
+    finish_store,
+    finish_stream,
+)
+
 from .audio import AudioError, load_audio
 from .codec import (
-    CODEC_NAME,
     CODEBOOK_SIZE,
+    CODEC_NAME,
     DIM,
     FRAME_RATE,
     WeightsInfo,
@@ -34,11 +45,7 @@ from .codec import (
     pretrained_file,
     read_weights,
 )
-from store.provenance import device_label, provenance
-
 from .datasets import get_dataset
-from .store import StoreError, create_store, done_units, finish_store
-from .storeformat import StoreFiles
 from .unit import EncoderSettings, UnitTask, run_unit
 
 
@@ -53,6 +60,7 @@ class ExtractConfig:
     bandwidth: float = 6.0
     weights: str = "pretrained"  # "pretrained" | "untrained" | path of a state dict
     latent: bool = True
+    energy: bool = True
     device: str = "auto"
     batch_seconds: float | None = None  # None: 8 on CPUs, 120 on CUDA (see BATCH_SECONDS)
     unit_size: int = 32
@@ -66,6 +74,13 @@ class ExtractConfig:
     lsuv_seconds: float = 16.0  # untrained codec: corpus audio for that normalisation
     torch_threads: int | None = None
     download: bool = True
+    # the SSL stream of the paper's full system (extract.ssl_stream): model, 1-based layers (None:
+    # 1-12), weights (pretrained | untrained | FILE), centre crop of train utterances, stream name
+    ssl: str | None = None
+    ssl_layers: str | None = None
+    ssl_weights: str = "pretrained"
+    ssl_crop: float | None = None
+    ssl_stream: str = "ssl"
 
     def __post_init__(self):
         n_quantizers(self.bandwidth)  # raises WeightsError naming the valid bandwidths
@@ -77,7 +92,9 @@ class ExtractConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
 
-    FINGERPRINT = ("dataset", "root", "splits", "bandwidth", "latent", "unit_size", "batch_seconds", "window_seconds", "min_batch_seconds", "max_seconds")
+    FINGERPRINT = ("dataset", "root", "splits", "bandwidth", "unit_size", "batch_seconds", "window_seconds", "min_batch_seconds", "max_seconds")
+    """The settings that define a store's content. ``latent`` and ``energy`` are not among them: a
+    stream a finished store lacks is added to it by a later run that asks for it."""
 
 
 BATCH_SECONDS = {"cpu": 8.0, "cuda": 120.0}
@@ -94,7 +111,8 @@ class ExtractResult:
     resumed_units: int = 0
     ran_units: int = 0
     wall_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    added_streams: list[str] = field(default_factory=list)
+    ssl_weights: str = ""
 
 
 def package_versions() -> dict[str, str]:
@@ -149,6 +167,9 @@ def _fingerprint(config: ExtractConfig) -> dict:
 def _check_resume(files: StoreFiles, attrs: dict, config: ExtractConfig) -> WeightsInfo:
     if attrs.get("format") != sf.FORMAT:
         raise StoreError(f"{files.url} exists and is not a feature store of this tool; choose another --out")
+    if attrs.get("format_version", 0) > sf.FORMAT_VERSION:
+        raise StoreError(f"{files.url} has store format version {attrs['format_version']}, newer than this tool's "
+                         f"{sf.FORMAT_VERSION}; upgrade rvq-antispoof")
     stored = attrs.get("config", {})
     wanted = _fingerprint(config)
     differ = [k for k in wanted if stored.get(k) != wanted[k]]
@@ -165,6 +186,78 @@ def _check_resume(files: StoreFiles, attrs: dict, config: ExtractConfig) -> Weig
     return info
 
 
+def _requested_streams(config: ExtractConfig) -> list[str]:
+    return [sf.CODES] + [name for name, on in ((sf.LATENT, config.latent), (sf.ENERGY, config.energy)) if on]
+
+
+def _settings(config: ExtractConfig, weights: WeightsInfo, device: str, streams: tuple[str, ...],
+              group: str = "") -> EncoderSettings:
+    return EncoderSettings(
+        store=config.out,
+        weights_sha256=weights.sha256,
+        bandwidth=config.bandwidth,
+        device=device,
+        window_seconds=config.window_seconds,
+        min_batch_seconds=config.min_batch_seconds,
+        batch_seconds=config.batch_seconds,
+        max_seconds=config.max_seconds,
+        torch_threads=config.torch_threads,
+        streams=streams,
+        group=group,
+    )
+
+
+def _run_units(tasks: list[UnitTask], submit, progress) -> None:
+    results = submit(tasks) if submit is not None else map(run_unit, tasks)
+    for result in results:
+        if progress is not None:
+            progress(result)
+
+
+def _unit_tasks(n_rows: int, unit_size: int, done: dict, settings: EncoderSettings, paths: list[str],
+                skip: dict[int, str] | None = None) -> list[UnitTask]:
+    skip = skip or {}
+    tasks = []
+    for unit in range(-(-n_rows // unit_size)):
+        if unit in done:
+            continue
+        rows = range(unit * unit_size, min(n_rows, (unit + 1) * unit_size))
+        tasks.append(UnitTask(unit, tuple((r, paths[r]) for r in rows if r not in skip), settings,
+                              tuple((r, skip[r]) for r in rows if r in skip)))
+    return tasks
+
+
+def _add_stream(config: ExtractConfig, name: str, weights: WeightsInfo, device: str, submit, log, progress) -> int:
+    """Add stream ``name`` to the finished store ``config.out`` (or finish adding it); returns the
+    number of units run. The store's other streams, tables and attributes are not touched."""
+    files = StoreFiles(config.out)
+    group = sf.added_stream_group(name)
+    attrs = files.read_group_attrs()
+    codec = attrs["codec"]
+    spec = next(s for s in sf.codec_stream_specs(codec, latent=True, energy=True) if s.name == name)
+    spec = sf.added_stream_spec(name, spec.frame_rate, spec.dtype, spec.frame_shape, spec.about)
+    if files.exists(f"{group}/zarr.json"):
+        stream_attrs = files.read_group_attrs(group)
+        if stream_attrs.get("state") == sf.STATE_COMPLETE:
+            return 0
+        log(f"resuming the addition of stream {name!r} to {config.out}")
+    else:
+        create_stream(config.out, spec, {"config": _fingerprint(config),
+                                         "provenance": provenance(device_label(device))})
+        log(f"adding stream {spec.describe()} to {config.out}; its other streams are not touched")
+    table = files.read_table(sf.UTTERANCES)
+    skip = {int(r): "extraction failed in this store" for r in np.flatnonzero(table["status"].to_numpy() != "ok")}
+    n_units = -(-len(table) // config.unit_size)
+    done = done_units(config.out, n_units, group)
+    tasks = _unit_tasks(len(table), config.unit_size, done, _settings(config, weights, device, (name,), group),
+                        table["path"].tolist(), skip)
+    _run_units(tasks, submit, progress)
+    records = finish_stream(config.out, name, n_units, {"finished_by": provenance(device_label(device))})
+    failed = int((records["status"] != "ok").sum()) - len(skip)
+    log(f"stream {name!r} added" + (f"; {failed} utterance(s) failed (streams/{name}/failures.parquet)" if failed else ""))
+    return len(tasks)
+
+
 def extract(
     config: ExtractConfig,
     submit: Callable[[list[UnitTask]], Iterator[dict]] | None = None,
@@ -172,7 +265,11 @@ def extract(
     progress: Callable[[dict], None] | None = None,
 ) -> ExtractResult:
     """Run (or resume) an extraction. ``submit`` runs tasks and yields their results as they finish
-    (a dask client's map + as_completed); None runs them in this process, in order."""
+    (a dask client's map + as_completed); None runs them in this process, in order.
+
+    A new store gets the requested streams (codes, and latent / energy when asked). On an existing
+    store the settings that define its content must be the same; an unfinished extraction is
+    resumed, and a requested stream the finished store lacks is added (see :func:`_add_stream`)."""
     started = time.perf_counter()
     n_q = n_quantizers(config.bandwidth)
     device = resolve_device(config.device)
@@ -185,75 +282,83 @@ def extract(
     loaded = dataset.load(Path(config.root), config.splits)
     log(f"{loaded.description}: {len(loaded.table)} utterances, {len(loaded.problems)} protocol problems")
 
-    if files.exists():
-        attrs = files.read_group_attrs()
+    ran = resumed = 0
+    attrs = files.read_group_attrs() if files.exists() else None
+    if attrs is not None:
         weights = _check_resume(files, attrs, config)
-        if attrs.get("state") == sf.STATE_COMPLETE:
-            files.remove(sf.PARTS)  # left over if a finish was killed after it marked the store complete
-            log(f"{config.out} is already complete; nothing to do")
-            return ExtractResult(config.out, files.read_table(sf.UTTERANCES), files.read_table(sf.FAILURES), weights, wall_seconds=time.perf_counter() - started)
-        plan = files.read_table(sf.PLAN)
-        log(f"resuming {config.out} ({weights.label})")
+    if attrs is None or attrs.get("state") != sf.STATE_COMPLETE:
+        if attrs is not None:
+            plan = files.read_table(sf.PLAN)
+            log(f"resuming {config.out} ({weights.label})")
+        else:
+            plan = loaded.table.reset_index(drop=True)
+            if plan.empty:
+                raise StoreError(f"{config.root}: no usable utterances in {config.dataset}")
+            weights = _create(config, plan, loaded, n_q, device, log)
+        streams = tuple(sf.stream_specs(files.read_group_attrs()))
+        n_units = -(-len(plan) // config.unit_size)
+        done = done_units(config.out, n_units)
+        tasks = _unit_tasks(len(plan), config.unit_size, done, _settings(config, weights, device, streams),
+                            plan["path"].tolist())
+        if done:
+            log(f"{len(done)} of {n_units} work units already done; running {len(tasks)}")
+        _run_units(tasks, submit, progress)
+        finish_store(config.out, n_units, {"weights": weights.label}, {"finished_by": provenance(device_label(device))})
+        ran, resumed = len(tasks), len(done)
     else:
-        plan = loaded.table.reset_index(drop=True)
-        if plan.empty:
-            raise StoreError(f"{config.root}: no usable utterances in {config.dataset}")
-        model, weights_bytes, weights = _codec_for_new_store(config, plan, n_q, log)
-        codebooks = np.stack([layer._codebook.embed.detach().numpy() for layer in model.quantizer.vq.layers[:n_q]])
-        problems = pd.DataFrame([asdict(p) for p in loaded.problems], columns=list(sf.FAILURE_COLUMNS))
-        attrs = {
-            "codec": {
-                "name": CODEC_NAME,
-                "sample_rate": model.sample_rate,
-                "frame_rate": FRAME_RATE,
-                "n_q": n_q,
-                "bandwidth": config.bandwidth,
-                "codebook_size": CODEBOOK_SIZE,
-                "dim": DIM,
-                "parameters": sum(p.numel() for p in model.parameters()),
-            },
-            "weights": {**weights.to_dict(), "file": sf.WEIGHTS},
-            "dataset": {"name": config.dataset, "root": config.root, "splits": sorted(plan["split"].unique().tolist()), "description": loaded.description},
-            "config": asdict(config),
-            "versions": package_versions(),
-            "provenance": provenance(device_label(device)),
-        }
-        create_store(config.out, attrs, plan, problems, codebooks, weights_bytes)
-        log(f"created {config.out} ({weights.label})")
-
-    n_units = -(-len(plan) // config.unit_size)
-    done = done_units(config.out, n_units)
-    settings = EncoderSettings(
-        store=config.out,
-        weights_sha256=weights.sha256,
-        bandwidth=config.bandwidth,
-        device=device,
-        latent=config.latent,
-        window_seconds=config.window_seconds,
-        min_batch_seconds=config.min_batch_seconds,
-        batch_seconds=config.batch_seconds,
-        max_seconds=config.max_seconds,
-        torch_threads=config.torch_threads,
-    )
-    paths = plan["path"].tolist()
-    tasks = [
-        UnitTask(unit, tuple((row, paths[row]) for row in range(unit * config.unit_size, min(len(plan), (unit + 1) * config.unit_size))), settings)
-        for unit in range(n_units)
-        if unit not in done
-    ]
-    if done:
-        log(f"{len(done)} of {n_units} work units already done; running {len(tasks)}")
-    results = submit(tasks) if submit is not None else map(run_unit, tasks)
-    for result in results:
-        if progress is not None:
-            progress(result)
-    table = finish_store(config.out, n_units, {"weights": weights.label}, {"finished_by": provenance(device_label(device))})
+        files.remove(sf.PARTS)  # left over if a finish was killed after it marked the store complete
+        files.remove(sf.PLAN)
+        files.remove(sf.PROBLEMS)
+    have = FeatureStore(config.out).streams
+    added = [name for name in _requested_streams(config) if name not in have]
+    for name in added:
+        ran += _add_stream(config, name, weights, device, submit, log, progress)
+    ssl_label = ""
+    if config.ssl:  # the SSL stream of the paper's full system, added like the others
+        from .ssl_stream import add_ssl_stream
+        ssl_ran, ssl_weights = add_ssl_stream(config, device, submit, log, progress)
+        ran, ssl_label = ran + ssl_ran, ssl_weights.label
+        added += [config.ssl_stream] if ssl_ran else []
+    if attrs is not None and attrs.get("state") == sf.STATE_COMPLETE and not added:
+        log(f"{config.out} is already complete; nothing to do")
     return ExtractResult(
         config.out,
-        table,
+        files.read_table(sf.UTTERANCES),
         files.read_table(sf.FAILURES),
         weights,
-        resumed_units=len(done),
-        ran_units=len(tasks),
+        resumed_units=resumed,
+        ran_units=ran,
         wall_seconds=time.perf_counter() - started,
+        added_streams=added,
+        ssl_weights=ssl_label,
     )
+
+
+def _create(config: ExtractConfig, plan: pd.DataFrame, loaded, n_q: int, device: str, log) -> WeightsInfo:
+    """Create the store: build the codec, lay down attributes, plan, codebooks and weights."""
+    model, weights_bytes, weights = _codec_for_new_store(config, plan, n_q, log)
+    codebooks = np.stack([layer._codebook.embed.detach().numpy() for layer in model.quantizer.vq.layers[:n_q]])
+    problems = pd.DataFrame([asdict(p) for p in loaded.problems], columns=list(sf.FAILURE_COLUMNS))
+    codec = {
+        "name": CODEC_NAME,
+        "sample_rate": model.sample_rate,
+        "frame_rate": FRAME_RATE,
+        "n_q": n_q,
+        "bandwidth": config.bandwidth,
+        "codebook_size": CODEBOOK_SIZE,
+        "dim": DIM,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    attrs = {
+        "codec": codec,
+        "weights": {**weights.to_dict(), "file": sf.WEIGHTS},
+        "dataset": {"name": config.dataset, "root": config.root, "splits": sorted(plan["split"].unique().tolist()),
+                    "description": loaded.description, "score_format": get_dataset(config.dataset).score_format},
+        "config": asdict(config),
+        "versions": package_versions(),
+        "provenance": provenance(device_label(device)),
+    }
+    streams = sf.codec_stream_specs(codec, config.latent, config.energy)
+    create_store(config.out, attrs, plan, problems, streams, {sf.CODEBOOKS: codebooks}, weights_bytes)
+    log(f"created {config.out} ({weights.label}); streams {', '.join(s.describe() for s in streams)}")
+    return weights

@@ -127,8 +127,9 @@ def _cuda_check() -> Check:
 
 def _pretrained_check() -> Check:
     try:
-        from extract.codec import CHECKPOINT_NAME, pretrained_file
         import torch
+
+        from extract.codec import CHECKPOINT_NAME, pretrained_file
     except Exception:  # noqa: BLE001 - reported by the codec stack check
         return Check("pretrained EnCodec", None, "unknown (the codec stack does not import)")
     path = Path(torch.hub.get_dir()) / "checkpoints" / CHECKPOINT_NAME

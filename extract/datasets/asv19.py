@@ -52,6 +52,7 @@ class ASVspoof2019LA(Dataset):
 
     name = "asv19"
     splits = ("train", "dev", "eval")
+    score_format = "asvspoof2019"
 
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
         """Read the CM protocols of the selected splits under ``root``."""

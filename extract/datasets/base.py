@@ -84,6 +84,10 @@ class Dataset(ABC):
     name: ClassVar[str]
     splits: ClassVar[tuple[str, ...]]
     """The splits in their canonical order; empty when the data defines them (manifest)."""
+    score_format: ClassVar[str] = "asvspoof5"
+    """The official score file format of results on this dataset (`classify.scorefiles`):
+    ``asvspoof2019`` (``utt score`` lines) or ``asvspoof5`` (tab-separated, with header). Recorded
+    in the store's attributes, so that evaluation writes it without knowing the dataset."""
 
     @abstractmethod
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:

@@ -25,7 +25,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from extract.datasets.asv19 import PROTOCOL_DIR, PROTOCOL_FILES, ASVspoof2019LA, audio_dir
+from extract.datasets.asv19 import (
+    PROTOCOL_DIR,
+    PROTOCOL_FILES,
+    ASVspoof2019LA,
+    audio_dir,
+)
 from extract.datasets.base import (
     BONAFIDE,
     SPOOF,
@@ -208,6 +213,7 @@ class DemoCorpus(Dataset):
 
     name = "demo"
     splits = SPLITS
+    score_format = "asvspoof2019"
 
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
         """Generate the default corpus into ``root`` if needed, then read the selected splits."""

@@ -11,12 +11,12 @@ from tqdm import tqdm
 
 from classify.config import TrainConfig
 from classify.evaluate import evaluate
-from classify.store import FeatureStore
 from classify.train import train
 from extract.datasets.demo import generate_demo_corpus
 from extract.run import ExtractConfig
 from pipeline.commands.extract import run_extraction
-from pipeline.config import ConfigError, load_config, parse_overrides
+from store.config import ConfigError, load_config, parse_overrides
+from store.reader import FeatureStore
 
 DEMO_TRAIN = {"epochs": 12, "patience": 0, "crop_seconds": 2.0, "batch_size": 16, "warmup_steps": 10}
 

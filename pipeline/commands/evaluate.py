@@ -8,7 +8,7 @@ import click
 
 from classify.config import DEVICES
 from classify.evaluate import FORMATS, evaluate
-from classify.store import FeatureStore
+from store.reader import FeatureStore
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 

@@ -12,10 +12,10 @@ from tqdm import tqdm
 from extract.codec import WeightsError
 from extract.datasets import DATASETS, DatasetError
 from extract.run import ExtractConfig, extract
-from extract.store import StoreError
 from extract.unit import UnitTask, run_unit
 from pipeline.cluster import dask_client, threads_per_worker
-from pipeline.config import ConfigError, load_config, parse_overrides
+from store.config import ConfigError, load_config, parse_overrides
+from store.writer import StoreError
 
 
 def _splits(value: str | None) -> list[str] | None:
@@ -38,6 +38,7 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
 
     def start_bar(tasks: list[UnitTask]) -> None:
         nonlocal bar
+        bar.close()
         bar = tqdm(total=sum(len(t.rows) for t in tasks), unit="utt", dynamic_ncols=True, desc="extract", file=sys.stderr)
         audio["start"] = time.perf_counter()
 
@@ -60,7 +61,7 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
                         yield future.result()
 
                 result = extract(config, submit, log=log, progress=progress)
-    except (DatasetError, StoreError, WeightsError, ValueError) as err:
+    except (DatasetError, StoreError, WeightsError, ValueError) as err:  # SSLWeightsError is a ValueError
         raise click.ClickException(str(err)) from None
     finally:
         bar.close()
@@ -69,6 +70,10 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
     ok = table["status"] == "ok"
     click.echo(f"store: {result.store}")
     click.echo(f"codec weights: {result.weights.label}")
+    if result.ssl_weights:
+        click.echo(f"SSL weights: {result.ssl_weights}")
+    if result.added_streams:
+        click.echo(f"streams added to the finished store: {', '.join(result.added_streams)} (the others were not touched)")
     click.echo(
         f"utterances: {int(ok.sum())} extracted, {len(failures)} failed; "
         f"{table.loc[ok, 'duration'].sum():.1f} audio seconds; {int(table['n_frames'].sum())} frames; "
@@ -91,15 +96,25 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
 @click.option("--split", "split", default=None, help="Comma-separated splits (default: every split).")
 @click.option("--bandwidth", type=float, default=None, help="kbps: 1.5/3/6/12/24 = 2/4/8/16/32 quantizers (default 6).")
 @click.option("--weights", default=None, help="pretrained | untrained (seeded random LSUV encoder + k-means codebooks; offline, not real codec features) | FILE (a state dict; e.g. a store's codec_weights.th). Default pretrained.")
-@click.option("--latent/--no-latent", default=None, help="Also store the continuous encoder output (default on).")
+@click.option("--latent/--no-latent", default=None, help="Also store the continuous encoder output (default on; "
+              "asked of a finished store without it, it is added).")
+@click.option("--energy/--no-energy", default=None, help="Also store each frame's log energy, a no-codec control (default on).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--workers", type=int, default=1, show_default=True, help="LocalCluster worker processes (0: run in this process).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
 @click.option("--batch-seconds", type=float, default=None, help="Padded audio seconds per encoder batch (default 8 on CPU, 120 on CUDA; 0 = one utterance at a time).")
-@click.option("--seed", type=int, default=None, help="Seed of the untrained codec (default 0).")
+@click.option("--seed", type=int, default=None, help="Seed of the untrained codec (and SSL model) (default 0).")
+@click.option("--ssl", default=None, help="Also add the frozen SSL stream of the paper's full system: wavlm-large "
+              "(wavlm-tiny: a test architecture). Added to an existing store without touching its codes.")
+@click.option("--ssl-layers", default=None, help="SSL transformer layers to store, 1-based: 1-12 (default) or e.g. 1-4,8.")
+@click.option("--ssl-weights", default=None, help="pretrained (torch hub cache or torchaudio's URL) | FILE | untrained "
+              "(offline and tests only). Default pretrained.")
+@click.option("--ssl-crop", type=float, default=None, help="Keep only the centre SECONDS of each train utterance in the "
+              "SSL stream (dev and eval stay whole): the stream's size drops to about SECONDS / mean duration.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of extraction settings.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
-def command(dataset, root, out, split, bandwidth, weights, latent, device, workers, scheduler, batch_seconds, seed, config_file, overrides):
+def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed,
+            ssl, ssl_layers, ssl_weights, ssl_crop, config_file, overrides):
     """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
 
     Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
@@ -118,9 +133,14 @@ def command(dataset, root, out, split, bandwidth, weights, latent, device, worke
             bandwidth=bandwidth,
             weights=weights,
             latent=latent,
+            energy=energy,
             device=device,
             batch_seconds=batch_seconds,
             seed=seed,
+            ssl=ssl,
+            ssl_layers=ssl_layers,
+            ssl_weights=ssl_weights,
+            ssl_crop=ssl_crop,
         )
     except (ConfigError, WeightsError) as err:
         raise click.ClickException(str(err)) from None

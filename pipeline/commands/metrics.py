@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from classify.metrics import ASVSPOOF2019_COST_MODEL, asv_error_rates, compute_tdcf_legacy, metrics_table
+from classify.metrics import metrics_table, min_tdcf_with_asv
 from classify.scorefiles import (
     ScoreFileError,
     Trials,
@@ -26,23 +26,12 @@ def _tdcf(trials: Trials, scores: Path, asv_path: Path) -> dict[str, float]:
     """Min t-DCF (ASVspoof 2019 LA cost model) with ASV error rates at the ASV EER threshold."""
     try:
         asv = read_asv_scores(asv_path)
-        pfa, pmiss, pmiss_spoof = asv_error_rates(asv.target, asv.nontarget, asv.spoof)
+        return min_tdcf_with_asv(trials.scores[trials.is_bonafide], trials.scores[~trials.is_bonafide],
+                                 asv.target, asv.nontarget, asv.spoof)
     except ScoreFileError as err:
         raise click.ClickException(str(err)) from err
     except ValueError as err:
-        raise click.ClickException(f"{asv_path}: {err}") from err
-    try:
-        min_tdcf, _ = compute_tdcf_legacy(
-            trials.scores[trials.is_bonafide],
-            trials.scores[~trials.is_bonafide],
-            pfa,
-            pmiss,
-            pmiss_spoof,
-            ASVSPOOF2019_COST_MODEL,
-        )
-    except ValueError as err:
         raise click.ClickException(f"{err} (CM scores {scores}, ASV scores {asv_path})") from err
-    return {"min_tdcf": min_tdcf, "pfa_asv": pfa, "pmiss_asv": pmiss, "pmiss_spoof_asv": pmiss_spoof}
 
 
 def _cell(value: Any, column: str) -> str:

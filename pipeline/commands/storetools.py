@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from classify.export import ExportError, export_hdf5
-from classify.inspect import format_report, inspect_store
-from classify.store import StoreReadError
-from classify.verify import verify_store
+from store.export import EXPORTERS, ExportError
+from store.inspect import format_report, inspect_store
+from store.reader import StoreReadError
+from store.verify import verify_store
 
 _STORE = click.argument("store", metavar="STORE")
 
@@ -45,7 +45,7 @@ def verify_command(store: str, as_json: bool) -> None:
 
 @click.command("export")
 @_STORE
-@click.option("--format", "fmt", type=click.Choice(["hdf5"]), required=True, help="Output format.")
+@click.option("--format", "fmt", type=click.Choice(sorted(EXPORTERS)), required=True, help="Output format.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file (replaced if it exists).")
 @click.option("--split", default=None, help="Export only this split (default: every split).")
 @click.option("--latent", is_flag=True, help="Also export the continuous latent (float16 [frames, dim]).")
@@ -61,7 +61,7 @@ def export_command(store: str, fmt: str, out: Path, split: str | None, latent: b
         bar.update(done - bar.n)
 
     try:
-        result = export_hdf5(store, out, split=split, latent=latent, progress=progress)
+        result = EXPORTERS[fmt](store, out, split=split, latent=latent, progress=progress)
     except (StoreReadError, ExportError) as err:
         raise click.ClickException(str(err)) from err
     finally:

@@ -13,8 +13,13 @@ from urllib.parse import urlparse
 import click
 from tqdm import tqdm
 
-from classify.report import ReportContext, format_ranking, ranking, split_summaries, write_report
-from classify.store import StoreReadError
+from classify.report import (
+    ReportContext,
+    format_ranking,
+    ranking,
+    split_summaries,
+    write_report,
+)
 from classify.sweep import (
     FAILED,
     OK,
@@ -33,7 +38,8 @@ from classify.sweep import (
     store_identity,
 )
 from pipeline.cluster import dask_client, threads_per_worker
-from pipeline.config import ConfigError, parse_overrides
+from store.config import ConfigError, parse_overrides
+from store.reader import StoreReadError
 
 
 def _log(message: str) -> None:

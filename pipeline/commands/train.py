@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -11,10 +12,10 @@ from tqdm import tqdm
 
 from classify.config import DEVICES, TrainConfig
 from classify.heads import HEADS
-from classify.store import FeatureStore
 from classify.train import DIVERGED, train
 from classify.variants import VARIANT_NAMES
-from pipeline.config import ConfigError, load_config, parse_overrides
+from store.config import ConfigError, load_config, parse_overrides
+from store.reader import FeatureStore
 
 
 def _log(message: str) -> None:
@@ -36,10 +37,13 @@ def _log(message: str) -> None:
 @click.option("--train-split", default=None, help="Split to train on (default train).")
 @click.option("--dev-split", default=None, help="Split for early stopping and model choice (default dev).")
 @click.option("--device", type=click.Choice(DEVICES), default=None, help="Default auto: cuda when available.")
+@click.option("--ssl-online", is_flag=True, default=False,
+              help="SSL variants: compute the SSL layers from the audio during training instead of reading the "
+                   "store's SSL stream (sets ssl_kwargs.online; for caches too large to keep).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from OUT/last.pt when there is one (else start over).")
 def command(features, out_dir, variant, head, config_file, overrides, seed, epochs, train_split, dev_split,
-            device, resume):
+            device, ssl_online, resume):
     """Train on the cached codes of a feature store: writes best.pt, last.pt, history.jsonl,
     config.json, training_curves.png and level_weights.png to --out. Exit status 1 when the loss
     became NaN (the last good checkpoint stays)."""
@@ -52,6 +56,8 @@ def command(features, out_dir, variant, head, config_file, overrides, seed, epoc
                              train_split=train_split, dev_split=dev_split, device=device)
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
+    if ssl_online:
+        config = dataclasses.replace(config, ssl_kwargs={**config.ssl_kwargs, "online": True})
     try:
         store = FeatureStore(features)
         result = train(config, store, out_dir, log=_log, resume=resume)

@@ -17,16 +17,18 @@ from classify.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from classify.store import FeatureStore
 from classify.train import train
-from tests.classify.storefixture import make_store, one_torch_thread, tiny_config  # noqa: F401
+from store.reader import FeatureStore
+from tests.synthetic import synthetic_store, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A store and a one-epoch run on it."""
     root = tmp_path_factory.mktemp("ckpt")
-    store = FeatureStore(make_store(str(root / "s.zarr"), n_per_split=8))
+    store = FeatureStore(synthetic_store(str(root / "s.zarr"), n_per_split=8))
     train(tiny_config(epochs=1), store, root / "run", log=lambda _: None)
     return store, root / "run"
 
@@ -72,10 +74,10 @@ def test_missing_and_foreign_files_are_named(tmp_path):
 def test_store_of_another_codec_is_refused(run, tmp_path):
     _, run_dir = run
     state = load_checkpoint(run_dir / "best.pt")
-    other = FeatureStore(make_store(str(tmp_path / "other.zarr"), n_per_split=4, weights_seed=1))
+    other = FeatureStore(synthetic_store(str(tmp_path / "other.zarr"), n_per_split=4, weights_seed=1))
     with pytest.raises(CheckpointError, match=r"best\.pt was trained on features of another codec.*weights_sha256"):
         check_compatible(state, other, run_dir / "best.pt")
-    fewer_levels = FeatureStore(make_store(str(tmp_path / "nq4.zarr"), n_per_split=4, n_q=4))
+    fewer_levels = FeatureStore(synthetic_store(str(tmp_path / "nq4.zarr"), n_per_split=4, n_q=4))
     with pytest.raises(CheckpointError, match=r"n_q: checkpoint 8, store 4.*bandwidth: checkpoint 6\.0, store 3\.0"):
         check_compatible(state, fewer_levels, "ckpt")
 

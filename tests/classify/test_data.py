@@ -18,13 +18,15 @@ from classify.data import (
     load_split,
     train_batches,
 )
-from classify.store import FeatureStore
-from tests.classify.storefixture import make_store, one_torch_thread  # noqa: F401 (autouse fixture)
+from store.reader import FeatureStore
+from tests.synthetic import synthetic_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> FeatureStore:
-    path = make_store(str(tmp_path_factory.mktemp("data") / "s.zarr"), n_per_split=12, failed_per_split=2)
+    path = synthetic_store(str(tmp_path_factory.mktemp("data") / "s.zarr"), n_per_split=12, failed_per_split=2)
     return FeatureStore(path)
 
 
@@ -45,21 +47,21 @@ def test_missing_split_names_store_and_splits(store):
 
 
 def test_one_class_split_is_refused_with_store_and_split(tmp_path):
-    store = FeatureStore(make_store(str(tmp_path / "one.zarr"), n_per_split=6, spoof_only=("dev",)))
+    store = FeatureStore(synthetic_store(str(tmp_path / "one.zarr"), n_per_split=6, spoof_only=("dev",)))
     with pytest.raises(DataError, match=r"one\.zarr: split 'dev' has spoof utterances only"):
         load_split(store, "dev")
     assert len(load_split(store, "dev", both_classes=False)) == 6
 
 
 def test_code_out_of_range_is_refused(tmp_path):
-    path = make_store(str(tmp_path / "bad.zarr"), n_per_split=4, codebook_size=64)
+    path = synthetic_store(str(tmp_path / "bad.zarr"), n_per_split=4, codebook_size=64)
     zarr.open_group(path, mode="r+")["codes"][5, 3] = 64
     with pytest.raises(DataError, match=r"bad\.zarr: a code equals 64.*below the codebook size 64"):
         FrameSource(FeatureStore(path))
 
 
 def test_latent_variant_needs_a_latent(tmp_path):
-    store = FeatureStore(make_store(str(tmp_path / "nolat.zarr"), n_per_split=4, latent=False))
+    store = FeatureStore(synthetic_store(str(tmp_path / "nolat.zarr"), n_per_split=4, latent=False))
     with pytest.raises(DataError, match="no(ne)?.*--latent"):
         FrameSource(store, with_latent=True)
 

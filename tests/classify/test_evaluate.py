@@ -13,9 +13,11 @@ from classify.data import DataError, FrameSource, load_split
 from classify.evaluate import apply_calibration, evaluate, fit_calibration, score_split
 from classify.metrics import compute_actdcf, compute_cllr, compute_eer, compute_mindcf
 from classify.scorefiles import read_scores
-from classify.store import FeatureStore
 from classify.train import train
-from tests.classify.storefixture import make_store, one_torch_thread, tiny_config  # noqa: F401
+from store.reader import FeatureStore
+from tests.synthetic import synthetic_store, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def quiet(_: str) -> None:
@@ -26,7 +28,7 @@ def quiet(_: str) -> None:
 def trained(tmp_path_factory):
     """(store, best.pt) of a short run on a store whose eval split has two failed utterances."""
     root = tmp_path_factory.mktemp("evaluate")
-    store = FeatureStore(make_store(str(root / "s.zarr"), n_per_split=24, failed_per_split=2))
+    store = FeatureStore(synthetic_store(str(root / "s.zarr"), n_per_split=24, failed_per_split=2))
     train(tiny_config(epochs=3, lr=3e-2), store, root / "run", log=quiet)
     return store, root / "run" / "best.pt"
 
@@ -73,7 +75,7 @@ def test_asvspoof5_format_has_the_official_header(trained, tmp_path):
 
 
 def test_auto_format_follows_the_dataset(tmp_path):
-    store = FeatureStore(make_store(str(tmp_path / "a5.zarr"), n_per_split=8, dataset="asv5"))
+    store = FeatureStore(synthetic_store(str(tmp_path / "a5.zarr"), n_per_split=8, dataset="asv5"))
     train(tiny_config(epochs=1), store, tmp_path / "run", log=quiet)
     result = evaluate(tmp_path / "run", store, "eval", tmp_path / "out", calibrate=False, log=quiet)
     assert result["scores_format"] == "asvspoof5" and (tmp_path / "out" / "scores.tsv").is_file()
@@ -140,14 +142,14 @@ def test_long_utterances_average_the_logits_of_their_windows(trained):
 
 def test_checkpoint_of_another_codec_is_refused(trained, tmp_path):
     _, checkpoint = trained
-    other = FeatureStore(make_store(str(tmp_path / "o.zarr"), n_per_split=8, weights_seed=9))
+    other = FeatureStore(synthetic_store(str(tmp_path / "o.zarr"), n_per_split=8, weights_seed=9))
     with pytest.raises(CheckpointError, match=r"best\.pt was trained on features of another codec.*o\.zarr"):
         evaluate(checkpoint, other, "eval", tmp_path / "out", log=quiet)
 
 
 def test_calibration_without_the_dev_split_says_how_to_skip_it(trained, tmp_path):
     _, checkpoint = trained
-    eval_only = FeatureStore(make_store(str(tmp_path / "e.zarr"), n_per_split=8, splits=("eval",)))
+    eval_only = FeatureStore(synthetic_store(str(tmp_path / "e.zarr"), n_per_split=8, splits=("eval",)))
     with pytest.raises(DataError, match=r"no split 'dev'.*use --no-calibrate"):
         evaluate(checkpoint, eval_only, "eval", tmp_path / "out", log=quiet)
     result = evaluate(checkpoint, eval_only, "eval", tmp_path / "out", calibrate=False, log=quiet)

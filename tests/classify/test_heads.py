@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from classify.heads import HEADS, ASPHead, LSTMHead, build_head, frame_mask
+from classify.heads import HEADS, build_head, frame_mask
 from classify.model import build_model
 
 ENCODEC_24KHZ_PARAMS = 14_851_810  # frozen codec; the paper trains 4.4 % of the frozen size
@@ -47,10 +47,6 @@ def test_padding_is_ignored(name: str) -> None:
 def test_unknown_head_lists_choices() -> None:
     with pytest.raises(ValueError, match="valid choices: lstm, asp"):
         build_head("transformer", D)
-
-
-def test_registry() -> None:
-    assert HEADS == {"lstm": LSTMHead, "asp": ASPHead}
 
 
 def _encodec_codebooks() -> Tensor:

@@ -23,10 +23,22 @@ from classify.report import (
     split_summaries,
     write_report,
 )
-from classify.store import FeatureStore
-from classify.sweep import FAILED, OK, TrialTask, expand, load_sweep, read_results, result_row, run_sweep, \
-    run_trial, store_identity
-from tests.classify.storefixture import make_store, one_torch_thread  # noqa: F401 (autouse fixture)
+from classify.sweep import (
+    FAILED,
+    OK,
+    TrialTask,
+    expand,
+    load_sweep,
+    read_results,
+    result_row,
+    run_sweep,
+    run_trial,
+    store_identity,
+)
+from store.reader import FeatureStore
+from tests.synthetic import synthetic_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LABEL = "UNTRAINED EnCodec 24 kHz (random encoder, k-means codebooks; not real codec features), weights sha256 abc"
 
@@ -111,7 +123,7 @@ def test_report_names_the_codec_first_and_warns_when_untrained(synthetic, tmp_pa
 def swept(tmp_path_factory) -> tuple[Path, str]:
     """A real tiny sweep (2 variants x 2 seeds, 1 epoch) and its report."""
     tmp = tmp_path_factory.mktemp("report")
-    store = FeatureStore(make_store(str(tmp / "s.zarr"), n_per_split=12, frames=(30, 60), latent=False))
+    store = FeatureStore(synthetic_store(str(tmp / "s.zarr"), n_per_split=12, frames=(30, 60), latent=False))
     (tmp / "s.toml").write_text("[base]\nepochs = 1\nbatch_size = 8\nlr = 1e-2\nwarmup_steps = 0\n"
                                 "crop_seconds = 0.4\ndevice = 'cpu'\nhead_kwargs = {proj_dim = 8, hidden_dim = 8}\n"
                                 "[grid]\nvariant = ['mean', 'scalar']\nseed = [0, 1]\n")

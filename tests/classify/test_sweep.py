@@ -13,7 +13,6 @@ import torch
 
 from classify import sweep as sweep_module
 from classify import train as train_module
-from classify.store import FeatureStore
 from classify.sweep import (
     CONFIG_FIELDS,
     METRICS,
@@ -29,8 +28,11 @@ from classify.sweep import (
     trial_id,
     write_results,
 )
-from pipeline.config import ConfigError
-from tests.classify.storefixture import make_store, one_torch_thread  # noqa: F401 (autouse fixture)
+from store.config import ConfigError
+from store.reader import FeatureStore
+from tests.synthetic import synthetic_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY_BASE = """
 [base]
@@ -53,7 +55,7 @@ def sweep_file(tmp_path: Path, grid: str, base: str = TINY_BASE, name: str = "s.
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> FeatureStore:
-    return FeatureStore(make_store(str(tmp_path_factory.mktemp("sweep") / "s.zarr"), n_per_split=12,
+    return FeatureStore(synthetic_store(str(tmp_path_factory.mktemp("sweep") / "s.zarr"), n_per_split=12,
                                    frames=(30, 60), latent=False))
 
 

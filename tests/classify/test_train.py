@@ -13,9 +13,11 @@ from classify import train as train_module
 from classify.checkpoint import CheckpointError, load_checkpoint
 from classify.config import TrainConfig, amp_dtype
 from classify.data import DataError
-from classify.store import FeatureStore
 from classify.train import DIVERGED, lr_at, train
-from tests.classify.storefixture import make_store, one_torch_thread, tiny_config  # noqa: F401
+from store.reader import FeatureStore
+from tests.synthetic import synthetic_store, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def quiet(_: str) -> None:
@@ -24,7 +26,7 @@ def quiet(_: str) -> None:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> FeatureStore:
-    return FeatureStore(make_store(str(tmp_path_factory.mktemp("train") / "s.zarr"), n_per_split=24))
+    return FeatureStore(synthetic_store(str(tmp_path_factory.mktemp("train") / "s.zarr"), n_per_split=24))
 
 
 def same_parameters(a: dict, b: dict) -> bool:
@@ -54,7 +56,10 @@ def test_training_learns_and_writes_the_run_directory(store, tmp_path):
     for name in ("best.pt", "last.pt", "training_curves.png", "level_weights.png"):
         assert (tmp_path / name).is_file(), name
     n = result.n_trainable
-    assert any(f"{n:,} trainable parameters = {100 * n / 14851810:.2f} % of the frozen codec" in m for m in logged)
+    used = 7_425_792 + 8 * 64 * 16  # EnCodec's encoder + the store's codebooks (its decoder never runs)
+    assert any(f"{n:,} trainable parameters = {100 * n / used:.2f} % of the {used:,} frozen parameters" in m
+               for m in logged)
+    assert config["trainable_share"]["frozen_total"] == used and config["trainable_share"]["paper_percent"] == 4.4
     assert any(label in m for m in logged)
     # level weights: QAF-Static alpha [Q, D] of the best epoch, a softmax over levels
     alpha = torch.tensor(result.level_weights)
@@ -119,7 +124,7 @@ def test_resume_with_other_settings_is_refused(store, tmp_path):
 
 def test_resume_on_a_store_of_another_codec_is_refused(store, tmp_path):
     train(tiny_config(epochs=1), store, tmp_path / "run", log=quiet)
-    other = FeatureStore(make_store(str(tmp_path / "other.zarr"), n_per_split=8, weights_seed=3))
+    other = FeatureStore(synthetic_store(str(tmp_path / "other.zarr"), n_per_split=8, weights_seed=3))
     with pytest.raises(CheckpointError, match="another codec.*weights_sha256"):
         train(tiny_config(epochs=2), other, tmp_path / "run", log=quiet)
 
@@ -151,7 +156,7 @@ def test_huge_learning_rate_diverges_without_a_checkpoint(store, tmp_path):
 
 
 def test_one_class_dev_split_is_refused(tmp_path):
-    store = FeatureStore(make_store(str(tmp_path / "one.zarr"), n_per_split=6, spoof_only=("dev",)))
+    store = FeatureStore(synthetic_store(str(tmp_path / "one.zarr"), n_per_split=6, spoof_only=("dev",)))
     with pytest.raises(DataError, match=r"one\.zarr: split 'dev' has spoof utterances only"):
         train(tiny_config(), store, tmp_path / "run", log=quiet)
 

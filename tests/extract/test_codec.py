@@ -10,7 +10,14 @@ import torch
 from encodec.quantization.core_vq import kmeans as encodec_kmeans
 
 import extract.codec as codec
-from extract.codec import WeightsError, init_codebooks, kmeans, load_weights_file, new_model, pretrained_file
+from extract.codec import (
+    WeightsError,
+    init_codebooks,
+    kmeans,
+    load_weights_file,
+    new_model,
+    pretrained_file,
+)
 
 
 def test_kmeans_is_encodecs_algorithm():

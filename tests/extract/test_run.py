@@ -12,11 +12,12 @@ import torch
 import zarr
 from encodec.utils import convert_audio
 
-from classify.store import FeatureStore
+from extract.audio import load_audio
 from extract.codec import new_model
 from extract.run import ExtractConfig, extract
-from extract.store import StoreError
 from extract.unit import run_unit
+from store.reader import FeatureStore
+from store.writer import StoreError
 
 from .conftest import quiet, tiny_config
 
@@ -151,3 +152,31 @@ def test_saved_untrained_weights_stay_untrained_in_a_second_store(tiny_corpus, t
         assert label.startswith("UNTRAINED EnCodec 24 kHz") and "pretrained" not in label
     assert second.codec.trained is False and not second.codec.compatible_with(first.codec)
     assert np.array_equal(second.codes, first.codes)
+
+
+def test_a_stream_asked_of_a_finished_store_is_added_without_touching_it(tiny_corpus, tiny_store, tmp_path):
+    out = tmp_path / "late.zarr"
+    extract(tiny_config(tiny_corpus, out, latent=False, energy=False), log=quiet)
+    root_files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    messages: list[str] = []
+    result = extract(tiny_config(tiny_corpus, out, latent=True, energy=True), log=messages.append)
+    assert result.added_streams == ["latent", "energy"]
+    assert all(p.read_bytes() == data for p, data in root_files.items())  # codes, tables, attributes untouched
+    late, whole = FeatureStore(str(out)), FeatureStore(tiny_store)
+    assert [late.streams[n].array for n in ("latent", "energy")] == ["streams/latent/data", "streams/energy/data"]
+    # the same codec, batches and audio: the latent added later is the one extracted with the codes
+    assert np.array_equal(late.latent[...], whole.latent[...])
+    assert np.array_equal(late.stream("energy").data[...], whole.stream("energy").data[...])
+    assert extract(tiny_config(tiny_corpus, out, latent=True, energy=True), log=messages.append).ran_units == 0
+    assert "already complete; nothing to do" in messages[-1]
+
+
+def test_energy_stream_is_each_codec_frames_log_energy(tiny_store):
+    store = FeatureStore(tiny_store)
+    energy = store.stream("energy")
+    assert energy.spec.frame_rate == 75 and np.array_equal(energy.offsets, store.offsets)
+    for row in (0, len(store.utterances) - 1):
+        wav = load_audio(store.utterances["path"].iloc[row]).numpy()[0].astype(np.float64)
+        frames = [wav[t * 320 : (t + 1) * 320] for t in range(-(-wav.size // 320))]
+        expected = np.array([10 * np.log10(np.mean(f**2) + 1e-10) for f in frames], dtype=np.float16)
+        np.testing.assert_array_equal(energy.utterance(row)[:, 0], expected)

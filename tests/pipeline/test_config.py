@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import ConfigError, load_config, parse_overrides, parse_value
+from store.config import ConfigError, load_config, parse_overrides, parse_value
 
 
 @dataclass

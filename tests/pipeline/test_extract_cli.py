@@ -16,9 +16,9 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from classify.store import FeatureStore
 from extract.datasets import generate_demo_corpus
 from pipeline.cli import main
+from store.reader import FeatureStore
 
 SMALL = ["--weights", "untrained", "--set", "kmeans_frames=1024", "--set", "kmeans_iters=3", "--set", "device='cpu'"]
 

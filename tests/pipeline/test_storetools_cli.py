@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from extract import storeformat as sf
 from pipeline.commands.storetools import export_command, inspect_command, verify_command
-from tests.classify.synthstore import make_finished_store
+from store import format as sf
+from tests.synthetic import verifiable_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    return make_finished_store(tmp_path_factory.mktemp("cli") / "s.zarr", n_utts=12, failed=1)
+    return verifiable_store(tmp_path_factory.mktemp("cli") / "s.zarr", n_per_split=4, failed_per_split=1)
 
 
 def run(command, args: list[str]):
@@ -34,7 +34,7 @@ def test_inspect_json(store):
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     table = pd.read_parquet(Path(store) / sf.UTTERANCES)
-    assert info["utterances"] == len(table) == 12
+    assert info["utterances"] == len(table) == 15
     assert info["audio_seconds"] == pytest.approx(table.loc[table["status"] == "ok", "duration"].sum())
     assert set(info["bytes"]) >= {sf.CODES, sf.LATENT, sf.CODEBOOKS, sf.OFFSETS, sf.UTTERANCES, sf.FAILURES, sf.WEIGHTS}
     assert info["weights"]["file"] == str(Path(store).resolve() / sf.WEIGHTS)
@@ -43,7 +43,7 @@ def test_inspect_json(store):
 
 def test_inspect_text_and_errors(store, tmp_path):
     result = run(inspect_command, [store])
-    assert result.exit_code == 0 and "12 (11 ok, 1 failed)" in result.output
+    assert result.exit_code == 0 and "15 (12 ok, 3 failed)" in result.output
     missing = str(tmp_path / "none.zarr")
     result = run(inspect_command, [missing])
     assert result.exit_code == 1 and f"Error: {missing}: no feature store here" in result.output

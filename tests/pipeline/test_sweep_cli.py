@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from classify.store import FeatureStore
 from classify.sweep import expand, load_sweep, store_identity
 from pipeline.cluster import threads_per_worker
 from pipeline.commands.sweep import command
-from tests.classify.storefixture import make_store, one_torch_thread  # noqa: F401 (autouse fixture)
+from store.reader import FeatureStore
+from tests.synthetic import synthetic_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = """[base]
@@ -34,7 +36,7 @@ seed = [0, 1]
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    return make_store(str(tmp_path_factory.mktemp("cli") / "s.zarr"), n_per_split=12, frames=(30, 60), latent=False)
+    return synthetic_store(str(tmp_path_factory.mktemp("cli") / "s.zarr"), n_per_split=12, frames=(30, 60), latent=False)
 
 
 @pytest.fixture

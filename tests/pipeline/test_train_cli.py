@@ -13,8 +13,10 @@ from click.testing import CliRunner
 from classify.config import TrainConfig
 from pipeline.commands.evaluate import command as evaluate_command
 from pipeline.commands.train import command as train_command
-from pipeline.config import load_config
-from tests.classify.storefixture import make_store, one_torch_thread  # noqa: F401 (autouse fixture)
+from store.config import load_config
+from tests.synthetic import synthetic_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DEFAULT_TOML = Path(__file__).resolve().parents[2] / "configs" / "train" / "default.toml"
 TINY = ["--set", "crop_seconds=0.8", "--set", "batch_size=8", "--set", "warmup_steps=0",
@@ -23,7 +25,7 @@ TINY = ["--set", "crop_seconds=0.8", "--set", "batch_size=8", "--set", "warmup_s
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    return make_store(str(tmp_path_factory.mktemp("cli") / "s.zarr"), n_per_split=12)
+    return synthetic_store(str(tmp_path_factory.mktemp("cli") / "s.zarr"), n_per_split=12)
 
 
 def run(command, args: list[str]):
@@ -93,7 +95,7 @@ def test_divergence_exits_with_status_1(store, tmp_path):
 
 def test_evaluate_refuses_a_store_of_another_codec(store, tmp_path):
     assert run(train_command, ["--features", store, "--out", tmp_path / "run", "--epochs", 1, *TINY]).exit_code == 0
-    other = make_store(str(tmp_path / "o.zarr"), n_per_split=6, weights_seed=4)
+    other = synthetic_store(str(tmp_path / "o.zarr"), n_per_split=6, weights_seed=4)
     result = run(evaluate_command, ["--model", tmp_path / "run", "--features", other, "--out", tmp_path / "eval"])
     assert result.exit_code == 1 and "trained on features of another codec" in result.output
 

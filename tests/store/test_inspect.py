@@ -1,4 +1,4 @@
-"""classify.inspect on synthetic stores: counts, seconds and bytes against what the test wrote."""
+"""store.inspect on synthetic stores: counts, seconds and bytes against what the test wrote."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import pytest
 import torch
 from encodec import EncodecModel
 
-from classify.inspect import format_report, inspect_store
-from classify.store import StoreReadError
-from extract import storeformat as sf
-from extract.store import PartData, create_store, write_part
-from tests.classify.synthstore import make_finished_store
+from store import format as sf
+from store.inspect import format_report, inspect_store
+from store.reader import StoreReadError
+from store.writer import PartData, create_store, write_part
+from tests.synthetic import verifiable_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    return make_finished_store(tmp_path_factory.mktemp("inspect") / "s.zarr", n_utts=24, failed=2, problems=1)
+    return verifiable_store(tmp_path_factory.mktemp("inspect") / "s.zarr", n_per_split=8, failed_per_split=1, problems=1)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_counts_by_split_label_system(store, info):
     table = pd.read_parquet(Path(store) / sf.UTTERANCES)
     ok = table["status"] == "ok"
     assert info["state"] == "complete"
-    assert (info["utterances"], info["ok"], info["failed"]) == (24, 22, 2)
+    assert (info["utterances"], info["ok"], info["failed"]) == (27, 24, 3)
     for column in ("split", "label", "system"):
         expected = {str(k): int(v) for k, v in table[column].value_counts().items()}
         assert {k: v["utterances"] for k, v in info["breakdown"][column].items()} == expected
@@ -78,23 +78,23 @@ def test_weights_file_is_absolute_and_loads_into_encodec(store, info):
 
 def test_provenance_and_failures(info):
     assert info["codec"]["name"] == "encodec_24khz" and info["codec"]["n_q"] == 8 and info["codec"]["bandwidth"] == 6.0
-    assert info["dataset"]["name"] == "synth"
+    assert info["dataset"]["name"] == "asv19"
     assert info["created"] and "torch" in info["versions"] and info["config"]["latent"] is True
-    assert info["failures"]["count"] == 3  # two failed utterances, one protocol problem
+    assert info["failures"]["count"] == 4  # three failed utterances, one protocol problem
     reasons = [f["reason"] for f in info["failures"]["first"]]
-    assert sum("cannot be decoded" in r for r in reasons) == 2
+    assert sum("cannot be decoded" in r for r in reasons) == 3
 
 
 def test_report_text(store, info):
     text = format_report(info)
-    for needle in ("complete", "encodec_24khz", "UNTRAINED", str(Path(store).resolve() / sf.WEIGHTS), "24 (22 ok, 2 failed)", "cannot be decoded", "per audio second"):
+    for needle in ("complete", "encodec_24khz", "UNTRAINED", str(Path(store).resolve() / sf.WEIGHTS), "27 (24 ok, 3 failed)", "cannot be decoded", "per audio second"):
         assert needle in text
 
 
 def test_store_without_latent(tmp_path):
-    info = inspect_store(make_finished_store(tmp_path / "s.zarr", n_utts=6, latent=False, failed=0))
-    assert info["has_latent"] is False and info["bytes"][sf.LATENT] == 0
-    assert info["bytes_per_audio_second"][sf.LATENT] == 0
+    info = inspect_store(verifiable_store(tmp_path / "s.zarr", n_per_split=2, latent=False, failed_per_split=0))
+    assert info["has_latent"] is False and sf.LATENT not in info["bytes"] and set(info["streams"]) == {sf.CODES}
+    assert set(info["bytes_per_audio_second"]) == {sf.CODES}
 
 
 def unfinished_store(path: Path) -> str:
@@ -117,13 +117,14 @@ def unfinished_store(path: Path) -> str:
         "config": {"unit_size": 4, "latent": False},
     }
     problems = pd.DataFrame(columns=list(sf.FAILURE_COLUMNS))
-    create_store(str(path), attrs, plan, problems, np.zeros((2, 1024, 128), np.float32), b"w")
+    streams = sf.codec_stream_specs(attrs["codec"], latent=False, energy=False)
+    create_store(str(path), attrs, plan, problems, streams, {sf.CODEBOOKS: np.zeros((2, 1024, 128), np.float32)}, b"w")
     for unit in (0, 2):
         rows = range(unit * 4, min(10, unit * 4 + 4))
         records = [{"row": r, "status": "ok", "n_frames": 75, "duration": 1.0} for r in rows]
         records[0] = {"row": rows[0], "status": "failed", "stage": "audio", "reason": "unreadable"}
         codes = [np.zeros((75, 2), np.uint16) for _ in rows[1:]]
-        write_part(str(path), PartData(unit, records, codes, None))
+        write_part(str(path), PartData(unit, records, {sf.CODES: codes}))
     return str(path)
 
 

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .store import FeatureStore, StoreReadError
+from .reader import FeatureStore, StoreReadError
 
 EXPORT_FORMAT = "rvq-antispoof-dense-embeddings"
 EXPORT_FORMAT_VERSION = 1
@@ -191,3 +191,7 @@ def export_hdf5(
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(out, len(table), frames, store.codec.n_q, store.codec.dim, latent, out.stat().st_size)
+
+
+EXPORTERS: dict[str, Callable[..., ExportResult]] = {"hdf5": export_hdf5}
+"""Export formats by name (``pipeline export --format``): each takes (store url, out, split, latent, progress)."""

@@ -5,11 +5,13 @@ array and chunk (or shard) key concerned. The checks:
 
 * ``format``: the store's format, version and state;
 * ``tables``: utterances.parquet and failures.parquet are readable and have their columns;
-* ``offsets``: start 0, never decrease, one more than the utterances, end at the last frame, and
-  agree with the table's ``n_frames`` and ``frame_offset``;
+* ``offsets``: each stream's offsets start 0, never decrease, are one more than the utterances, end
+  at the stream's last frame; the store's own ``offsets`` agree with the table's ``n_frames`` and
+  ``frame_offset``;
 * ``utterances``: every utterance is done (status "ok", or "failed" with a reason in
   failures.parquet), ids are unique, the recorded summary agrees;
-* ``arrays``: codebooks, codes, latent and offsets have the shapes and types the attributes imply;
+* ``arrays``: codebooks, every stream's data and offsets have the shapes and types the stream specs
+  (and the codec attributes) imply; a stream still being added is reported;
 * ``weights``: the weights file's sha256 is the one in the attributes, and its codebooks are the
   store's;
 * ``chunks``: every chunk (or shard, and every chunk inside a shard) that the array metadata implies
@@ -34,12 +36,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 
-from extract import storeformat as sf
-from extract.storeformat import StoreFiles
+from . import format as sf
+from .format import StoreFiles
 
 SHARDING = "sharding_indexed"
 EMPTY = np.uint64(2**64 - 1)
@@ -47,13 +48,6 @@ EMPTY = np.uint64(2**64 - 1)
 CHECKSUM_CODECS = ("crc32c",)
 
 UTTERANCE_COLUMNS = ("utt_id", "split", "label", "status", "duration", "n_frames", "frame_offset")
-EXPECTED = {  # array -> (dtype, shape from the attributes)
-    sf.CODEBOOKS: ("float32", lambda c, n: (c["n_q"], c["codebook_size"], c["dim"])),
-    sf.CODES: ("uint16", lambda c, n: (None, c["n_q"])),
-    sf.LATENT: ("float16", lambda c, n: (None, c["dim"])),
-    sf.OFFSETS: ("int64", lambda c, n: (n + 1,)),
-}
-"""None in a shape: the total frames, which must be the same for codes and latent."""
 
 
 @dataclass
@@ -196,8 +190,8 @@ def _shard_index(files: StoreFiles, path: str, layout: ChunkLayout) -> tuple[np.
     return entries, None
 
 
-def _value_problem(name: str, data: np.ndarray, codebook_size: int) -> str | None:
-    if name == sf.CODES:
+def _value_problem(name: str, data: np.ndarray, codebook_size: int, codes: str | None) -> str | None:
+    if name == codes:
         bad = int(np.count_nonzero(data >= codebook_size))
         return f"{bad} codes >= codebook size {codebook_size} (max {int(data.max())})" if bad else None
     if data.dtype.kind == "f":
@@ -206,7 +200,8 @@ def _value_problem(name: str, data: np.ndarray, codebook_size: int) -> str | Non
     return None
 
 
-def _check_array_chunks(files: StoreFiles, root: zarr.Group, name: str, codebook_size: int, chunks: Check, values: Check) -> bool:
+def _check_array_chunks(files: StoreFiles, root: zarr.Group, name: str, codebook_size: int, codes: str | None,
+                        chunks: Check, values: Check) -> bool:
     """Look up, decode and check every chunk of one array. Returns whether its chunks carry checksums."""
     layout = ChunkLayout.from_metadata(name, json.loads(files.read_bytes(f"{name}/zarr.json")))
     array = root[name]
@@ -233,7 +228,7 @@ def _check_array_chunks(files: StoreFiles, root: zarr.Group, name: str, codebook
             except Exception as err:  # codecs raise many types for corrupt bytes
                 chunks.problems.append(f"{label}: cannot be decoded ({type(err).__name__}: {err})")
                 continue
-            problem = _value_problem(name, data, codebook_size)
+            problem = _value_problem(name, data, codebook_size, codes)
             if problem:
                 values.problems.append(f"{label}: {problem}")
     return layout.checksummed
@@ -265,28 +260,33 @@ def _check_tables(files: StoreFiles, check: Check) -> tuple[pd.DataFrame | None,
     return table, failures
 
 
-def _check_offsets(offsets: np.ndarray, table: pd.DataFrame, n_frames: int | None, check: Check) -> None:
-    where = sf.OFFSETS
-    check.detail = f"{len(offsets)} offsets, last {offsets[-1] if len(offsets) else '?'}"
-    if len(offsets) != len(table) + 1:
-        check.problems.append(f"{where}: {len(offsets)} values for {len(table)} utterances (expected {len(table) + 1})")
+def _check_offsets(name: str, offsets: np.ndarray, n_utts: int, n_frames: int | None, check: Check) -> np.ndarray:
+    """Problems of one offsets array [n_utts + 1] against its stream's frame count; returns its steps."""
+    if len(offsets) != n_utts + 1:
+        check.problems.append(f"{name}: {len(offsets)} values for {n_utts} utterances (expected {n_utts + 1})")
     if len(offsets) and offsets[0] != 0:
-        check.problems.append(f"{where}: starts at {offsets[0]}, not 0")
+        check.problems.append(f"{name}: starts at {offsets[0]}, not 0")
     steps = np.diff(offsets)
     if np.any(steps < 0):
         i = int(np.argmax(steps < 0))
-        check.problems.append(f"{where}: not monotonic: [{i + 1}] = {offsets[i + 1]} < [{i}] = {offsets[i]} ({int(np.count_nonzero(steps < 0))} decrease(s))")
+        check.problems.append(f"{name}: not monotonic: [{i + 1}] = {offsets[i + 1]} < [{i}] = {offsets[i]} ({int(np.count_nonzero(steps < 0))} decrease(s))")
     if n_frames is not None and len(offsets) and offsets[-1] != n_frames:
-        check.problems.append(f"{where}: ends at {offsets[-1]}, but codes has {n_frames} frames")
-    if len(offsets) == len(table) + 1:
-        for column, expected in (("n_frames", steps), ("frame_offset", offsets[:-1])):
-            differ = np.flatnonzero(table[column].to_numpy() != expected)
-            if len(differ):
-                row = int(differ[0])
-                check.problems.append(
-                    f"{sf.UTTERANCES}: {column} disagrees with {where} for {len(differ)} utterances, first {table['utt_id'].iloc[row]} "
-                    f"(row {row}: {table[column].iloc[row]} vs {expected[row]})"
-                )
+        check.problems.append(f"{name}: ends at {offsets[-1]}, but its stream has {n_frames} frames")
+    return steps
+
+
+def _check_table_offsets(offsets: np.ndarray, steps: np.ndarray, table: pd.DataFrame, check: Check) -> None:
+    """The utterance table's n_frames and frame_offset against the store's own offsets."""
+    if len(offsets) != len(table) + 1:
+        return
+    for column, expected in (("n_frames", steps), ("frame_offset", offsets[:-1])):
+        differ = np.flatnonzero(table[column].to_numpy() != expected)
+        if len(differ):
+            row = int(differ[0])
+            check.problems.append(
+                f"{sf.UTTERANCES}: {column} disagrees with {sf.OFFSETS} for {len(differ)} utterances, first {table['utt_id'].iloc[row]} "
+                f"(row {row}: {table[column].iloc[row]} vs {expected[row]})"
+            )
 
 
 def _check_utterances(table: pd.DataFrame, failures: pd.DataFrame, summary: dict, check: Check) -> None:
@@ -326,15 +326,23 @@ def _check_utterances(table: pd.DataFrame, failures: pd.DataFrame, summary: dict
         check.problems.append(f"zarr.json summary says audio_seconds {summary['audio_seconds']}, the table gives {seconds}")
 
 
-def _check_arrays(files: StoreFiles, root: zarr.Group, attrs: dict, n_utts: int | None, check: Check) -> dict[str, tuple[int, ...]]:
+def expected_arrays(attrs: dict, specs: dict[str, sf.StreamSpec], n_utts: int | None) -> dict[str, tuple[str, tuple]]:
+    """array path -> (dtype, shape) implied by the attributes: None in a shape is a stream's frame count."""
     codec = attrs.get("codec", {})
+    expected: dict[str, tuple[str, tuple]] = {}
+    if sf.CODES in specs:
+        expected[sf.CODEBOOKS] = ("float32", (codec.get("n_q"), codec.get("codebook_size"), codec.get("dim")))
+    for spec in specs.values():
+        expected[spec.array] = (spec.dtype, (None, *spec.frame_shape))
+        expected[spec.offsets] = ("int64", (None if n_utts is None else n_utts + 1,))
+    return expected
+
+
+def _check_arrays(files: StoreFiles, root: zarr.Group, expected: dict[str, tuple[str, tuple]], check: Check) -> dict[str, tuple[int, ...]]:
     shapes = {}
-    present = {name for name in EXPECTED if files.exists(f"{name}/zarr.json")}
-    wanted = [n for n in EXPECTED if n != sf.LATENT or attrs.get("config", {}).get("latent") or n in present]
-    for name in wanted:
-        dtype, shape_of = EXPECTED[name]
-        if name not in present:
-            check.problems.append(f"{name}: missing" + (" (config.latent is true)" if name == sf.LATENT else ""))
+    for name, (dtype, shape) in expected.items():
+        if not files.exists(f"{name}/zarr.json"):
+            check.problems.append(f"{name}: missing")
             continue
         try:
             array = root[name]
@@ -344,17 +352,36 @@ def _check_arrays(files: StoreFiles, root: zarr.Group, attrs: dict, n_utts: int 
         shapes[name] = tuple(array.shape)
         if str(array.dtype) != dtype:
             check.problems.append(f"{name}: dtype {array.dtype}, expected {dtype}")
-        if name == sf.OFFSETS and n_utts is None:
-            continue
-        expected = shape_of(codec, n_utts)
-        if len(array.shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, array.shape)):
-            shown = "x".join("frames" if e is None else str(e) for e in expected)
+        if len(array.shape) != len(shape) or any(e is not None and e != s for e, s in zip(shape, array.shape)):
+            shown = "x".join("frames" if e is None else str(e) for e in shape)
             check.problems.append(f"{name}: shape {list(array.shape)}, expected [{shown}]")
-    frames = {shapes[n][0] for n in (sf.CODES, sf.LATENT) if n in shapes}
-    if len(frames) > 1:
-        check.problems.append(f"{sf.CODES} has {shapes[sf.CODES][0]} frames, {sf.LATENT} {shapes[sf.LATENT][0]}")
     check.detail = ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
     return shapes
+
+
+def _check_streams(files: StoreFiles, root: zarr.Group, specs: dict[str, sf.StreamSpec], shapes: dict, table: pd.DataFrame,
+                   check: Check) -> None:
+    """Every stream's offsets; the store's own offsets against the table; added streams cover the
+    table's ok utterances (or list them in their failures)."""
+    frames_of = {spec.offsets: shapes.get(spec.array, (None,))[0] for spec in specs.values()}
+    for path in dict.fromkeys(spec.offsets for spec in specs.values()):
+        if path not in shapes:
+            check.problems.append(f"not checked: {path} unreadable")
+            continue
+        offsets = root[path][...]
+        steps = _check_offsets(path, offsets, len(table), frames_of[path], check)
+        if path == sf.OFFSETS:
+            _check_table_offsets(offsets, steps, table, check)
+        elif len(steps) == len(table):
+            name = path.split("/")[-2]
+            failures = files.read_table(f"{sf.added_stream_group(name)}/{sf.FAILURES}")
+            missing = table.loc[(table["status"] == "ok").to_numpy() & (steps == 0), "utt_id"]
+            missing = missing[~missing.isin(failures["utt_id"])]
+            if len(missing):
+                check.problems.append(f"stream {name!r}: {len(missing)} ok utterances have no frames and no failure "
+                                      f"record, first {missing.iloc[0]}")
+    check.detail = ", ".join(f"{n}: {shapes[n][0]} values" for n in dict.fromkeys(s.offsets for s in specs.values())
+                             if n in shapes)
 
 
 def _sha256(files: StoreFiles, name: str) -> str:
@@ -367,6 +394,8 @@ def _sha256(files: StoreFiles, name: str) -> str:
 
 def _load_state(files: StoreFiles, name: str) -> dict:
     """The weights file's state dict (memory-mapped when local: only the codebooks are read)."""
+    import torch  # the only part of the store package that needs it
+
     if isinstance(files.fs, LocalFileSystem):
         return torch.load(files.path(name), map_location="cpu", weights_only=True, mmap=True)
     return torch.load(io.BytesIO(files.read_bytes(name)), map_location="cpu", weights_only=True)
@@ -411,7 +440,21 @@ def _check_format(files: StoreFiles, check: Check) -> dict | None:
         check.problems.append(f"zarr.json: format version {attrs.get('format_version')} is newer than this tool's {sf.FORMAT_VERSION}")
     elif attrs.get("state") != sf.STATE_COMPLETE:
         check.problems.append(f"zarr.json: extraction not finished (state {attrs.get('state')!r}); run `pipeline extract` again to resume it")
+    for name in files.list(sf.STREAMS):
+        group = sf.added_stream_group(name)
+        if files.exists(f"{group}/zarr.json") and files.read_group_attrs(group).get("state") != sf.STATE_COMPLETE:
+            check.problems.append(f"{group}: stream {name!r} is still being added; run the same `pipeline extract` again")
     return None if check.problems else attrs
+
+
+def _specs(files: StoreFiles, attrs: dict) -> dict[str, sf.StreamSpec]:
+    present = {name for name in (sf.LATENT,) if files.exists(f"{name}/zarr.json")}
+    specs = sf.stream_specs(attrs, present)
+    for name in files.list(sf.STREAMS):
+        group = sf.added_stream_group(name)
+        if files.exists(f"{group}/zarr.json"):
+            specs[name] = sf.StreamSpec.from_attrs(files.read_group_attrs(group)["stream"])
+    return specs
 
 
 def _guarded(check: Check, run: Callable[[], Any]) -> Any:
@@ -437,21 +480,25 @@ def verify_store(url: str) -> VerifyReport:
     report.checks += [tables, offsets_check, utts, arrays, weights, chunks, values]
     root = zarr.open_group(files.url, mode="r")
     table, failures = _check_tables(files, tables)
-    shapes = _guarded(arrays, lambda: _check_arrays(files, root, attrs, None if table is None else len(table), arrays)) or {}
-    if table is not None and sf.OFFSETS in shapes:
-        _guarded(offsets_check, lambda: _check_offsets(root[sf.OFFSETS][...], table, shapes.get(sf.CODES, (None,))[0], offsets_check))
+    specs = _guarded(arrays, lambda: _specs(files, attrs)) or {}
+    expected = expected_arrays(attrs, specs, None if table is None else len(table))
+    shapes = _guarded(arrays, lambda: _check_arrays(files, root, expected, arrays)) or {}
+    if table is not None:
+        _guarded(offsets_check, lambda: _check_streams(files, root, specs, shapes, table, offsets_check))
     else:
-        offsets_check.problems.append(f"not checked: {sf.OFFSETS} or {sf.UTTERANCES} unreadable")
+        offsets_check.problems.append(f"not checked: {sf.UTTERANCES} unreadable")
     if table is not None and failures is not None:
         _guarded(utts, lambda: _check_utterances(table, failures, attrs.get("summary", {}), utts))
     else:
         utts.problems.append(f"not checked: {sf.UTTERANCES} or {sf.FAILURES} unreadable")
-    _guarded(weights, lambda: _check_weights(files, attrs, root, weights))
+    if sf.CODES in specs:
+        _guarded(weights, lambda: _check_weights(files, attrs, root, weights))
     size = attrs.get("codec", {}).get("codebook_size", 2**16)
-    unguarded = [n for n in shapes if _guarded(chunks, lambda n=n: _check_array_chunks(files, root, n, size, chunks, values)) is False]
+    codes = specs[sf.CODES].array if sf.CODES in specs else None
+    unguarded = [n for n in shapes if _guarded(chunks, lambda n=n: _check_array_chunks(files, root, n, size, codes, chunks, values)) is False]
     chunks.detail = f"every chunk of {', '.join(shapes)} present and decodable"
     if unguarded:
         chunks.detail += f" (no chunk checksums in {', '.join(unguarded)}: a corruption there that still decodes goes unseen)"
-    floats = [n for n in shapes if n in (sf.CODEBOOKS, sf.LATENT)]
+    floats = [n for n in shapes if root[n].dtype.kind == "f"]
     values.detail = f"codes < {size}; {', '.join(floats) or 'no float arrays'} finite"
     return report

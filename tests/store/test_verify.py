@@ -1,4 +1,4 @@
-"""classify.verify: a good store passes; each kind of damage fails, naming the file or chunk."""
+"""store.verify: a good store passes; each kind of damage fails, naming the file or chunk."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 import zarr
 
-from classify.verify import ChunkLayout, verify_store
-from extract import storeformat as sf
-from tests.classify.synthstore import make_finished_store
+from store import format as sf
+from store.verify import ChunkLayout, verify_store
+from tests.synthetic import verifiable_store
 
 CHECKS = ["format", "tables", "offsets", "utterances", "arrays", "weights", "chunks", "values"]
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> str:
-    # 24 utterances, about 1.7k frames: codes in 7 shards of 4 chunks of 64 frames, latent in 27 chunks
-    return make_finished_store(tmp_path_factory.mktemp("verify") / "s.zarr", n_utts=24, failed=2)
+    # 27 utterances (3 failed), about 1.8k frames: codes and latent in 8 shards of 4 chunks of 64 frames
+    return verifiable_store(tmp_path_factory.mktemp("verify") / "s.zarr", n_per_split=8, failed_per_split=1)
 
 
 def _copy(src: str, dst: str) -> None:
@@ -61,11 +61,10 @@ def test_good_store_passes(good):
     assert report.format().endswith("OK: every check passed")
 
 
-def test_synthetic_store_has_shards_and_plain_chunks(good):
-    codes = zarr.open_group(good, mode="r")[sf.CODES]
-    assert codes.shards is not None and codes.shape[0] > 4 * codes.shards[0]
-    latent = zarr.open_group(good, mode="r")[sf.LATENT]
-    assert latent.shards is None and latent.shape[0] > 10 * latent.chunks[0]
+def test_synthetic_store_spans_several_shards_of_several_chunks(good):
+    for name in (sf.CODES, sf.LATENT):
+        array = zarr.open_group(good, mode="r")[name]
+        assert array.shards[0] == 4 * array.chunks[0] and array.shape[0] > 6 * array.shards[0]
 
 
 def test_missing_shard_is_named(store):
@@ -99,15 +98,16 @@ def test_truncated_shard_and_chunk_are_named(store):
     found = problems(store)
     assert len(found) == 2
     assert found[0].startswith("chunks: codes/c/1/0: ") and "shard index" in found[0]
-    assert found[1].startswith("chunks: latent/c/4/0 ") and "cannot be decoded" in found[1]
+    assert found[1].startswith("chunks: latent/c/4/0: ") and "shard index" in found[1]
 
 
 def test_corrupted_checksummed_chunk_is_named(tmp_path):
-    store = Path(make_finished_store(tmp_path / "c.zarr", n_utts=8, checksum=True))
+    # a chunk in the middle of a shard: the shard index is intact, the chunk's checksum is not
+    store = Path(verifiable_store(tmp_path / "c.zarr", n_per_split=3))
     assert verify_store(str(store)).ok
-    overwrite_middle(store / "latent/c/3/0", bytes(range(16)))
+    overwrite_middle(store / "latent/c/0/0", bytes(range(16)))
     found = problems(store)
-    assert len(found) == 1 and found[0].startswith("chunks: latent/c/3/0 ") and "cannot be decoded" in found[0]
+    assert len(found) == 1 and found[0].startswith("chunks: latent/c/0/0 (chunk ") and "cannot be decoded" in found[0]
 
 
 def test_out_of_range_codes_are_named(store):
@@ -129,9 +129,9 @@ def test_offsets_end_and_length(store):
     data = root[sf.OFFSETS][...]
     root.create_array(sf.OFFSETS, data=np.append(data, data[-1] + 5), chunks=(len(data) + 1,), overwrite=True)
     found = "\n".join(problems(store))
-    assert "offsets: 26 values for 24 utterances (expected 25)" in found
-    assert f"ends at {data[-1] + 5}, but codes has {data[-1]} frames" in found
-    assert "arrays: offsets: shape [26], expected [25]" in found
+    assert "offsets: offsets: 29 values for 27 utterances (expected 28)" in found
+    assert f"ends at {data[-1] + 5}, but its stream has {data[-1]} frames" in found
+    assert "arrays: offsets: shape [29], expected [28]" in found
 
 
 def test_table_disagrees_with_offsets(store):
@@ -139,15 +139,15 @@ def test_table_disagrees_with_offsets(store):
     table.loc[3, "n_frames"] += 1
     table.to_parquet(store / sf.UTTERANCES, index=False)
     found = problems(store)
-    assert any("n_frames disagrees with offsets for 1 utterances, first SYN_T_00003" in p for p in found)
+    assert any("n_frames disagrees with offsets for 1 utterances, first LA_T_0000003" in p for p in found)
 
 
 def test_failure_without_record(store):
     failures = pd.read_parquet(store / sf.FAILURES)
     failures[failures["stage"] != "audio"].to_parquet(store / sf.FAILURES, index=False)
     found = problems(store)
-    assert sum("failed, but not in failures.parquet" in p for p in found) == 2
-    assert any("summary says failed 3, the tables give 1" in p for p in found)
+    assert sum("failed, but not in failures.parquet" in p for p in found) == 3
+    assert any("summary says failed 4, the tables give 1" in p for p in found)
 
 
 def test_unfinished_utterance(store):

@@ -1,4 +1,4 @@
-"""classify.export: the HDF5 file's embeddings against codebooks[q][codes] computed here."""
+"""store.export: the HDF5 file's embeddings against codebooks[q][codes] computed here."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 import zarr
 
-from classify import export
-from classify.export import ExportError, export_hdf5
-from classify.store import StoreReadError
-from extract import storeformat as sf
-from tests.classify.synthstore import make_finished_store
+from store import export
+from store import format as sf
+from store.export import ExportError, export_hdf5
+from store.reader import StoreReadError
+from tests.synthetic import verifiable_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    return make_finished_store(tmp_path_factory.mktemp("export") / "s.zarr", n_utts=24, failed=3, seed=1)
+    return verifiable_store(tmp_path_factory.mktemp("export") / "s.zarr", n_per_split=8, failed_per_split=1, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +72,9 @@ def check_file(path: Path, raw: dict, rows: list[int], latent: bool) -> None:
 def test_export_all_ok_utterances(store, raw, tmp_path):
     table = raw["table"]
     ok_rows = table.index[table["status"] == "ok"].tolist()
-    assert len(ok_rows) == 21
+    assert len(ok_rows) == 24  # 8 per split; 3 failed
     result = export_hdf5(store, tmp_path / "all.h5")
-    assert (result.utterances, result.frames) == (21, int(table.loc[ok_rows, "n_frames"].sum()))
+    assert (result.utterances, result.frames) == (24, int(table.loc[ok_rows, "n_frames"].sum()))
     check_file(tmp_path / "all.h5", raw, ok_rows, latent=False)
     with h5py.File(tmp_path / "all.h5") as f:
         failed = set(table.loc[table["status"] != "ok", "utt_id"])
@@ -107,7 +107,7 @@ def test_errors(store, tmp_path):
         export_hdf5(store, tmp_path / "x.h5", split="test")
     with pytest.raises(ExportError, match="does not exist"):
         export_hdf5(store, tmp_path / "nowhere" / "x.h5")
-    bare = make_finished_store(tmp_path / "bare.zarr", n_utts=4, latent=False, failed=0, seed=1)
+    bare = verifiable_store(tmp_path / "bare.zarr", n_per_split=2, latent=False, failed_per_split=0, seed=1)
     with pytest.raises(StoreReadError, match="no latent"):
         export_hdf5(bare, tmp_path / "x.h5", latent=True)
     assert list(tmp_path.glob("*.h5")) == [] and list(tmp_path.glob(".*partial")) == []

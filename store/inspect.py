@@ -16,17 +16,16 @@ from typing import Any
 import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
-from extract import storeformat as sf
-from extract.store import done_units
-from extract.storeformat import StoreFiles
-
-from .store import StoreReadError
+from . import format as sf
+from .format import StoreFiles
+from .provenance import short as provenance_line
+from .reader import FeatureStore, StoreReadError, check_format
+from .writer import done_units
 
 FIRST_FAILURES = 5
 """How many failures the report lists (the count covers them all)."""
 
 BREAKDOWN_COLUMNS = ("split", "label", "system")
-ARRAYS = (sf.CODES, sf.LATENT, sf.CODEBOOKS, sf.OFFSETS)
 
 
 def _open_attrs(files: StoreFiles) -> dict:
@@ -37,10 +36,7 @@ def _open_attrs(files: StoreFiles) -> dict:
         attrs = files.read_group_attrs()
     except ValueError as err:
         raise StoreReadError(f"{files.url}: zarr.json is not readable JSON ({err})") from None
-    if attrs.get("format") != sf.FORMAT:
-        raise StoreReadError(f"{files.url}: not a feature store of this tool (format {attrs.get('format')!r})")
-    if attrs.get("format_version", 0) > sf.FORMAT_VERSION:
-        raise StoreReadError(f"{files.url}: store format version {attrs['format_version']} is newer than this tool's {sf.FORMAT_VERSION}")
+    check_format(files.url, {**attrs, "state": sf.STATE_COMPLETE})  # format and version; any state
     return attrs
 
 
@@ -84,13 +80,20 @@ def _failures(failures: pd.DataFrame) -> dict[str, Any]:
 
 def _provenance(files: StoreFiles, attrs: dict) -> dict[str, Any]:
     weights = {**attrs.get("weights", {}), "file": weights_file(files, attrs)}
-    keys = ("codec", "dataset", "created", "completed", "versions", "config")
+    keys = ("codec", "dataset", "created", "completed", "versions", "config", "provenance", "finished_by")
     return {"weights": weights, **{k: attrs[k] for k in keys if k in attrs}}
 
 
-def _bytes(files: StoreFiles, names: tuple[str, ...]) -> dict[str, int]:
-    sizes = {name: files.size(name) for name in names}
-    return {**sizes, "total": files.size("")}
+def _streams(files: StoreFiles, store: FeatureStore, seconds: float) -> dict[str, dict[str, Any]]:
+    """Each stream: frame rate, dtype, frame shape, frames, bytes on disk and per audio second."""
+    out = {}
+    for name, spec in store.streams.items():
+        stream = store.stream(name)
+        size = files.size(spec.array)
+        out[name] = {"frame_rate": spec.frame_rate, "dtype": spec.dtype, "frame_shape": list(spec.frame_shape),
+                     "frames": int(stream.data.shape[0]), "array": spec.array, "bytes": size,
+                     "bytes_per_audio_second": size / seconds if seconds > 0 else None, "about": spec.about}
+    return out
 
 
 def _finished(files: StoreFiles, attrs: dict) -> dict[str, Any]:
@@ -98,8 +101,10 @@ def _finished(files: StoreFiles, attrs: dict) -> dict[str, Any]:
     failures = _read_table(files, sf.FAILURES)
     ok = table["status"] == "ok"
     seconds = float(table.loc[ok, "duration"].sum())
-    sizes = _bytes(files, (*ARRAYS, sf.UTTERANCES, sf.FAILURES, sf.WEIGHTS))
-    per_second = {name: (sizes[name] / seconds if seconds > 0 else None) for name in (sf.CODES, sf.LATENT)}
+    store = FeatureStore(files.url, in_memory=False)
+    streams = _streams(files, store, seconds)
+    sizes = {**{name: s["bytes"] for name, s in streams.items()},
+             **{name: files.size(name) for name in (sf.CODEBOOKS, sf.OFFSETS, sf.UTTERANCES, sf.FAILURES, sf.WEIGHTS)}}
     return {
         "utterances": int(len(table)),
         "ok": int(ok.sum()),
@@ -107,9 +112,11 @@ def _finished(files: StoreFiles, attrs: dict) -> dict[str, Any]:
         "breakdown": _breakdown(table, ok),
         "audio_seconds": seconds,
         "frames": int(table.loc[ok, "n_frames"].sum()),
-        "has_latent": files.exists(f"{sf.LATENT}/zarr.json"),
-        "bytes": sizes,
-        "bytes_per_audio_second": per_second,
+        "streams": streams,
+        "pending_streams": store.pending_streams(),
+        "has_latent": sf.LATENT in streams,
+        "bytes": {**sizes, "total": files.size("")},
+        "bytes_per_audio_second": {name: s["bytes_per_audio_second"] for name, s in streams.items()},
         "failures": _failures(failures),
         "summary": attrs.get("summary", {}),
     }
@@ -146,7 +153,8 @@ def _unfinished(files: StoreFiles, attrs: dict) -> dict[str, Any]:
         "breakdown": _breakdown(table, ok),
         "audio_seconds": float(table.loc[ok, "duration"].sum()),
         "frames": int(table.loc[ok, "n_frames"].sum()),
-        "bytes": _bytes(files, (sf.PARTS, sf.CODEBOOKS, sf.PLAN, sf.PROBLEMS, sf.WEIGHTS)),
+        "bytes": {**{name: files.size(name) for name in (sf.PARTS, sf.CODEBOOKS, sf.PLAN, sf.PROBLEMS, sf.WEIGHTS)},
+                  "total": files.size("")},
         "failures": _failures(pd.concat([problems, failed], ignore_index=True)),
     }
 
@@ -207,11 +215,16 @@ def format_report(info: dict[str, Any]) -> str:
     for column, groups in info["breakdown"].items():
         lines += _table(column, groups)
     lines.append(f"audio       {_duration(info['audio_seconds'])} in ok utterances, {info['frames']} frames")
+    for name, stream in info.get("streams", {}).items():
+        shape = " x ".join(str(n) for n in stream["frame_shape"])
+        rate = stream["bytes_per_audio_second"]
+        lines.append(f"stream      {name}: {stream['frame_rate']:g} frames/s, {stream['dtype']} [{shape}], {stream['frames']} frames, "
+                     f"{_size(stream['bytes'])}" + (f" ({_size(rate)} per audio second)" if rate else "")
+                     + (f"; {stream['about']}" if stream["about"] else ""))
+    for name in info.get("pending_streams", []):
+        lines.append(f"stream      {name}: BEING ADDED (unfinished); run the same `pipeline extract` again")
     sizes = ", ".join(f"{k} {_size(v)}" for k, v in info["bytes"].items() if k != "total")
     lines.append(f"disk        {_size(info['bytes']['total'])} in all: {sizes}")
-    for name, rate in info.get("bytes_per_audio_second", {}).items():
-        if rate is not None and info["bytes"].get(name):
-            lines.append(f"            {name}: {_size(rate)} per audio second")
     failures = info["failures"]
     lines.append(f"failures    {failures['count']}")
     for f in failures["first"]:
@@ -222,4 +235,6 @@ def format_report(info: dict[str, Any]) -> str:
         lines.append("versions    " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     if "config" in info:
         lines.append("config      " + json.dumps(info["config"], sort_keys=True))
+    if info.get("provenance"):
+        lines.append(f"made by     {provenance_line(info['provenance'])}")
     return "\n".join(lines)

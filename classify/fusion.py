@@ -1,0 +1,171 @@
+"""The paper's full system: a frozen SSL stream merged by AttM, fused with the codec hierarchy.
+
+Variants (`classify.variants.split_ssl`): ``ssl`` is the paper's baseline (AttM over the SSL layers,
+then the LSTM head); ``ssl+V`` adds the codec hierarchy under weighting variant V (``ssl+mean``,
+``ssl+qaf-static``, ``ssl+trainable-tables``, ...). As the paper describes it (arXiv 2603.16914): the
+two streams are aligned in time (`classify.align`: the codec features averaged over each SSL
+frame's 20 ms), concatenated per frame, projected, passed through a 1-layer LSTM, averaged over
+time and classified; the projection, LSTM, mean and linear layer are `classify.heads.LSTMHead`.
+
+    ssl [B, 2P, L, H] -> AttM -> [B, 2P, A] --------------------------------+
+    codes [B, 3P, Q] -> HierarchyWeighting -> [B, 3P, D] -> align -> [B, 2P, D] -> concat [B, 2P, A + D]
+                                                                                 -> LSTMHead -> logits [B]
+
+The SSL model itself is frozen and never part of the trainable model: its layers come from the
+store's SSL stream, or are computed from the audio during training (``ssl_kwargs.online``,
+`classify.online`, the only place `classify` imports the extraction code, lazily).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from classify.align import align_codec_to_ssl
+from classify.attm import AttentiveMerging
+from classify.data import FrameSource
+from classify.heads import build_head
+from classify.model import build_model
+from classify.ssldata import SSLFrames, SSLSource
+from classify.ssloptions import SSLOptions
+from classify.variants import split_ssl
+from classify.weighting import HierarchyWeighting
+from store.reader import FeatureStore, StoreReadError
+
+
+class FusedDetector(nn.Module):
+    """codes [B, 3P, Q], lengths [B] (valid SSL frames), latent [B, 3P, D] or None, ssl [B, 2P, L, H]
+    -> logits [B], higher = bona fide. ``weighting`` None: the SSL stream alone (`ssl`)."""
+
+    def __init__(self, attm: AttentiveMerging, weighting: HierarchyWeighting | None, head: nn.Module,
+                 ssl_source: dict[str, Any], layer_index: np.ndarray) -> None:
+        super().__init__()
+        self.attm = attm
+        self.weighting = weighting
+        self.head = head
+        self.ssl_source = ssl_source  # what made the SSL features (checkpoints record it)
+        self.layer_index = layer_index
+
+    def forward(self, codes: Tensor, lengths: Tensor, latent: Tensor | None = None, ssl: Tensor | None = None) -> Tensor:
+        if ssl is None:
+            raise ValueError("an SSL variant needs the SSL layers (the batch has none)")
+        features = self.attm(ssl.to(torch.float32), lengths)
+        if self.weighting is not None:
+            features = torch.cat([features, align_codec_to_ssl(self.weighting(codes, latent))], dim=-1)
+        return self.head(features, lengths)
+
+    def n_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def ssl_spec(store: FeatureStore, options: SSLOptions) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """(source of the SSL features, the layers they hold): the store's stream, or (online without a
+    stream) the options' model, weights and layers (`classify.online`)."""
+    if options.stream in store.streams:
+        spec = store.streams[options.stream]
+        if not spec.source or spec.source.get("kind") != "ssl":
+            raise StoreReadError(f"{store.url}: stream {options.stream!r} is not an SSL stream")
+        return spec.source, tuple(spec.source["layers"])
+    if not options.online:
+        store.stream(options.stream)  # raises, naming the streams the store has
+    from classify.online import online_source  # noqa: PLC0415 - lazy: imports the extraction code
+
+    source = online_source(options)
+    return source, tuple(source["layers"])
+
+
+def _layer_index(stream_layers: tuple[int, ...], options: SSLOptions, model: str) -> np.ndarray:
+    if options.layers is None:
+        return np.arange(len(stream_layers))
+    wanted = _parse_layers(options.layers)
+    missing = sorted(set(wanted) - set(stream_layers))
+    if missing:
+        raise ValueError(f"ssl_kwargs.layers asks for layer(s) {missing} of {model}, but the SSL stream holds "
+                         f"layers {list(stream_layers)}")
+    return np.array([stream_layers.index(layer) for layer in wanted])
+
+
+def _parse_layers(value: Any) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        return sorted({int(v) for v in value})
+    layers: set[int] = set()
+    for part in str(value).replace(" ", "").split(","):
+        first, _, last = part.partition("-")
+        layers.update(range(int(first), int(last or first) + 1))
+    return sorted(layers)
+
+
+def build_detector(config: dict[str, Any], store: FeatureStore) -> nn.Module:
+    """The model of a training config (a TrainConfig as a dict) over the store: a SpoofDetector for
+    the codec variants, a FusedDetector for `ssl` and `ssl+V`."""
+    codebooks = torch.from_numpy(store.codebooks)
+    uses_ssl, codec_variant = split_ssl(config["variant"])
+    if not uses_ssl:
+        return build_model(codebooks, config["variant"], config["head"], config["tau"], config["head_kwargs"],
+                           config["level_norm"])
+    options = SSLOptions.from_dict(config.get("ssl_kwargs"))
+    source, stream_layers = ssl_spec(store, options)
+    layer_index = _layer_index(stream_layers, options, source["model"])
+    attm = AttentiveMerging(len(layer_index), int(source["hidden"]), options.proj_dim, options.out_dim)
+    weighting = None
+    if codec_variant is not None:
+        weighting = HierarchyWeighting(codebooks, codec_variant, config["tau"], config["level_norm"])
+    in_dim = attm.out_dim + (weighting.out_dim if weighting is not None else 0)
+    head = build_head(config["head"], in_dim, **(config["head_kwargs"] or {}))
+    return FusedDetector(attm, weighting, head, source, layer_index)
+
+
+def make_source(store: FeatureStore, model: nn.Module, config: dict[str, Any]):
+    """The batches' source for ``model``: a FrameSource for the codec variants, an SSLSource for the
+    SSL ones (the SSL frames cached in the store, or computed online)."""
+    latent_ram = config["latent_ram_mb"] * 2**20
+    weighting = model.weighting
+    codec = None
+    if weighting is not None:
+        codec = FrameSource(store, with_latent=weighting.spec.needs_latent, latent_ram_bytes=latent_ram)
+    if not isinstance(model, FusedDetector):
+        return codec
+    options = SSLOptions.from_dict(config.get("ssl_kwargs"))
+    if options.online:
+        from classify.online import OnlineSSLFrames  # noqa: PLC0415 - lazy: imports the extraction code
+
+        frames = OnlineSSLFrames(store, model.ssl_source, model.layer_index, options, config.get("device", "cpu"))
+        return SSLSource(store, options.stream, frames, codec, frames.offsets, frames.starts)
+    stream = store.stream(options.stream)
+    starts_path = f"{stream.spec.array.rsplit('/', 1)[0]}/starts"
+    starts = store.root[starts_path][...] if starts_path in stream.spec.tables else np.zeros(len(stream.offsets) - 1, np.int64)
+    frames = SSLFrames(store, options.stream, model.layer_index, options.ram_mb * 2**20)
+    return SSLSource(store, options.stream, frames, codec, stream.offsets, starts)
+
+
+def ssl_provenance(model: nn.Module) -> dict[str, Any] | None:
+    """The SSL features' source recorded in checkpoints (None for the codec variants)."""
+    return model.ssl_source if isinstance(model, FusedDetector) else None
+
+
+def ssl_label(model: nn.Module) -> str:
+    """The SSL weights' label for reports ("" for the codec variants)."""
+    source = ssl_provenance(model)
+    return "" if source is None else f"{source['weights']['label']}, layers {_runs(source['layers'])}"
+
+
+def _runs(layers: list[int]) -> str:
+    return f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) else ",".join(map(str, layers))
+
+
+def check_ssl_compatible(checkpoint: dict[str, Any], model: nn.Module, where: str) -> list[str]:
+    """Differences between the SSL features a checkpoint was trained on and those ``model`` reads
+    now (model, weights, layers, crop): one line each; empty when they agree."""
+    trained, now = checkpoint.get("ssl"), ssl_provenance(model)
+    if trained is None or now is None:
+        return []
+    problems = []
+    for key in ("model", "layers", "hidden"):
+        if trained.get(key) != now.get(key):
+            problems.append(f"SSL {key}: checkpoint {trained.get(key)!r}, store {now.get(key)!r}")
+    if trained["weights"]["sha256"] != now["weights"]["sha256"]:
+        problems.append(f"SSL weights: checkpoint {trained['weights']['label']}; store {now['weights']['label']}")
+    return problems
