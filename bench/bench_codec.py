@@ -62,12 +62,12 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from classify.metrics import compute_eer  # noqa: E402
-from classify.store import FeatureStore  # noqa: E402
+from store.reader import FeatureStore  # noqa: E402
 from extract.audio import CODEC_SAMPLE_RATE, load_audio  # noqa: E402
 from extract.codec import read_weights  # noqa: E402
 from extract.encoder import BatchEncoder  # noqa: E402
 from extract.run import ExtractConfig, extract  # noqa: E402
-from extract.storeformat import WEIGHTS  # noqa: E402
+from store.format import WEIGHTS  # noqa: E402
 
 CODECS = {"old": False, "new": True}  # name -> lsuv
 BATCH_SECONDS = 8.0
