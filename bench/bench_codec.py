@@ -1,24 +1,28 @@
-"""Benchmark of the untrained codec (`--weights untrained`): the plain seeded random encoder of
-earlier versions ("old", ``lsuv=False``) against the LSUV variance-normalised one ("new", the
-default), on a corpus in the ASVspoof 2019 LA layout (default: ``../shared/data/offla19``).
+"""Benchmark of the untrained codec (`--weights untrained`): the LSUV variance-normalised random
+encoder ("new", the default) against the plain seeded random encoder of earlier versions ("old",
+``lsuv=False``), on a corpus in the ASVspoof 2019 LA layout (default: ``../shared/data/offla19``).
 
-    python bench/bench_codec.py [--root DIR] [--work /tmp/codec-work/bench] [--splits train,eval]
-                                [--probe-train 500] [--probe-eval 500] [--flip-utts 500] [--flip-kmeans 64]
-                                [--seed 0]
-                                [--codecs old,new] [--reuse] [--report FILE]
+    python bench/bench_codec.py --weights STORE/codec_weights.th [--root DIR] [--work /tmp/codec-work/bench]
+                                [--probe-train 500] [--probe-eval 500] [--flip-utts 200] [--flip-kmeans 32]
+                                [--seed 0] [--codecs new,old] [--report FILE]
 
-For each codec, `extract.run.extract` (the library call behind `pipeline extract --weights
-untrained`, in this process, 8 s batches, default torch threads) writes a store of the
-``--splits`` to ``WORK/NAME.zarr`` (replaced; with ``--reuse`` an existing store is kept: only
-when it was made by this code). The codec is the same
-as for the whole corpus: its k-means and LSUV audio are the training split's first files. Then:
+"new" is the codec a whole-corpus ``pipeline extract --weights untrained`` of ``--root`` built and
+saved in its store (``--weights``: that store's ``codec_weights.th``; refused unless it is marked
+untrained and made with LSUV). "old" is built here as the extraction builds its codec
+(`extract.codec.build_untrained` with `ExtractConfig`'s default seed, k-means frames and
+iterations, on the same audio: the training split first, in protocol order) with ``lsuv=False``,
+and saved to ``WORK/old_codec_weights.th`` (marked UNTRAINED; reused when there). For each codec the
+utterances measured (the same for both) are extracted with its weights file through a manifest
+(`extract.run.extract`, the ``--weights FILE`` path, 8 s batches, units of 32) into
+``WORK/NAME.zarr`` (resumed when there). Then:
 
 1. frames: on the probe's eval utterances, from the stored latent (the encoder output, float16):
    standard deviation over time per dimension (mean over the 128 dims, then over utterances), the
    norm of the mean frame (mean over utterances), and their ratio std / (norm / sqrt(128));
 2. near-duplicate codewords per level: codewords whose nearest other codeword (L2) is closer than
    1e-3 x the level's median nearest-neighbour distance (scale-free), and, for comparison with
-   BENCHMARKS.md section 1, closer than 1e-4 (absolute); also the codewords used on the eval split;
+   BENCHMARKS.md section 1, closer than 1e-4 (absolute); also the codewords used on the probe's
+   eval utterances;
 3. code flips, on ``--flip-utts`` eval utterances evenly spaced over the protocol, and on the
    first ``--flip-kmeans`` train utterances (the audio the codebooks were fit on: their frames can
    sit exactly on codewords), encoded with `extract.encoder.BatchEncoder` and the store's saved
@@ -45,16 +49,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shutil
-import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -62,12 +63,17 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from classify.metrics import compute_eer  # noqa: E402
-from store.reader import FeatureStore  # noqa: E402
 from extract.audio import CODEC_SAMPLE_RATE, load_audio  # noqa: E402
-from extract.codec import read_weights  # noqa: E402
+from extract.codec import build_untrained, n_quantizers, read_weights  # noqa: E402
+from extract.datasets import get_dataset  # noqa: E402
 from extract.encoder import BatchEncoder  # noqa: E402
-from extract.run import ExtractConfig, extract  # noqa: E402
+from extract.run import ExtractConfig, _kmeans_audio, extract  # noqa: E402
+from extract.unit import length_batches  # noqa: E402
 from store.format import WEIGHTS  # noqa: E402
+from store.reader import FeatureStore  # noqa: E402
+
+from bench_extract import loadavg  # noqa: E402  (bench/ is on the path of a script run from it)
+from bench_extract import machine as extract_machine  # noqa: E402
 
 CODECS = {"old": False, "new": True}  # name -> lsuv
 BATCH_SECONDS = 8.0
@@ -76,51 +82,45 @@ NEAR_DUP_RELATIVE = 1e-3
 NEAR_DUP_ABSOLUTE = 1e-4
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
-    mem = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "encodec", "zarr", "numpy", "scikit-learn"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "-"
-    repo = Path(__file__).resolve().parents[1]
-    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
-    code = f"commit {git('rev-parse', '--short', 'HEAD') or '?'}" + (", extract/ modified" if git("status", "--porcelain", "extract") else "")
-    return {"code": code, "cpus": os.cpu_count(), "model": model, "mem_gib": round(mem / 2**20, 1), "versions": versions}
+    """`bench_extract.machine` (CPUs, memory, versions, commit), with scikit-learn's version (the probe)."""
+    info = extract_machine()
+    info["versions"]["scikit-learn"] = metadata.version("scikit-learn")
+    return info
 
 
 # ---------------------------------------------------------------------------------------- store
 
 
-def make_store(name: str, lsuv: bool, root: str, splits: list[str], work: Path, reuse: bool) -> tuple[FeatureStore, dict]:
-    """Extract (or reuse) the store of one codec; time the codec's construction from the log."""
-    if not reuse:
-        shutil.rmtree(work / f"{name}.zarr", ignore_errors=True)
-    stamps: list[tuple[float, str]] = []
+def old_weights(root: str, work: Path) -> Path:
+    """The plain random codec, built as `pipeline extract --weights untrained` builds its codec
+    (default settings), but without LSUV; saved (marked untrained) to ``WORK/old_codec_weights.th``."""
+    path = work / "old_codec_weights.th"
+    if not path.is_file():
+        defaults = ExtractConfig(dataset="asv19", root=root, out="-")
+        plan = get_dataset("asv19").load(Path(root), None).table.reset_index(drop=True)
+        data = build_untrained(_kmeans_audio(plan), n_quantizers(defaults.bandwidth), seed=defaults.seed,
+                               kmeans_frames=defaults.kmeans_frames, kmeans_iters=defaults.kmeans_iters, lsuv=False, dataset="asv19")[1]
+        path.write_bytes(data)
+    return path
+
+
+def subset_store(name: str, weights: Path, table: pd.DataFrame, work: Path) -> tuple[FeatureStore, dict]:
+    """The utterances of ``table`` extracted with the codec of ``weights`` into ``WORK/NAME.zarr``."""
+    manifest, out = work / f"{name}_manifest.csv", work / f"{name}.zarr"
+    table[["utt_id", "path", "label", "speaker", "system", "split"]].to_csv(manifest, index=False)
     load_before = loadavg()
+    config = ExtractConfig(dataset="manifest", root=str(manifest), out=str(out), weights=str(weights), device="cpu",
+                           batch_seconds=BATCH_SECONDS, unit_size=UNIT_SIZE, energy=False)
+    result = extract(config, log=lambda m: print(f"  [{name}] {m}", file=sys.stderr))
+    run = {"extract_s": result.wall_seconds, "ran_units": result.ran_units, "load": f"{load_before} / {loadavg()}"}
+    return FeatureStore(str(out)), run
 
-    def log(message: str) -> None:
-        stamps.append((time.perf_counter(), message))
-        print(f"  [{name}] {message}", file=sys.stderr)
 
-    start = time.perf_counter()
-    config = ExtractConfig(dataset="asv19", root=root, out=str(work / f"{name}.zarr"), splits=splits, weights="untrained",
-                           lsuv=lsuv, device="cpu", batch_seconds=BATCH_SECONDS)
-    result = extract(config, log=log)
-    build = [t for t, m in stamps if m.startswith("untrained codec")], [t for t, m in stamps if m.startswith("created")]
-    run = {
-        "wall_s": time.perf_counter() - start,
-        "codec_build_s": build[1][0] - build[0][0] if build[0] and build[1] else None,
-        "ran_units": result.ran_units,
-        "load": f"{load_before} / {loadavg()}",
-    }
-    return FeatureStore(result.store), run
+def rows_of(store: FeatureStore, utt_ids: np.ndarray) -> np.ndarray:
+    """Row numbers of ``utt_ids`` in ``store`` (in the given order)."""
+    index = store.utterances.reset_index(drop=True)
+    return index.reset_index().set_index("utt_id").loc[utt_ids, "index"].to_numpy()
 
 
 # ---------------------------------------------------------------------------------------- measures
@@ -159,20 +159,10 @@ def codeword_stats(store: FeatureStore, eval_rows: np.ndarray) -> dict:
 
 
 def unit_batches(lengths: list[int]) -> list[list[int]]:
-    """Indices in units of UNIT_SIZE, each cut into batches of at most BATCH_SECONDS of padded audio,
-    longest first (the extraction's rule)."""
+    """Indices in units of UNIT_SIZE, each cut into batches as the extraction cuts a unit (`length_batches`)."""
     budget = int(BATCH_SECONDS * CODEC_SAMPLE_RATE)
-    batches: list[list[int]] = []
-    for start in range(0, len(lengths), UNIT_SIZE):
-        unit = sorted(range(start, min(len(lengths), start + UNIT_SIZE)), key=lambda i: (-lengths[i], i))
-        current: list[int] = []
-        for i in unit:
-            if current and (len(current) + 1) * lengths[current[0]] > budget:
-                batches.append(current)
-                current = []
-            current.append(i)
-        batches.append(current)
-    return batches
+    return [batch for start in range(0, len(lengths), UNIT_SIZE)
+            for batch in length_batches({i: lengths[i] for i in range(start, min(len(lengths), start + UNIT_SIZE))}, budget)]
 
 
 def encode(encoder: BatchEncoder, wavs: list[torch.Tensor], threads: int, batched: bool) -> list[np.ndarray]:
@@ -248,47 +238,64 @@ def probe(store: FeatureStore, train_rows: np.ndarray, eval_rows: np.ndarray) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", required=True, help="codec_weights.th of a whole-corpus store made by pipeline extract --weights untrained")
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "offla19"))
     parser.add_argument("--work", default="/tmp/codec-work/bench")
-    parser.add_argument("--splits", default="train,eval")
     parser.add_argument("--probe-train", type=int, default=500)
     parser.add_argument("--probe-eval", type=int, default=500)
-    parser.add_argument("--flip-utts", type=int, default=500)
-    parser.add_argument("--flip-kmeans", type=int, default=64)
+    parser.add_argument("--flip-utts", type=int, default=200)
+    parser.add_argument("--flip-kmeans", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--codecs", default="old,new")
-    parser.add_argument("--reuse", action="store_true", help="keep existing stores in WORK instead of re-extracting")
+    parser.add_argument("--codecs", default="new,old")
     parser.add_argument("--report", default=None)
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if not Path(args.root).is_dir():
         parser.error(f"{args.root}: no corpus here (--root)")
-    splits = [s for s in args.splits.split(",") if s]
+    info = read_weights(args.weights)[2]
+    if info.trained or "LSUV" not in info.origin:
+        parser.error(f"{args.weights}: not this code's untrained (LSUV) codec: {info.label}")
     started, load_start = time.strftime("%Y-%m-%d %H:%M"), loadavg()
+
+    # the utterances measured, chosen on the corpus's protocols, the same for both codecs
+    utts = get_dataset("asv19").load(Path(args.root), None).table.reset_index(drop=True)
+    train_all, eval_all = np.flatnonzero(utts["split"] == "train"), np.flatnonzero(utts["split"] == "eval")
+    rng = np.random.default_rng(args.seed)
+    picks = {
+        "probe_train": np.sort(rng.choice(train_all, min(args.probe_train, len(train_all)), replace=False)),
+        "probe_eval": np.sort(rng.choice(eval_all, min(args.probe_eval, len(eval_all)), replace=False)),
+        "flip": eval_all[np.unique(np.linspace(0, len(eval_all) - 1, min(args.flip_utts, len(eval_all))).round().astype(int))],
+        "flip_kmeans": train_all[: args.flip_kmeans],
+    }
+    ids = {k: utts.loc[v, "utt_id"].to_numpy() for k, v in picks.items()}
+    table = utts.loc[np.unique(np.concatenate(list(picks.values())))]
 
     results: dict[str, dict] = {}
     for name in args.codecs.split(","):
-        print(f"{name} codec (lsuv={CODECS[name]}): store", file=sys.stderr)
-        store, run = make_store(name, CODECS[name], args.root, splits, work, args.reuse)
-        train_all, eval_all = store.split("train").index.to_numpy(), store.split("eval").index.to_numpy()
-        rng = np.random.default_rng(args.seed)
-        train_rows = np.sort(rng.choice(train_all, min(args.probe_train, len(train_all)), replace=False))
-        eval_rows = np.sort(rng.choice(eval_all, min(args.probe_eval, len(eval_all)), replace=False))
-        flip_rows = eval_all[np.unique(np.linspace(0, len(eval_all) - 1, min(args.flip_utts, len(eval_all))).round().astype(int))]
+        print(f"{name} codec (lsuv={CODECS[name]})", file=sys.stderr)
+        t = time.perf_counter()
+        weights = Path(args.weights) if name == "new" else old_weights(args.root, work)
+        build_s = time.perf_counter() - t
+        store, run = subset_store(name, weights, table, work)
+        run["codec_build_s"] = build_s
+        rows = {k: rows_of(store, v) for k, v in ids.items()}
         r: dict = {"run": run, "label": store.codec.weights_label, "sha256": store.codec.weights_sha256,
                    "origin": store.attrs["weights"]["origin"]}
-        t = time.perf_counter()
-        r["frames"] = frame_stats(store, eval_rows)
-        r["codewords"] = codeword_stats(store, eval_all)
-        print(f"{name}: flips", file=sys.stderr)
-        r["flips"], r["label_from_file"] = flips(store, flip_rows, work, name)
-        r["flips_kmeans"] = flips(store, train_all[: args.flip_kmeans], work, name)[0]
-        print(f"{name}: probe", file=sys.stderr)
-        r["probe"] = probe(store, train_rows, eval_rows)
-        r["measure_s"], r["load_end"] = time.perf_counter() - t, loadavg()
         results[name] = r
-        (work / "results.json").write_text(json.dumps({"args": vars(args), "machine": machine(), "results": results}, indent=1))
+        t = time.perf_counter()
+        steps = (("frames", lambda: frame_stats(store, rows["probe_eval"])),
+                 ("codewords", lambda: codeword_stats(store, rows["probe_eval"])),
+                 ("flips", lambda: flips(store, rows["flip"], work, name)),
+                 ("flips_kmeans", lambda: flips(store, rows["flip_kmeans"], work, name)),
+                 ("probe", lambda: probe(store, rows["probe_train"], rows["probe_eval"])))
+        for step, measure in steps:  # results.json is rewritten after each, so a long run shows what it has
+            print(f"{name}: {step}", file=sys.stderr)
+            r[step] = measure()
+            if step.startswith("flips"):
+                r[step], r["label_from_file"] = r[step]
+            r["measure_s"], r["load_end"] = time.perf_counter() - t, loadavg()
+            (work / "results.json").write_text(json.dumps({"args": vars(args), "machine": machine(), "results": results}, indent=1))
 
     text = report(args, results, machine(), started, load_start)
     print(text)
@@ -306,9 +313,9 @@ def report(args: argparse.Namespace, results: dict, mach: dict, started: str, lo
     lines = [
         "## Untrained codec: plain random encoder (old) vs LSUV (new)",
         "",
-        f"Command: `python bench/bench_codec.py --root {args.root} --work {args.work} --splits {args.splits} "
+        f"Command: `python bench/bench_codec.py --weights {args.weights} --root {args.root} --work {args.work} "
         f"--probe-train {args.probe_train} --probe-eval {args.probe_eval} --flip-utts {args.flip_utts} --flip-kmeans {args.flip_kmeans} "
-        f"--seed {args.seed} --codecs {args.codecs}{' --reuse' if args.reuse else ''}`",
+        f"--seed {args.seed} --codecs {args.codecs}`",
         "",
         f"Machine: {mach['cpus']} CPUs ({mach['model']}), {mach['mem_gib']} GiB RAM, shared with other jobs; no GPU. "
         f"Code: {mach['code']}. Versions: " + ", ".join(f"{k} {v}" for k, v in mach["versions"].items()) + ".",
@@ -319,9 +326,10 @@ def report(args: argparse.Namespace, results: dict, mach: dict, started: str, lo
     ]
     for n in names:
         r = results[n]
-        lines.append(f"* {n}: `{r['label']}`; made as: {r['origin']}; store extraction {r['run']['wall_s']:.0f} s "
-                     f"({r['run']['ran_units']} units run; codec construction {r['run']['codec_build_s'] or 0:.0f} s), measurements {r['measure_s']:.0f} s; "
-                     f"load {r['run']['load']} -> {r['load_end']}. Weights read back from the store's file are labelled: `{r['label_from_file']}`.")
+        made = (f"codec built here in {r['run']['codec_build_s']:.0f} s, " if r["run"]["codec_build_s"] > 1 else "") + (
+                f"the measured utterances extracted in {r['run']['extract_s']:.0f} s ({r['run']['ran_units']} units run; load {r['run']['load']})")
+        lines.append(f"* {n}: `{r['label']}`; made as: {r['origin']}; {made}; measurements {r['measure_s']:.0f} s, load at the end {r['load_end']}. "
+                     f"Weights read back from the store's file are labelled: `{r['label_from_file']}`.")
     lines += ["", head, sep]
     lines.append(row("frames (probe eval utterances): std over time, mean over dims", lambda r: f"{r['frames']['std_over_time']:.4g}"))
     lines.append(row("norm of the mean frame", lambda r: f"{r['frames']['mean_frame_norm']:.4g}"))
@@ -329,7 +337,7 @@ def report(args: argparse.Namespace, results: dict, mach: dict, started: str, lo
     lines.append(row(f"near-duplicate codewords per level (nearest other < {NEAR_DUP_RELATIVE:g} x median), levels 1-8", lambda r: " ".join(map(str, r["codewords"]["near_dup_relative"]))))
     lines.append(row(f"codewords within {NEAR_DUP_ABSOLUTE:g} (absolute) of another, levels 1-8", lambda r: " ".join(map(str, r["codewords"]["near_dup_absolute"]))))
     lines.append(row("median nearest-neighbour distance, levels 1 / 8", lambda r: f"{r['codewords']['median_nn'][0]:.3g} / {r['codewords']['median_nn'][-1]:.3g}"))
-    lines.append(row("codewords used on the eval split, levels 1-8", lambda r: " ".join(map(str, r["codewords"]["used_on_eval"]))))
+    lines.append(row("codewords used on the probe eval utterances, levels 1-8", lambda r: " ".join(map(str, r["codewords"]["used_on_eval"]))))
     for key, label in (("batched_vs_alone", "frames whose codes differ: 8 s batches vs one at a time (1 thread)"),
                        ("threads_2_vs_1", "frames whose codes differ: 2 vs 1 torch threads (one at a time)"),
                        ("store_vs_alone", "frames whose codes differ: the store (as extracted) vs one at a time, 1 thread")):
