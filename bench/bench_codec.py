@@ -5,6 +5,7 @@ encoder ("new", the default) against the plain seeded random encoder of earlier 
     python bench/bench_codec.py --weights STORE/codec_weights.th [--root DIR] [--work /tmp/codec-work/bench]
                                 [--probe-train 500] [--probe-eval 500] [--flip-utts 200] [--flip-kmeans 32]
                                 [--seed 0] [--codecs new,old] [--report FILE]
+    python bench/bench_codec.py --partial STORE   # while STORE is still being extracted: measures 1 and 2
 
 "new" is the codec a whole-corpus ``pipeline extract --weights untrained`` of ``--root`` built and
 saved in its store (``--weights``: that store's ``codec_weights.th``; refused unless it is marked
@@ -236,9 +237,36 @@ def probe(store: FeatureStore, train_rows: np.ndarray, eval_rows: np.ndarray) ->
 # ---------------------------------------------------------------------------------------- main
 
 
+def partial(path: str) -> str:
+    """Frame variation on the committed work units of a store still being extracted, and the
+    near-duplicate codewords of its (final) codebooks: what can be measured before it is finished."""
+    import zarr
+
+    stds, norms = [], []
+    for part in sorted((Path(path) / "parts").glob("u*")):
+        group = zarr.open_group(str(part), mode="r")
+        records = [r for r in group.attrs.get("records") or [] if r.get("status") == "ok"]
+        latent, start = (group["latent"][...].astype(np.float32) if records else None), 0
+        for record in records:
+            frames = latent[start : start + record["n_frames"]]  # [frames, 128]
+            start += record["n_frames"]
+            stds.append(float(frames.std(axis=0).mean()))
+            norms.append(float(np.linalg.norm(frames.mean(axis=0))))
+    books = zarr.open_array(str(Path(path) / "codebooks"), mode="r")[...]
+    lines = [f"{len(stds)} utterances of the committed units: std over time {np.mean(stds):.4g}, norm of the mean frame "
+             f"{np.mean(norms):.4g}, ratio {np.mean(stds) / (np.mean(norms) / np.sqrt(books.shape[-1])):.4g}"]
+    for q, book in enumerate(books):
+        nn = nearest_other(book)
+        zero = int((np.abs(book).max(axis=1) == 0).sum())
+        lines.append(f"level {q + 1}: median nearest-neighbour distance {np.median(nn):.3g}; nearest other < "
+                     f"{NEAR_DUP_RELATIVE:g} x median: {int((nn < NEAR_DUP_RELATIVE * np.median(nn)).sum())}; exactly zero: {zero}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True, help="codec_weights.th of a whole-corpus store made by pipeline extract --weights untrained")
+    parser.add_argument("--weights", help="codec_weights.th of a whole-corpus store made by pipeline extract --weights untrained")
+    parser.add_argument("--partial", metavar="STORE", help="only: frame variation and codewords of a store still being extracted")
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "offla19"))
     parser.add_argument("--work", default="/tmp/codec-work/bench")
     parser.add_argument("--probe-train", type=int, default=500)
@@ -249,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codecs", default="new,old")
     parser.add_argument("--report", default=None)
     args = parser.parse_args(argv)
+    if args.partial:
+        print(partial(args.partial))
+        return 0
+    if not args.weights:
+        parser.error("--weights is required (or --partial STORE)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if not Path(args.root).is_dir():
