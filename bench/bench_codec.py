@@ -209,7 +209,8 @@ def pooled(frames: np.ndarray) -> np.ndarray:
 def probe_features(store: FeatureStore, rows: np.ndarray) -> dict[str, np.ndarray]:
     books = store.codebooks.astype(np.float32)  # [Q, K, D]
     shift = books.mean(1, keepdims=True)
-    normed = (books - shift) / np.sqrt(((books - shift) ** 2).mean(axis=(1, 2), keepdims=True))
+    rms = np.sqrt(((books - shift) ** 2).mean(axis=(1, 2), keepdims=True))
+    normed = (books - shift) / np.maximum(rms, 1e-12)  # a level of identical codewords (a tiny corpus) stays 0
     levels = np.arange(books.shape[0])
     feats: dict[str, list[np.ndarray]] = {"mean of levels": [], "latent": [], "level 1": [], "level 8": []}
     for row in rows:
