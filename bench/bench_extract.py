@@ -1,92 +1,110 @@
-"""Benchmark of `pipeline extract` on CPU: cache size, throughput against the bare encoder and a
-naive per-file loop, 1 vs 2 dask workers, batched vs one-by-one code agreement, and where the CPU
-time goes (torch threads, batch size, the memory allocator).
+"""Benchmark of `pipeline extract` on CPU: throughput against the bare encoder and a naive loop,
+``--workers 0/1/2``, page faults, peak memory per process, decoding speed, an hour-long file,
+cache size and code agreement.
 
-    python bench/bench_extract.py [--store /tmp/bench/offla19.zarr] [--split dev] [--limit N]
-                                  [--in-process] [--tuning] [--skip naive,workers2,onebyone,probe]
+    python bench/bench_extract.py --weights W.th [--root ../shared/data/offla19] [--split all]
+        [--limit N] [--repeat 2] [--skip naive,workers0,workers1,workers2,agreement,probe,decode,hour,profile]
+        [--store FULL.zarr] [--py-spy PATH] [--report RESULTS.md] [--device cuda]
 
-Needs a finished full-corpus store (``--store``, made by ``pipeline extract``): its sizes give the
-cache cost per audio second, and its ``codec_weights.th`` is the codec every measurement here uses
-(so no k-means runs in the timed commands). When these results were measured the pipeline treated
-a weights FILE as trained codec weights and labelled the temporary stores "pretrained" (fixed since:
-untrained weights saved by this tool now stay UNTRAINED, and weights saved before that fix are
-"EnCodec weights from FILE (not the published checkpoint)"); they are the UNTRAINED codec's (seeded
-random encoder, k-means codebooks, before LSUV) whatever those labels say: every number here is for
-that codec. Its architecture, and so its cost, is that of the real EnCodec 24 kHz; its codes'
-statistics are not.
+``--weights``: a codec weights file (e.g. ``codec_weights.th`` of any store made with
+``--weights untrained``), or ``untrained``: the untrained codec `pipeline extract --weights untrained`
+makes for the corpus (seed 0, k-means on its audio), built once and kept as ``WORK/untrained.th``.
+Every measurement uses that file, so no k-means runs in the timed commands. Untrained weights
+saved by this tool keep their UNTRAINED label through a file; an untrained codec's cost is exactly
+the real one's (same architecture), its codes are not real codec features.
 
-Measurements, on the ``--split`` subset (with ``--limit N``: N utterances evenly spaced over the
-split's protocol, which is grouped by label and speaker, fed to the pipeline as a manifest):
+Measured on the corpus (``--split all``: every split; ``--limit N``: N utterances evenly spaced
+over the protocol, fed to the pipeline as a manifest), in this order, ``--repeat`` times (A B A B:
+the machine is assumed shared, so the configurations alternate):
 
-1. cache size: codes / latent bytes on disk of the full store per audio second (``inspect_store``),
-   against dense float32 per-quantizer embeddings (75 x n_q x 128 x 4 B/s);
-2. throughput (audio s per wall s) of ``pipeline extract --workers 1`` against
-   (a) the bare compute floor: all audio decoded into RAM first, then only ``BatchEncoder.encode``
-       timed (after a 1 s warm-up), over the pipeline's own batches (units of ``unit_size``
-       utterances in plan order, length-sorted batches of ``batch_seconds`` padded audio inside
-       each unit), same torch threads;
-   (b) a naive loop: per file soundfile read + ``convert_audio`` + ``EncodecModel.encode``, one at
-       a time (under ``torch.no_grad``), no batching, no overlap;
-   and, with ``--in-process``, ``--workers 0`` (no dask); with ``--tuning``, the pipeline with the
-   faster CPU settings a user can choose today (TUNING);
-3. ``--workers 1`` vs ``--workers 2`` (torch threads split: cores // workers each);
-4. ``--batch-seconds 64`` (the old default) and the current default vs ``--batch-seconds 0`` (one
-   utterance per forward): share of
-   codes that differ, and share of frames whose summed level embedding sum_q C_q[code_q] differs by
-   more than 1e-4 (max over dims); also bare vs pipeline, 1 vs 2 workers, naive vs pipeline;
-5. probes: the bare encoder on the subset's first ``--probe-files`` files in a fresh process per
-   setting (PROBES: torch threads, batch seconds, OMP_WAIT_POLICY, glibc malloc variables), with
-   user / system CPU time and minor page faults.
+1. bare encoder: every file decoded into RAM first, then only ``BatchEncoder.encode`` timed over
+   the pipeline's own batches (units of ``unit_size`` utterances in plan order, length-sorted
+   batches of ``batch_seconds`` padded audio inside each unit), the pipeline's torch threads, in a
+   fresh process;
+2. ``pipeline extract --workers 0`` (in process: the CPU default), ``--workers 1`` and
+   ``--workers 2`` (a LocalCluster): the whole command (interpreter start, imports, cluster, store
+   creation, finishing), and inside ``extract()`` (its printed wall time);
+3. a naive loop: per file soundfile read + ``convert_audio`` + ``EncodecModel.encode``, one at a
+   time, no batching, no overlap (fresh process).
 
-The machine is assumed shared: the load averages (``/proc/loadavg``) before and after every
-measurement, and the CPU each one got (CPU time / wall time), are printed with it.
-Prints a markdown report on stdout; raw numbers also go to ``WORK/results.json``.
+``--device cuda`` runs the same measurements on the GPU (the CUDA defaults: larger batches and
+units, one worker per GPU, ``--workers 2`` only with 2 GPUs, decoding on all cores but one) and adds
+hours of audio per GPU-minute.
+
+Every row has user / system CPU time and minor page faults (the whole process tree, from
+``/usr/bin/time`` or ``getrusage``), the peak RSS of each process (VmHWM, polled from /proc) and the
+load averages before / after. Then: the decoder alone (read + resample, no encoding) on 1, 2 and
+cores - 1 threads; one hour-long file (offla19's files concatenated) through the defaults, with its peak
+RSS per process; ``MALLOC_TRIM_THRESHOLD_`` set vs unset for the bare encoder (what dask's nanny
+did to every worker); the cache size of the default run's store; and whether the stores' codes
+agree. A markdown report goes to stdout, raw numbers to ``WORK/results.json``.
+
+Last, where the time goes: the defaults' command once more under py-spy
+(``bench/profile_extract.py``; skipped with a note when py-spy is not installed). The report also
+goes to ``--report`` (markdown).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import re
-import resource
-import shutil
-import subprocess
 import sys
-import time
-from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import soundfile as sf
-import torch
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's packages, not an installed copy
 
-from extract.audio import CODEC_SAMPLE_RATE, load_audio, probe
-from extract.codec import load_weights_file
-from extract.datasets import get_dataset
-from extract.encoder import BatchEncoder
-from extract.run import ExtractConfig
-from store.inspect import inspect_store
-from store.reader import FeatureStore
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from importlib import metadata  # noqa: E402
 
-try:
-    from extract.run import BATCH_SECONDS
-except ImportError:  # before the device-dependent default
-    BATCH_SECONDS = {"cpu": 64.0}
-from extract.unit import length_batches
-from pipeline.cluster import threads_per_worker
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
+from extract.audio import CODEC_SAMPLE_RATE, load_audio, probe  # noqa: E402
+from extract.codec import load_weights_file  # noqa: E402
+from extract.datasets import get_dataset  # noqa: E402
+from extract.encoder import BatchEncoder  # noqa: E402
+from extract.prefetch import prefetch  # noqa: E402
+from extract.run import BATCH_SECONDS, UNIT_SIZE  # noqa: E402
+from extract.unit import length_batches  # noqa: E402
+from pipeline.cluster import threads_per_worker  # noqa: E402
+from pipeline.commands.extract import default_workers  # noqa: E402
+from store.inspect import inspect_store  # noqa: E402
+from store.reader import FeatureStore  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import profile_extract  # noqa: E402
 
 DENSE_BYTES_PER_FRAME_LEVEL = 128 * 4  # float32 x dim
-TARGET_CODES_BYTES_PER_S = 1500
-TARGET_OVERHEAD = 0.15
+TARGET_RATIO = 0.85
 EMB_TOLERANCE = 1e-4
-PIPELINE = str(Path(sys.executable).with_name("pipeline"))
+HOUR = 3600.0
 
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def untrained_weights(root: str, work: Path) -> Path:
+    """The untrained codec of `pipeline extract --weights untrained` on the corpus at ``root``, as a file."""
+    from extract.run import ExtractConfig, _codec_for_new_store
+
+    path = work / "untrained.th"
+    if not path.exists():
+        config = ExtractConfig(dataset="asv19", root=root, out=str(work / "unused.zarr"), weights="untrained")
+        plan = get_dataset("asv19").load(Path(root), None).table.reset_index(drop=True)
+        _, data, _ = _codec_for_new_store(config, plan, 8, lambda message: print(message, file=sys.stderr))
+        path.write_bytes(data)
+    return path
 
 
 def machine() -> dict:
@@ -98,17 +116,16 @@ def machine() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "-"
-    repo = Path(__file__).resolve().parents[1]
-    git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    git = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
     code = f"commit {git('rev-parse', '--short', 'HEAD') or '?'}" + (", extract/ or pipeline/ modified" if git("status", "--porcelain", "extract", "pipeline") else "")
-    return {"code": code, "cpus": os.cpu_count(), "model": model, "mem_gib": round(mem / 2**20, 1), "versions": versions, "torch_default_threads": torch.get_num_threads()}
+    return {"code": code, "cpus": os.cpu_count(), "model": model, "mem_gib": round(mem / 2**20, 1), "versions": versions}
 
 
-# ---------------------------------------------------------------------------------------- subset
+# ---------------------------------------------------------------------------------------- corpus
 
 
-def subset_table(root: str, split: str, limit: int | None) -> pd.DataFrame:
-    table = get_dataset("asv19").load(Path(root), [split]).table.reset_index(drop=True)
+def corpus_table(root: str, split: str, limit: int | None) -> pd.DataFrame:
+    table = get_dataset("asv19").load(Path(root), None if split == "all" else [split]).table.reset_index(drop=True)
     if limit and limit < len(table):  # evenly spaced over the protocol (which is grouped by label and speaker)
         table = table.iloc[np.unique(np.linspace(0, len(table) - 1, limit).round().astype(int))].reset_index(drop=True)
     table["duration"] = [probe(p).duration for p in table["path"]]
@@ -116,54 +133,113 @@ def subset_table(root: str, split: str, limit: int | None) -> pd.DataFrame:
 
 
 def pipeline_source(table: pd.DataFrame, root: str, split: str, limit: int | None, work: Path) -> list[str]:
-    """The `pipeline extract` arguments that select the subset: the split, or a manifest of it."""
+    """The `pipeline extract` arguments that select the corpus: the dataset (and split), or a manifest."""
     if not limit:
-        return ["--dataset", "asv19", "--root", root, "--split", split]
+        return ["--dataset", "asv19", "--root", root] + ([] if split == "all" else ["--split", split])
     manifest = work / "manifest.csv"
     table[["utt_id", "path", "label", "speaker", "system", "split"]].to_csv(manifest, index=False)
     return ["--dataset", "manifest", "--root", str(manifest)]
 
 
-# ---------------------------------------------------------------------------------------- runs
+# ---------------------------------------------------------------------------------------- measuring
 
 
-def run_pipeline(name: str, source: list[str], weights: str, work: Path, extra: list[str], env: dict | None = None) -> dict:
-    """One `pipeline extract` into a fresh temp store, under /usr/bin/time -v."""
-    out = work / f"{name}.zarr"
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [PIPELINE, "extract", *source, "--out", str(out), "--weights", weights, *extra]
+class PeakRSS:
+    """Polls /proc for the process ``pid`` and its descendants; keeps each one's peak RSS (VmHWM)."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        self.pid, self.interval = pid, interval
+        self.peaks: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo += children.get(pid, [])
+        return out
+
+    def _poll(self) -> None:
+        for pid in self._tree():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                cmd = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+            except OSError:
+                continue
+            m = re.search(r"VmHWM:\s+(\d+) kB", status)
+            if m:
+                kind = "worker" if "multiprocessing.spawn" in cmd else "tracker" if "resource_tracker" in cmd else "time" if cmd.startswith("/usr/bin/time") else "main"
+                self.peaks[pid] = (kind, max(self.peaks.get(pid, ("", 0.0))[1], int(m.group(1)) / 1024))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._poll()
+
+    def stop(self) -> dict[str, list[float]]:
+        self._stop.set()
+        self._thread.join()
+        by_kind: dict[str, list[float]] = {}
+        for kind, mb in self.peaks.values():
+            if kind in ("main", "worker"):
+                by_kind.setdefault(kind, []).append(round(mb))
+        return by_kind
+
+
+def run_measured(name: str, cmd: list[str], work: Path, env: dict | None = None) -> dict:
+    """Run ``cmd`` under /usr/bin/time -v in this checkout; wall, CPU, faults, peak RSS per process."""
     timefile = work / f"{name}.time"
     load_before = loadavg()
     started = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-v", "-o", str(timefile), *cmd], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(["/usr/bin/time", "-v", "-o", str(timefile), *cmd], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    peaks = PeakRSS(proc.pid)
+    output, _ = proc.communicate()
     wall = time.perf_counter() - started
-    load_after = loadavg()
-    (work / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    rss = peaks.stop()
+    (work / f"{name}.log").write_text(output)
     if proc.returncode != 0:
-        raise SystemExit(f"{name}: pipeline extract failed (exit {proc.returncode}); see {work / (name + '.log')}")
+        raise SystemExit(f"{name}: {' '.join(cmd)} failed (exit {proc.returncode}); see {work / (name + '.log')}")
     tv = timefile.read_text()
 
-    def field(label: str) -> str:
+    def field(label: str) -> float:
         m = re.search(rf"{re.escape(label)}: (.+)", tv)
-        return m.group(1).strip() if m else ""
+        return float(m.group(1).strip()) if m else 0.0
 
-    summary = re.search(r"([\d.]+) audio seconds; (\d+) frames; .*; ([\d.]+) s\s*$", proc.stdout, re.M)
-    user, system = float(field("User time (seconds)") or 0), float(field("System time (seconds)") or 0)
-    return {
-        "name": name,
-        "command": " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *cmd]),
-        "store": str(out),
-        "wall_s": wall,
-        "extract_wall_s": float(summary.group(3)) if summary else None,
-        "audio_s": float(summary.group(1)) if summary else None,
-        "cpu_s": user + system,
-        "user_s": user,
-        "sys_s": system,
-        "minflt": int(field("Minor (reclaiming a frame) page faults") or 0),
-        "max_rss_mb": int(field("Maximum resident set size (kbytes)") or 0) / 1024,
-        "load_before": load_before,
-        "load_after": load_after,
-    }
+    user, system = field("User time (seconds)"), field("System time (seconds)")
+    return {"name": name, "command": " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *cmd]), "output": output,
+            "wall_s": wall, "cpu_s": user + system, "user_s": user, "sys_s": system,
+            "minflt": int(field("Minor (reclaiming a frame) page faults")), "rss_mb": rss,
+            "load_before": load_before, "load_after": loadavg()}
+
+
+def run_pipeline(name: str, source: list[str], weights: str, work: Path, extra: list[str], env: dict | None = None) -> dict:
+    """One `pipeline extract` into a fresh store."""
+    out = work / f"{name}.zarr"
+    shutil.rmtree(out, ignore_errors=True)
+    r = run_measured(name, [sys.executable, "-m", "pipeline", "extract", *source, "--out", str(out), "--weights", weights, *extra], work, env)
+    summary = re.search(r"([\d.]+) audio seconds; (\d+) frames; .*; ([\d.]+) s\s*$", r.pop("output"), re.M)
+    return {**r, "store": str(out), "extract_wall_s": float(summary.group(3)) if summary else None,
+            "audio_s": float(summary.group(1)) if summary else None}
+
+
+def run_child(name: str, mode: str, spec: dict, work: Path, env: dict | None = None) -> dict:
+    """This script in a fresh process (``--child MODE``); its last stdout line is a JSON result."""
+    path = work / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    r = run_measured(name, [sys.executable, str(Path(__file__).resolve()), "--child", mode, str(path)], work, env)
+    return {**json.loads(r.pop("output").strip().splitlines()[-1]), "process": r}
 
 
 class Meter:
@@ -182,105 +258,77 @@ class Meter:
         return False
 
 
-def bare_encode(paths: list[str], weights: str, threads: int, batch_seconds: float, unit_size: int) -> tuple[dict, dict, dict]:
+# ---------------------------------------------------------------------------------------- children
+
+
+def child_bare(spec: dict) -> dict:
     """Decode everything into RAM, then time only BatchEncoder.encode over the pipeline's batches
-    (after one untimed 1 s warm-up forward). Returns (encode measurement, decode measurement, codes by row)."""
-    torch.set_num_threads(threads)
-    encoder = BatchEncoder(load_weights_file(weights), 6.0, latent=True)
+    (after an untimed 1 s warm-up forward)."""
+    torch.set_num_threads(spec["threads"])
+    encoder = BatchEncoder(load_weights_file(spec["weights"]), 6.0, device=spec["device"], latent=True,
+                           batch_seconds=spec["batch_seconds"])
+    paths = spec["paths"]
     with Meter() as decode:
         wavs = [load_audio(p) for p in paths]
     lengths = [w.shape[-1] for w in wavs]
-    budget = max(1, int(batch_seconds * CODEC_SAMPLE_RATE))
+    budget = max(1, int(spec["batch_seconds"] * CODEC_SAMPLE_RATE))
     batches = []
-    for start in range(0, len(paths), unit_size):
-        batches += length_batches({r: lengths[r] for r in range(start, min(len(paths), start + unit_size))}, budget)
+    for start in range(0, len(paths), spec["unit_size"]):
+        batches += length_batches({r: lengths[r] for r in range(start, min(len(paths), start + spec["unit_size"]))}, budget)
     encoder.encode([wavs[0][:, :CODEC_SAMPLE_RATE]])  # warm-up (oneDNN set-up, thread pool), not timed
-    codes: dict[int, np.ndarray] = {}
+    codes: dict[int, list] = {}
     with Meter() as encode:
         for batch in batches:
             for row, enc in zip(batch, encoder.encode([wavs[r] for r in batch])):
                 codes[row] = enc.codes
-    return {**encode.result, "threads": threads, "batches": len(batches)}, decode.result, codes
+    np.savez(spec["codes"], **{str(r): c for r, c in codes.items()})
+    return {**encode.result, "batches": len(batches), "decode": decode.result}
 
 
-def run_naive(paths: list[str], weights: str, threads: int) -> tuple[dict, dict]:
+def child_naive(spec: dict) -> dict:
     """The obvious loop: read, convert_audio, EncodecModel.encode, one file at a time."""
     from encodec.utils import convert_audio
 
-    torch.set_num_threads(threads)
-    model = load_weights_file(weights)
+    torch.set_num_threads(spec["threads"])
+    model = load_weights_file(spec["weights"]).to(spec["device"])
     model.set_target_bandwidth(6.0)
-    codes: dict[int, np.ndarray] = {}
     with Meter() as m, torch.no_grad():
-        for row, path in enumerate(paths):
+        for path in spec["paths"]:
             data, sr = sf.read(path, dtype="float32", always_2d=True)
             wav = convert_audio(torch.from_numpy(data.T.copy()), sr, model.sample_rate, model.channels)
-            frames = model.encode(wav[None])
-            codes[row] = torch.cat([c for c, _ in frames], dim=-1)[0].t().numpy().astype(np.uint16)
-    return {**m.result, "threads": threads}, codes
+            model.encode(wav[None].to(spec["device"]))[0][0].cpu()
+    return m.result
 
 
-MMAP = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}  # glibc's largest; fixed, so tensors below it are reused from the heap
-TRIM_NOW = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30)}  # what pipeline/cluster.py gives LocalCluster workers
-
-TUNING = [  # (name, label, extra arguments, environment): settings a user can pick today
-    ("t_w1_t1", "`--workers 1 --set torch_threads=1`", ["--workers", "1", "--set", "torch_threads=1"], {}),
-    ("t_w1_t1_mmap", "`MALLOC_MMAP_THRESHOLD_=33554432 pipeline extract --workers 1 --set torch_threads=1`", ["--workers", "1", "--set", "torch_threads=1"], MMAP),
-    ("t_w1_passive_mmap", "`OMP_WAIT_POLICY=PASSIVE MALLOC_MMAP_THRESHOLD_=33554432 pipeline extract --workers 1` (2 threads)", ["--workers", "1"], {"OMP_WAIT_POLICY": "PASSIVE", **MMAP}),
-    ("t_w0_t1", "`--workers 0 --set torch_threads=1` (in process, no dask)", ["--workers", "0", "--set", "torch_threads=1"], {}),
-    ("t_w2_mmap", "`MALLOC_MMAP_THRESHOLD_=33554432 pipeline extract --workers 2` (1 thread each)", ["--workers", "2"], MMAP),
-]
-
-PROBES = [  # (label, torch threads, batch seconds, extra environment)
-    ("2 threads, 64 s (the pipeline's compute before the 8 s default)", 2, 64.0, {}),
-    ("2 threads, 8 s (the pipeline's default compute now, `--workers 1`)", 2, 8.0, {}),
-    ("2 threads, 8 s, OMP_WAIT_POLICY=PASSIVE", 2, 8.0, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    ("1 thread, 64 s", 1, 64.0, {}),
-    ("1 thread, 64 s, MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4e9 (no mmap at all)", 1, 64.0, {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4000000000"}),
-    ("1 thread, 8 s", 1, 8.0, {}),
-    ("1 thread, 8 s, MALLOC_TRIM_THRESHOLD_=65536 (dask nanny's default)", 1, 8.0, {"MALLOC_TRIM_THRESHOLD_": "65536"}),
-    ("1 thread, 8 s, MALLOC_TRIM_THRESHOLD_=1073741824 (what pipeline/cluster.py sets now)", 1, 8.0, TRIM_NOW),
-    ("1 thread, 8 s, MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_MMAP_THRESHOLD_=33554432", 1, 8.0, {**TRIM_NOW, **MMAP}),
-    ("1 thread, one utterance at a time (0 s)", 1, 0.0, {}),
-]
+def child_decode(spec: dict) -> dict:
+    """The pipeline's decoder alone (read + mix down + resample), on ``threads`` helper threads."""
+    paths = spec["paths"]
+    with Meter() as m:
+        jobs = (((lambda p=p: load_audio(p)), 1) for p in paths)
+        samples = sum(w.shape[-1] for w in prefetch(jobs, threads=spec["threads"], depth=4 * spec["threads"]))
+    return {**m.result, "audio_s": samples / CODEC_SAMPLE_RATE}
 
 
-def run_probes(paths: list[str], weights: str, unit_size: int, work: Path) -> list[dict]:
-    """The bare encoder in a fresh process per setting (the allocator reads its environment at start)."""
-    spec = work / "probe_paths.json"
-    spec.write_text(json.dumps(paths))
-    out = []
-    for label, threads, batch_seconds, env in PROBES:
-        child = {**os.environ, **env}
-        for name in ("OMP_WAIT_POLICY", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"):
-            if name not in env:
-                child.pop(name, None)
-        args = [sys.executable, __file__, "--probe-child", str(spec), weights, str(threads), str(batch_seconds), str(unit_size)]
-        proc = subprocess.run(args, capture_output=True, text=True, env=child)
-        if proc.returncode != 0:
-            raise SystemExit(f"probe {label!r} failed: {proc.stderr[-2000:]}")
-        out.append({"label": label, "threads": threads, "batch_seconds": batch_seconds, "env": env, **json.loads(proc.stdout.strip().splitlines()[-1])})
-    return out
-
-
-def probe_child(spec: str, weights: str, threads: str, batch_seconds: str, unit_size: str) -> int:
-    encode, _, _ = bare_encode(json.loads(Path(spec).read_text()), weights, int(threads), float(batch_seconds), int(unit_size))
-    print(json.dumps(encode))
-    return 0
+CHILDREN = {"bare": child_bare, "naive": child_naive, "decode": child_decode}
 
 
 # ---------------------------------------------------------------------------------------- comparisons
 
 
-def store_codes(url: str, utt_ids: list[str]) -> tuple[dict[str, np.ndarray], FeatureStore]:
+def bare_codes(path: Path, ids: list[str]) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {ids[int(r)]: data[r] for r in data.files}
+
+
+def store_codes(url: str) -> dict[str, np.ndarray]:
     store = FeatureStore(url)
-    table = store.utterances.set_index("utt_id")
-    return {u: store.utterance_codes(int(np.flatnonzero(store.utterances["utt_id"] == u)[0])) for u in utt_ids if table.loc[u, "status"] == "ok"}, store
+    table = store.utterances
+    return {u: store.utterance_codes(i) for i, u in enumerate(table["utt_id"]) if table["status"].iloc[i] == "ok"}
 
 
 def compare_codes(a: dict, b: dict, codebooks: np.ndarray) -> dict:
-    """Share of codes that differ, per level and overall; share of frames whose summed embedding
-    sum_q C_q[code_q] differs by more than EMB_TOLERANCE (max abs over dims)."""
+    """Share of codes that differ; share of frames whose summed embedding sum_q C_q[code_q] differs
+    by more than EMB_TOLERANCE (max abs over dims)."""
     keys = [k for k in a if k in b]
     ca = np.concatenate([a[k] for k in keys]).astype(np.int64)
     cb = np.concatenate([b[k] for k in keys]).astype(np.int64)
@@ -289,263 +337,279 @@ def compare_codes(a: dict, b: dict, codebooks: np.ndarray) -> dict:
     levels = np.arange(ca.shape[1])
     diff = ca != cb
     frames = np.flatnonzero(diff.any(1))
-    emb_a = codebooks[levels[None], ca[frames]].astype(np.float64).sum(1)
-    emb_b = codebooks[levels[None], cb[frames]].astype(np.float64).sum(1)
-    gap = np.abs(emb_a - emb_b).max(1) if len(frames) else np.zeros(0)
-    sample = np.random.default_rng(0).choice(ca.shape[0], min(ca.shape[0], 5000), replace=False)
-    scale = np.abs(codebooks[levels[None], ca[sample]].astype(np.float64).sum(1)).max(1)
-    return {
-        "utterances": len(keys),
-        "frames": int(ca.shape[0]),
-        "codes": int(ca.size),
-        "codes_differ": int(diff.sum()),
-        "share_codes_differ": float(diff.mean()),
-        "share_per_level": [float(x) for x in diff.mean(0)],
-        "frames_any_code_differ": int(len(frames)),
-        "frames_emb_differ": int((gap > EMB_TOLERANCE).sum()),
-        "share_frames_emb_differ": float((gap > EMB_TOLERANCE).sum() / ca.shape[0]),
-        "max_emb_gap": float(gap.max()) if len(gap) else 0.0,
-        "median_emb_maxabs": float(np.median(scale)),
-        "utterances_identical": int(sum(np.array_equal(a[k], b[k]) for k in keys)),
-    }
+    gap = np.abs(codebooks[levels[None], ca[frames]].astype(np.float64).sum(1)
+                 - codebooks[levels[None], cb[frames]].astype(np.float64).sum(1)).max(1) if len(frames) else np.zeros(0)
+    return {"frames": int(ca.shape[0]), "codes": int(ca.size), "codes_differ": int(diff.sum()),
+            "share_codes_differ": float(diff.mean()), "share_frames_emb_differ": float((gap > EMB_TOLERANCE).sum() / ca.shape[0]),
+            "max_emb_gap": float(gap.max()) if len(gap) else 0.0, "utterances_identical": int(sum(np.array_equal(a[k], b[k]) for k in keys)),
+            "utterances": len(keys)}
 
 
-def near_duplicates(codebooks: np.ndarray, tol: float = 1e-4) -> list[int]:
-    """Per level: codewords whose nearest other codeword is within ``tol`` (L2)."""
-    out = []
-    for book in codebooks.astype(np.float64):
-        sq = (book**2).sum(1)
-        d2 = np.maximum(sq[:, None] - 2 * book @ book.T + sq[None], 0)
-        np.fill_diagonal(d2, np.inf)
-        out.append(int((np.sqrt(d2.min(1)) <= tol).sum()))
-    return out
+# ---------------------------------------------------------------------------------------- hour-long file
+
+
+def hour_file(table: pd.DataFrame, work: Path, seconds: float = HOUR) -> Path:
+    """One FLAC of exactly ``seconds`` (an hour) at 16 kHz: the corpus's files, in protocol order, repeated."""
+    path = work / "hour.flac"
+    if path.exists() and sf.info(str(path)).duration == seconds:
+        return path
+    target = int(seconds * 16000)
+    with sf.SoundFile(str(path), "w", samplerate=16000, channels=1, subtype="PCM_16") as out:
+        written = 0
+        while written < target:
+            for p in table["path"]:
+                data, sr = sf.read(p, dtype="int16")
+                if sr != 16000:
+                    continue
+                data = data[: target - written]
+                out.write(data)
+                written += len(data)
+                if written >= target:
+                    break
+    return path
 
 
 # ---------------------------------------------------------------------------------------- report
 
 
-def fmt_run(label: str, r: dict, audio: float) -> str:
-    return (
-        f"| {label} | {r['wall_s']:.1f} | {audio / r['wall_s']:.2f} | {r['user_s']:.1f} | {r['sys_s']:.1f} | {r['minflt']:,} | "
-        f"{r['cpu_s'] / r['wall_s'] * 100:.0f} % | {r['load_before']} / {r['load_after']} |"
-    )
+def row(label: str, r: dict, audio: float, wall: float | None = None) -> str:
+    wall = wall if wall is not None else r["wall_s"]
+    rss = r.get("rss_mb") or r.get("process", {}).get("rss_mb") or {}
+    rss_text = "; ".join(f"{k} {', '.join(str(int(v)) for v in vs)}" for k, vs in sorted(rss.items())) or "-"
+    return (f"| {label} | {wall:.1f} | **{audio / wall:.2f}** | {r['user_s']:.1f} | {r['sys_s']:.1f} | {audio / r['cpu_s']:.2f} | "
+            f"{r['minflt'] / 1e6:.2f} M | {rss_text} | {r['load_before']} / {r['load_after']} |")
+
+
+HEADER = ("| what | wall s | audio s / wall s | user s | sys s | audio s / CPU s | minor faults | peak RSS MB per process | load before / after |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+
+
+def gpu_text(device: str) -> str:
+    if device != "cuda":
+        return "no GPU used" + (" (CUDA present)" if torch.cuda.is_available() else "")
+    return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+
+
+def median(values: list[float]) -> float:
+    return float(np.median(values))
 
 
 def main(argv: list[str] | None = None) -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        print(json.dumps(CHILDREN[sys.argv[2]](json.loads(Path(sys.argv[3]).read_text()))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="/work/shared/data/offla19")
-    parser.add_argument("--store", default="/tmp/bench/offla19.zarr", help="finished full-corpus store (sizes; its codec weights)")
-    parser.add_argument("--split", default="dev")
-    parser.add_argument("--limit", type=int, default=None, help="N utterances of the split, evenly spaced over its protocol")
+    parser.add_argument("--weights", required=True, help="codec weights file used by every measurement, or untrained (built once)")
+    parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "offla19"))
+    parser.add_argument("--split", default="all", help="a split, or all (the whole corpus)")
+    parser.add_argument("--limit", type=int, default=None, help="N utterances, evenly spaced over the protocol")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the configurations, interleaved (A B A B)")
+    parser.add_argument("--store", default=None, help="store whose size to report (default: the first default run's store, kept)")
     parser.add_argument("--work", default="/tmp/bench/bench_extract", help="temp stores, logs, results.json")
-    parser.add_argument("--skip", default="", help="comma-separated: naive, workers2, onebyone, probe")
-    parser.add_argument("--probe-files", type=int, default=16, help="files (the subset's first) for the threads/allocator probe")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary stores")
-    parser.add_argument("--in-process", action="store_true", help="also time `pipeline extract --workers 0` (no dask)")
-    parser.add_argument("--tuning", action="store_true", help="also time the pipeline with the faster CPU settings of TUNING")
-    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--probe-child":
-        return probe_child(*sys.argv[2:7])
+    parser.add_argument("--skip", default="", help="comma-separated: naive, workers0, workers1, workers2 (never the default), agreement, probe, decode, hour, profile")
+    parser.add_argument("--py-spy", default=None, help="py-spy executable for the breakdown (default: on PATH or beside this Python)")
+    parser.add_argument("--hour-seconds", type=float, default=HOUR, help="length of the long file (an hour; less for a quick check)")
+    parser.add_argument("--report", default=None, help="also write the markdown report to this file")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every measurement encodes")
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    weights = str(Path(args.store) / "codec_weights.th")
+    weights = str((untrained_weights(args.root, work) if args.weights == "untrained" else Path(args.weights)).resolve())
     started = time.perf_counter()
     info = machine()
-    defaults = ExtractConfig(dataset="asv19", root=args.root, out="-")
     threads1 = threads_per_worker(1)
-    batch_default = defaults.batch_seconds if defaults.batch_seconds is not None else BATCH_SECONDS["cpu"]
+    device = args.device
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    if device == "cuda" and not gpus:
+        raise SystemExit("--device cuda: no CUDA device here")
+    batch = BATCH_SECONDS[device]
+    unit_size = UNIT_SIZE[device]
+    if device == "cuda" and gpus < 2:
+        skip.add("workers2")  # a second worker would have no GPU of its own
 
-    # 1. cache size ---------------------------------------------------------------------------
-    full = inspect_store(args.store)
-    n_q = full["codec"]["n_q"]
-    seconds_full = full["audio_seconds"]
-    codes_bps = full["bytes"]["codes"] / seconds_full
-    latent_bps = (full["bytes"].get("latent") or 0) / seconds_full
-    frames_per_s = full["frames"] / seconds_full
-    dense_bps = 75 * n_q * DENSE_BYTES_PER_FRAME_LEVEL
-    raw_codes_bps = frames_per_s * n_q * 2
-
-    # subset -----------------------------------------------------------------------------------
-    table = subset_table(args.root, args.split, args.limit)
+    table = corpus_table(args.root, args.split, args.limit)
     audio = float(table["duration"].sum())
     source = pipeline_source(table, args.root, args.split, args.limit, work)
     ids = table["utt_id"].tolist()
-
-    # 2./3./4. runs: bare next to pipeline w1 so they see similar load ------------------------
-    runs: dict[str, dict] = {}
     paths = table["path"].tolist()
-    bare, decode, bare_codes = bare_encode(paths, weights, threads1, batch_default, defaults.unit_size)
-    runs["w1"] = run_pipeline("w1", source, weights, work, ["--workers", "1"])
-    tuning = [(label, run_pipeline(name, source, weights, work, extra, env)) for name, label, extra, env in TUNING] if args.tuning else []
-    if args.in_process:
-        runs["w0"] = run_pipeline("w0", source, weights, work, ["--workers", "0"])
-    naive, naive_codes = run_naive(paths, weights, threads1) if "naive" not in skip else (None, None)
-    if "workers2" not in skip:
-        runs["w2"] = run_pipeline("w2", source, weights, work, ["--workers", "2"])
-    if "onebyone" not in skip:
-        runs["bs0"] = run_pipeline("w1_bs0", source, weights, work, ["--workers", "1", "--batch-seconds", "0"])
-        if batch_default != 64:
-            runs["bs64"] = run_pipeline("w1_bs64", source, weights, work, ["--workers", "1", "--batch-seconds", "64"])
-    probes = run_probes(paths[: args.probe_files], weights, defaults.unit_size, work) if "probe" not in skip else []
-    probe_audio = float(table["duration"].iloc[: args.probe_files].sum())
+    base_spec = {"weights": weights, "paths": paths, "threads": threads1, "batch_seconds": batch, "unit_size": unit_size, "device": device}
+    on = ["--device", device]
+    default = f"w{default_workers(device)}"  # the configuration `pipeline extract` runs without --workers
 
-    # comparisons --------------------------------------------------------------------------
-    w1_codes, w1_store = store_codes(runs["w1"]["store"], ids)
-    codebooks = w1_store.codebooks
-    cmp = {"bare_vs_w1": compare_codes({ids[r]: c for r, c in bare_codes.items()}, w1_codes, codebooks)}
-    if naive is not None:
-        cmp["naive_vs_w1"] = compare_codes({ids[r]: c for r, c in naive_codes.items()}, w1_codes, codebooks)
-    if "w2" in runs:
-        cmp["w2_vs_w1"] = compare_codes(store_codes(runs["w2"]["store"], ids)[0], w1_codes, codebooks)
-    if "w0" in runs:
-        cmp["w0_vs_w1"] = compare_codes(store_codes(runs["w0"]["store"], ids)[0], w1_codes, codebooks)
-    if "bs0" in runs:
-        bs0_codes, bs0_store = store_codes(runs["bs0"]["store"], ids)
-        cmp["bs0_vs_w1"] = compare_codes(bs0_codes, w1_codes, codebooks)
-        if "bs64" in runs:
-            cmp["bs0_vs_bs64"] = compare_codes(bs0_codes, store_codes(runs["bs64"]["store"], ids)[0], codebooks)
-        if naive is not None:
-            cmp["naive_vs_bs0"] = compare_codes({ids[r]: c for r, c in naive_codes.items()}, bs0_codes, codebooks)
-        la, lb = w1_store.latent[...].astype(np.float32), bs0_store.latent[...].astype(np.float32)
-        same_order = (w1_store.utterances["utt_id"].to_numpy() == bs0_store.utterances["utt_id"].to_numpy()).all()
-        cmp["bs0_vs_w1"]["latent_max_abs_diff"] = float(np.abs(la - lb).max()) if same_order and la.shape == lb.shape else None
-        cmp["bs0_vs_w1"]["latent_share_values_differ"] = float((la != lb).mean()) if same_order and la.shape == lb.shape else None
-    dups = near_duplicates(codebooks)
+    # throughput, interleaved -------------------------------------------------------------------
+    rounds: list[dict[str, dict]] = []
+    for k in range(args.repeat):
+        runs: dict[str, dict] = {}
+        runs["bare"] = run_child(f"bare{k}", "bare", {**base_spec, "codes": str(work / f"bare{k}.npz")}, work)
+        for n in (0, 1, 2):
+            if f"w{n}" == default or f"workers{n}" not in skip:
+                runs[f"w{n}"] = run_pipeline(f"w{n}_{k}", source, weights, work, [*on, "--workers", str(n)])
+        if "naive" not in skip:
+            runs["naive"] = run_child(f"naive{k}", "naive", base_spec, work)
+        rounds.append(runs)
+        for name, r in runs.items():
+            print(f"round {k + 1}: {name} {audio / r['wall_s']:.2f} audio s / wall s (load {r['load_before']})", file=sys.stderr)
+    probes = []
+    if "probe" not in skip:  # what dask's nanny did to every worker: any malloc threshold turns off glibc's adaptive one
+        n = min(len(paths), 64)
+        for label, env in (("unset (glibc's adaptive mmap threshold)", {}), ("MALLOC_TRIM_THRESHOLD_=65536 (dask's nanny default)", {"MALLOC_TRIM_THRESHOLD_": "65536"}),
+                           ("MALLOC_TRIM_THRESHOLD_=1073741824 (what this tool set before)", {"MALLOC_TRIM_THRESHOLD_": str(1 << 30)})):
+            probes.append((label, run_child(f"probe{len(probes)}", "bare", {**base_spec, "paths": paths[:n], "codes": str(work / "probe.npz")}, work, env)))
+        probe_audio = float(table["duration"].iloc[:n].sum())
+    decode = []
+    if "decode" not in skip:
+        for threads in sorted({1, 2, max(1, (os.cpu_count() or 1) - 1)}):
+            decode.append((threads, run_child(f"decode{threads}", "decode", {"paths": paths, "threads": threads}, work)))
+    hour = None
+    if "hour" not in skip:
+        hour_path = hour_file(table, work, args.hour_seconds)
+        manifest = work / "hour.csv"
+        pd.DataFrame([{"utt_id": "hour", "path": str(hour_path), "label": "bonafide"}]).to_csv(manifest, index=False)
+        hour = run_pipeline("hour", ["--dataset", "manifest", "--root", str(manifest)], weights, work, on)
+    profile = None
+    if "profile" not in skip:  # the defaults' command once more, under py-spy
+        try:
+            py_spy = profile_extract.find_py_spy(args.py_spy)
+        except SystemExit as err:
+            profile = {"missing": str(err)}
+        else:
+            shutil.rmtree(work / "profile.zarr", ignore_errors=True)
+            load_before = loadavg()
+            cmd, wall = profile_extract.record([*source, "--out", str(work / "profile.zarr"), "--weights", weights, *on],
+                                               work / "profile.txt", 25, py_spy)
+            profile = {"command": " ".join(cmd), "wall_s": wall, "load_before": load_before, "load_after": loadavg(),
+                       "table": profile_extract.report(work / "profile.txt")}
+            shutil.rmtree(work / "profile.zarr", ignore_errors=True)
+
+    # agreement and size ------------------------------------------------------------------------
+    first = rounds[0]
+    default_codes = store_codes(first[default]["store"])
+    codebooks = FeatureStore(first[default]["store"]).codebooks
+    cmp = {}
+    if "agreement" not in skip:
+        cmp[f"bare vs `--workers {default[1:]}` (the default)"] = compare_codes(bare_codes(work / "bare0.npz", ids), default_codes, codebooks)
+        for name in ("w0", "w1", "w2"):
+            if name in first and name != default:
+                label = f"`--workers {name[1:]}` ({threads_per_worker(max(1, int(name[1:])))} torch threads each) vs the default"
+                cmp[label] = compare_codes(store_codes(first[name]["store"]), default_codes, codebooks)
+    size_store = args.store or first[default]["store"]
+    full = inspect_store(size_store)
     total = time.perf_counter() - started
+    for runs in rounds:
+        for name, r in runs.items():
+            if "store" in r and r["store"] != size_store:
+                shutil.rmtree(r["store"], ignore_errors=True)
 
-    for label, r in tuning:
-        r["label"] = label
-        r["codes_vs_w1"] = compare_codes(store_codes(r["store"], ids)[0], w1_codes, codebooks)["share_codes_differ"]
-    if not args.keep:
-        for r in [*runs.values(), *(t for _, t in tuning)]:
-            shutil.rmtree(r["store"], ignore_errors=True)
+    # report ------------------------------------------------------------------------------------
+    lines: list[str] = []
 
-    # report ---------------------------------------------------------------------------------
+    def p(text: str = "") -> None:
+        print(text)
+        lines.append(text)
+
     v = info["versions"]
-    p = print
-    subset = f"{args.split} split" + (f", {len(table)} utterances evenly spaced over its protocol (--limit {args.limit})" if args.limit else "")
-    p(f"## Extraction benchmark: offla19 {subset}, {len(table)} files, {audio:.1f} s of audio ({audio / 60:.1f} min)")
+    what = f"offla19 {'whole corpus' if args.split == 'all' else args.split + ' split'}" + (f", {len(table)} utterances evenly spaced (--limit {args.limit})" if args.limit else "")
+    p(f"## Extraction benchmark: {what}, {len(table)} files, {audio:.1f} s of audio ({audio / 60:.1f} min)")
     p()
-    p(f"Codec: **UNTRAINED EnCodec 24 kHz** (seeded random encoder, k-means codebooks; `{weights}`, "
-      f"sha256 {full['weights']['sha256'][:12]}), {n_q} quantizers / {full['codec']['bandwidth']} kbps, latent on. "
-      "The architecture and so the cost are those of the real codec; the codes are not real codec features.")
-    p()
-    p(f"Code: {info['code']}. Default batch: {batch_default:g} s on CPU.")
-    p(f"Machine: {info['cpus']} CPUs ({info['model']}), {info['mem_gib']} GiB RAM, no GPU. Python {v['python']}, torch {v['torch']}, "
+    p(f"Codec weights `{weights}` (an UNTRAINED EnCodec 24 kHz unless stated otherwise: the real codec's cost, not its codes), 6 kbps, latent and energy on. "
+      f"Defaults: {batch:g} s batches, units of {unit_size}, {threads1} torch threads per process (`--workers 2`: {threads_per_worker(2)} each).")
+    p(f"Code: {info['code']}. Machine: {info['cpus']} CPUs ({info['model']}), {info['mem_gib']} GiB RAM, {gpu_text(device)}. Python {v['python']}, torch {v['torch']}, "
       f"torchaudio {v['torchaudio']}, encodec {v['encodec']}, zarr {v['zarr']}, dask {v['dask']}, numpy {v['numpy']}.")
-    p(f"Load average (1/5/15 min) at start of each measurement / at its end is in every row; 'CPU' is the CPU time the "
-      f"measurement got over its wall time ({threads1} threads = {threads1 * 100} % at most).")
     p()
-    p(f"### 1. Cache size per audio second (full store `{args.store}`: {full['ok']} utterances, {seconds_full:.1f} s, {full['frames']} frames = {frames_per_s:.2f} frames/s)")
+    p(f"### Throughput ({args.repeat} round(s), configurations interleaved in this order)")
     p()
-    p("| what | bytes on disk | bytes per audio second | vs dense float32 |")
-    p("|---|---|---|---|")
-    p(f"| codes uint16 [{full['frames']}, {n_q}], zstd | {full['bytes']['codes']:,} | **{codes_bps:,.0f}** (target <= {TARGET_CODES_BYTES_PER_S:,}: {'met' if codes_bps <= TARGET_CODES_BYTES_PER_S else 'NOT met'}) | {dense_bps / codes_bps:.0f}x smaller |")
-    p(f"| codes, uncompressed (frames/s x {n_q} x 2 B) | - | {raw_codes_bps:,.0f} | {dense_bps / raw_codes_bps:.0f}x smaller |")
-    if latent_bps:
-        p(f"| latent float16 [{full['frames']}, 128], zstd (separate, optional) | {full['bytes']['latent']:,} | {latent_bps:,.0f} | {dense_bps / latent_bps:.1f}x smaller |")
-    p(f"| codebooks float32 [{n_q}, 1024, 128] (once per store) | {full['bytes']['codebooks']:,} | - | - |")
-    p(f"| codec weights file (once per store) | {full['bytes'].get('codec_weights.th', 0):,} | - | - |")
-    p(f"| whole store | {full['bytes']['total']:,} | {full['bytes']['total'] / seconds_full:,.0f} | - |")
-    p(f"| dense float32 per-quantizer embeddings (75 x {n_q} x 128 x 4 B) | - | {dense_bps:,} | 1x |")
+    p("CPU time and faults cover the whole process tree (dask workers included); 'audio s / CPU s' does not depend on how much of the machine the run got. "
+      "The bare encoder row times only `BatchEncoder.encode` (no decoding, no writing, no start-up).")
     p()
-    bare_rate = audio / bare["wall_s"]
-    w1 = runs["w1"]
-    overhead = w1["wall_s"] / bare["wall_s"] - 1
-    overhead_in = w1["extract_wall_s"] / bare["wall_s"] - 1
-    p(f"### 2./3. Throughput ({subset}, {audio:.1f} audio s)")
+    p(HEADER)
+    labels = {"bare": f"bare `BatchEncoder.encode`, same batches, audio in RAM ({threads1} threads)",
+              **{f"w{n}": f"`pipeline extract --workers {n}`{' (the default)' if f'w{n}' == default else ''}, whole command" for n in (0, 1, 2)},
+              "naive": f"naive loop: sf.read + convert_audio + EncodecModel.encode per file ({threads1} threads)"}
+    for k, runs in enumerate(rounds):
+        for name, r in runs.items():
+            p(row(f"{k + 1}: {labels[name]}", r, audio))
+            if name.startswith("w"):
+                p(f"| {k + 1}: ... inside `extract()` | {r['extract_wall_s']:.1f} | {audio / r['extract_wall_s']:.2f} | | | | | | |")
     p()
-    p("| what | wall (s) | audio s / wall s | user s | sys s | minor page faults | CPU | load avg before / after |")
-    p("|---|---|---|---|---|---|---|---|")
-    p(fmt_run(f"bare `BatchEncoder.encode`, {bare['batches']} batches of <= {batch_default:g} s, audio already in RAM, after a 1 s warm-up ({threads1} threads)", bare, audio))
-    p(fmt_run("(decoding the audio for the bare row, not timed in it: soundfile read + convert_audio, 1 file at a time)", decode, audio))
-    p(fmt_run(f"`pipeline extract --workers 1` (whole command; default {batch_default:g} s batches, {threads1} threads)", w1, audio))
-    p(f"| ... of which inside `extract()` (its printed wall time; excludes interpreter start, imports, LocalCluster start/stop) | {w1['extract_wall_s']:.1f} | {audio / w1['extract_wall_s']:.2f} | | | | | |")
-    if "w2" in runs:
-        p(fmt_run(f"`pipeline extract --workers 2` (whole command; {batch_default:g} s batches, {threads_per_worker(2)} torch thread per worker)", runs["w2"], audio))
-        p(f"| ... of which inside `extract()` | {runs['w2']['extract_wall_s']:.1f} | {audio / runs['w2']['extract_wall_s']:.2f} | | | | | |")
-    if "w0" in runs:
-        p(fmt_run(f"`pipeline extract --workers 0` (whole command; in process, no dask; {batch_default:g} s batches)", runs["w0"], audio))
-        p(f"| ... of which inside `extract()` | {runs['w0']['extract_wall_s']:.1f} | {audio / runs['w0']['extract_wall_s']:.2f} | | | | | |")
-    if naive is not None:
-        p(fmt_run(f"naive loop: sf.read + convert_audio + EncodecModel.encode per file ({threads1} threads)", naive, audio))
-    if "bs0" in runs:
-        p(fmt_run("`pipeline extract --workers 1 --batch-seconds 0` (one utterance per forward)", runs["bs0"], audio))
-    if "bs64" in runs:
-        p(fmt_run("`pipeline extract --workers 1 --batch-seconds 64` (the old default)", runs["bs64"], audio))
-    p()
-    p(f"Pipeline overhead over the bare encoder (wall / bare wall - 1): **{overhead * 100:.1f} %** for the whole command, "
-      f"{overhead_in * 100:.1f} % inside `extract()` (target <= {TARGET_OVERHEAD * 100:.0f} %: "
-      f"{'met' if overhead <= TARGET_OVERHEAD else 'NOT met'} / {'met' if overhead_in <= TARGET_OVERHEAD else 'NOT met'}). "
-      f"The pipeline also decodes the audio, which the bare row excludes.")
-    if naive is not None:
-        p(f"Naive loop wall / pipeline (`--workers 1`) wall: {naive['wall_s'] / w1['wall_s']:.2f} for the whole command, "
-          f"{naive['wall_s'] / w1['extract_wall_s']:.2f} inside `extract()` (above 1: the pipeline is faster); "
-          f"naive wall / bare wall: {naive['wall_s'] / bare['wall_s']:.2f}.")
-    if "w2" in runs:
-        p(f"`--workers 2` vs `--workers 1`: {w1['wall_s'] / runs['w2']['wall_s']:.2f}x the speed for the whole command, "
-          f"{w1['extract_wall_s'] / runs['w2']['extract_wall_s']:.2f}x inside `extract()`; max RSS {runs['w2']['max_rss_mb']:.0f} MB vs {w1['max_rss_mb']:.0f} MB (`/usr/bin/time`, largest single process).")
-    if tuning:
-        p()
-        p("#### Pipeline with faster CPU settings (same subset; compare with the `--workers 1` row only where the load was similar)")
-        p()
-        p("| what | wall (s) | audio s / wall s | user s | sys s | minor page faults | CPU | load avg before / after |")
-        p("|---|---|---|---|---|---|---|---|")
-        p(fmt_run(f"`pipeline extract --workers 1` (defaults: {threads1} threads, {batch_default:g} s batches; the row above)", w1, audio))
-        for label, r in tuning:
-            p(fmt_run(label, r, audio))
-            p(f"| ... of which inside `extract()`; share of codes differing from the default `--workers 1` store: {r['codes_vs_w1'] * 100:.2f} % | {r['extract_wall_s']:.1f} | {audio / r['extract_wall_s']:.2f} | | | | | |")
-    p()
-    p("### 4. Code agreement")
-    p()
-    p(f"Summed embedding = sum_q C_q[code_q] (float64 sum of the float32 codebooks); a frame 'differs' if its max abs difference over the 128 dims is > {EMB_TOLERANCE:g}.")
-    p()
-    p("| comparison | frames | codes differing | share of codes | share per level 1..8 | frames with summed embedding differing | share of frames | largest gap | median max-abs of a summed embedding (scale) |")
-    p("|---|---|---|---|---|---|---|---|---|")
-    labels = {
-        "bs0_vs_w1": f"`--batch-seconds {batch_default:g}` (default) vs `--batch-seconds 0` (both `--workers 1`)",
-        "bs0_vs_bs64": "`--batch-seconds 64` vs `--batch-seconds 0` (both `--workers 1`)",
-        "bare_vs_w1": "bare encoder (this process) vs `pipeline --workers 1`",
-        "w2_vs_w1": "`--workers 2` (1 thread) vs `--workers 1` (2 threads)",
-        "w0_vs_w1": "`--workers 0` (in process) vs `--workers 1`",
-        "naive_vs_bs0": "naive `EncodecModel.encode` per file vs `pipeline --batch-seconds 0`",
-        "naive_vs_w1": "naive `EncodecModel.encode` per file vs `pipeline --workers 1`",
-    }
-    for key in ("bs0_vs_bs64", "bs0_vs_w1", "bare_vs_w1", "w2_vs_w1", "w0_vs_w1", "naive_vs_w1", "naive_vs_bs0"):
-        if key not in cmp:
-            continue
-        c = cmp[key]
-        per_level = " / ".join(f"{x * 100:.2f}" for x in c["share_per_level"])
-        p(f"| {labels[key]} | {c['frames']} | {c['codes_differ']} of {c['codes']} | {c['share_codes_differ'] * 100:.3f} % | {per_level} % | "
-          f"{c['frames_emb_differ']} | {c['share_frames_emb_differ'] * 100:.3f} % | {c['max_emb_gap']:.2e} | {c['median_emb_maxabs']:.2e} |")
-    if "bs0_vs_w1" in cmp and cmp["bs0_vs_w1"].get("latent_max_abs_diff") is not None:
-        c = cmp["bs0_vs_w1"]
-        p()
-        p(f"Latent (float16) batched vs one-by-one: {c['latent_share_values_differ'] * 100:.3f} % of values differ, largest difference {c['latent_max_abs_diff']:.2e}.")
-    p(f"Codewords per level whose nearest other codeword lies within 1e-4 (L2) in this untrained codec: {' / '.join(map(str, dups))} (of 1024).")
-    p()
-    p(f"Benchmark total wall time: {total / 60:.1f} min.")
-    p()
-    p("`pipeline extract` commands run (measurement order: bare encoder, `--workers 1`, the tuning runs, `--workers 0`, naive loop, `--workers 2`, `--batch-seconds 0`, `--batch-seconds 64`, probes):")
-    p()
-    p("```")
-    for r in [*runs.values(), *(t for _, t in tuning)]:
-        p(r["command"])
-    p("```")
-
+    ratio = {name: [audio / runs[name]["wall_s"] / (audio / runs["bare"]["wall_s"]) for runs in rounds] for name in rounds[0] if name != "bare"}
+    cpu_ratio = {name: [runs["bare"]["cpu_s"] / runs[name]["cpu_s"] for runs in rounds] for name in rounds[0] if name != "bare"}
+    for name in ratio:
+        p(f"* {labels[name]}: **{median(ratio[name]):.2f}** of the bare encoder's throughput (wall, median over rounds: "
+          f"{', '.join(f'{x:.2f}' for x in ratio[name])}); bare CPU time / its CPU time {median(cpu_ratio[name]):.2f}.")
+    if device == "cuda":
+        for name in ("bare", default):
+            r = rounds[0][name]
+            p(f"* {labels[name]}: **{audio / 3600 / (r['wall_s'] / 60):.2f} h of audio per GPU-minute** "
+              f"(goal: ASVspoof 2019 LA train, about 24 h, in under a minute on one H200).")
+    p(f"* in `extract()` only, the default: {median([runs['bare']['wall_s'] / runs[default]['extract_wall_s'] for runs in rounds]):.2f} of the bare encoder.")
+    if "w2" in ratio and "w1" in ratio:
+        p(f"* `--workers 2` / `--workers 1` throughput: {median([runs['w1']['wall_s'] / runs['w2']['wall_s'] for runs in rounds]):.2f} (target >= 1).")
+    p(f"* Target: the defaults at >= {TARGET_RATIO} of the bare encoder, whole command: {'met' if median(ratio[default]) >= TARGET_RATIO else 'NOT met'} on this run.")
     if probes:
         p()
-        p(f"### 5. Where the CPU time goes: bare `BatchEncoder.encode` on the subset's first {args.probe_files} files ({probe_audio:.1f} audio s), one fresh process per setting, audio in RAM")
+        p(f"### glibc's malloc thresholds: bare encoder, first {min(len(paths), 64)} files ({probe_audio:.1f} s), fresh process each")
         p()
-        p("| setting | wall (s) | audio s / wall s | user s | sys s | minor page faults | CPU | load avg before / after |")
-        p("|---|---|---|---|---|---|---|---|")
-        for r in probes:
-            p(f"| {r['label']} | {r['wall_s']:.1f} | {probe_audio / r['wall_s']:.2f} | {r['user_s']:.1f} | {r['sys_s']:.1f} | {r['minflt']:,} | "
-              f"{r['cpu_s'] / r['wall_s'] * 100:.0f} % | {r['load_before']} / {r['load_after']} |")
-    raw = {"machine": info, "subset": {"split": args.split, "limit": args.limit, "files": len(table), "audio_s": audio},
-           "size": {"codes_bps": codes_bps, "latent_bps": latent_bps, "raw_codes_bps": raw_codes_bps, "dense_bps": dense_bps, "store": full["bytes"], "audio_s": seconds_full, "frames": full["frames"]},
-           "bare": bare, "decode": decode, "naive": naive, "probes": probes, "runs": runs, "tuning": [t for _, t in tuning], "compare": cmp, "near_duplicates": dups, "total_s": total}
+        p(HEADER)
+        for label, r in probes:
+            p(row(label, r, probe_audio))
+    if decode:
+        p()
+        p("### Decoding alone (soundfile read + mix-down + EnCodec's resampler; what a GPU run needs from the CPUs)")
+        p()
+        p(HEADER)
+        for threads, r in decode:
+            p(row(f"{threads} helper thread(s), one torch thread each", r, r["audio_s"]))
+    if hour is not None:
+        p()
+        p(f"### One {args.hour_seconds:g} s file (offla19's files concatenated; 60 s windows, packed into the batch budget)")
+        p()
+        p(HEADER)
+        p(row("`pipeline extract` defaults, whole command", hour, args.hour_seconds))
+    p()
+    p(f"### Cache size per audio second (`{size_store}`: {full['ok']} utterances, {full['audio_seconds']:.1f} s, {full['frames']} frames)")
+    p()
+    seconds_full = full["audio_seconds"]
+    dense = 75 * full["codec"]["n_q"] * DENSE_BYTES_PER_FRAME_LEVEL
+    p("| what | bytes on disk | bytes per audio second | vs dense float32 |")
+    p("|---|---|---|---|")
+    for name in ("codes", "latent", "energy"):
+        if full["bytes"].get(name):
+            p(f"| {name} | {full['bytes'][name]:,} | {full['bytes'][name] / seconds_full:,.0f} | {dense / (full['bytes'][name] / seconds_full):.0f}x smaller |")
+    p(f"| whole store (with codebooks and codec weights) | {full['bytes']['total']:,} | {full['bytes']['total'] / seconds_full:,.0f} | - |")
+    if cmp:
+        p()
+        p("### Code agreement")
+        p()
+        p("| comparison | frames | share of codes differing | frames whose summed embedding differs by > 1e-4 | utterances identical |")
+        p("|---|---|---|---|---|")
+        for label, c in cmp.items():
+            p(f"| {label} | {c['frames']} | {c['share_codes_differ'] * 100:.3f} % | {c['share_frames_emb_differ'] * 100:.3f} % | {c['utterances_identical']} of {c['utterances']} |")
+    if profile is not None:
+        p()
+        p("### Where the time goes: the defaults' command under py-spy (25 samples/s, every process)")
+        p()
+        if "missing" in profile:
+            p(f"Not measured: {profile['missing']}")
+        else:
+            p(f"{profile['wall_s']:.1f} s wall under py-spy (load {profile['load_before']} / {profile['load_after']}). "
+              "Each busy sample goes to the first stage matching its stack from the innermost frame out (bench/profile_extract.py); "
+              "C/C++ time counts for the Python call above it; with 2 cores busy, 50 % of the samples is one core.")
+            p()
+            p(profile["table"])
+            p()
+            p(f"`{profile['command']}`")
+    p()
+    p(f"Benchmark total wall time: {total / 60:.1f} min. Commands (in this checkout, `PYTHONPATH` = the checkout):")
+    p()
+    p("```")
+    for r in [*rounds[0].values(), *([hour] if hour else [])]:
+        p(r.get("command") or r["process"]["command"])  # a child's own command is in its "process"
+    p("```")
+    if args.report:
+        Path(args.report).write_text("\n".join(lines) + "\n")
+    raw = {"machine": info, "corpus": {"split": args.split, "limit": args.limit, "files": len(table), "audio_s": audio},
+           "rounds": rounds, "probes": probes, "decode": decode, "hour": hour, "profile": profile, "compare": cmp, "size": full, "total_s": total}
     (work / "results.json").write_text(json.dumps(raw, indent=1, default=str))
     return 0
 

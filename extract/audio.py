@@ -4,7 +4,9 @@ The conversion is EnCodec's own (`encodec.utils.convert_audio`): mix down to mon
 channels, then `torchaudio.transforms.Resample(sr, 24000)` with its default windowed-sinc filter.
 So the codes we store equal `EncodecModel.encode(convert_audio(wav, sr, 24000, 1))` for the file.
 (convert_audio itself accepts only mono or stereo; averaging first makes it accept any channel
-count and leaves mono and stereo unchanged.)
+count and leaves mono and stereo unchanged.) convert_audio builds a new `Resample`, and so its
+filter kernel, for every file; here one is built per sample rate and kept (the same kernel, so the
+same samples).
 
 Every problem with a file is raised as :class:`AudioError` with a short reason, so the extractor
 can record it in the failures table and go on.
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-from encodec.utils import convert_audio
+import torchaudio
 
 CODEC_SAMPLE_RATE = 24_000
 
@@ -63,6 +66,13 @@ def resampled_length(frames: int, sample_rate: int, target_rate: int = CODEC_SAM
     return math.ceil((target_rate // g) * frames / (sample_rate // g))
 
 
+@lru_cache(maxsize=16)
+def resampler(sample_rate: int, target_rate: int = CODEC_SAMPLE_RATE) -> torchaudio.transforms.Resample:
+    """The `Resample` convert_audio would build for ``sample_rate`` -> ``target_rate`` (kept: its
+    forward only reads its kernel, so threads may share it)."""
+    return torchaudio.transforms.Resample(sample_rate, target_rate)
+
+
 def load_audio(path: str | Path, target_rate: int = CODEC_SAMPLE_RATE) -> torch.Tensor:
     """Decode, check and convert a file to a mono float32 tensor [1, T] at ``target_rate``.
 
@@ -82,7 +92,7 @@ def load_audio(path: str | Path, target_rate: int = CODEC_SAMPLE_RATE) -> torch.
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(f"{bad} non-finite (NaN/inf) samples")
     wav = torch.from_numpy(np.ascontiguousarray(data.T))  # [channels, frames]
-    return convert_audio(wav.mean(0, keepdim=True), sr, target_rate, 1)
+    return resampler(int(sr), target_rate)(wav.mean(0, keepdim=True))  # = convert_audio(mono, sr, target_rate, 1)
 
 
 def frame_energy(wav: torch.Tensor, hop: int = 320) -> np.ndarray:

@@ -9,6 +9,7 @@ does not depend on how many workers ran the units, nor on the order they finishe
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +47,7 @@ from .codec import (
     read_weights,
 )
 from .datasets import get_dataset
-from .unit import EncoderSettings, UnitTask, run_unit
+from .unit import EncoderSettings, UnitTask, iter_units
 
 
 @dataclass
@@ -62,8 +63,8 @@ class ExtractConfig:
     latent: bool = True
     energy: bool = True
     device: str = "auto"
-    batch_seconds: float | None = None  # None: 8 on CPUs, 120 on CUDA (see BATCH_SECONDS)
-    unit_size: int = 32
+    batch_seconds: float | None = None  # None: 8 on CPUs, 240 on CUDA (see BATCH_SECONDS)
+    unit_size: int | None = None  # None: 32 on CPUs, 256 on CUDA (see UNIT_SIZE)
     window_seconds: float = 60.0
     min_batch_seconds: float = 0.5
     max_seconds: float = 3600.0
@@ -73,6 +74,7 @@ class ExtractConfig:
     lsuv: bool = True  # untrained codec: variance-normalise the random encoder first (extract.lsuv)
     lsuv_seconds: float = 16.0  # untrained codec: corpus audio for that normalisation
     torch_threads: int | None = None
+    decode_threads: int | None = None  # None: 1 on CPUs (the encoder has the cores), cores - 1 on CUDA
     download: bool = True
     # the SSL stream of the paper's full system (extract.ssl_stream): model, 1-based layers (None:
     # 1-12), weights (pretrained | untrained | FILE), centre crop of train utterances, stream name
@@ -88,8 +90,8 @@ class ExtractConfig:
             raise ValueError(f"kmeans_frames must be at least the codebook size ({CODEBOOK_SIZE}); got {self.kmeans_frames}")
         if self.batch_seconds is not None and self.batch_seconds < 0:
             raise ValueError(f"batch_seconds must be 0 (one utterance at a time) or more; got {self.batch_seconds}")
-        for name in ("window_seconds", "max_seconds", "unit_size", "kmeans_iters", "lsuv_seconds"):
-            if getattr(self, name) <= 0:
+        for name in ("window_seconds", "max_seconds", "unit_size", "kmeans_iters", "lsuv_seconds", "decode_threads"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
 
     FINGERPRINT = ("dataset", "root", "splits", "bandwidth", "unit_size", "batch_seconds", "window_seconds", "min_batch_seconds", "max_seconds")
@@ -97,9 +99,13 @@ class ExtractConfig:
     stream a finished store lacks is added to it by a later run that asks for it."""
 
 
-BATCH_SECONDS = {"cpu": 8.0, "cuda": 120.0}
+BATCH_SECONDS = {"cpu": 8.0, "cuda": 240.0}
 """Default padded audio seconds per encoder batch. On CPUs large batches do not pay: tensors of
-hundreds of MB are mmap-ed and page-faulted afresh each time (bench/RESULTS_extract.md)."""
+hundreds of MB are mmap-ed and page-faulted afresh each time (bench/RESULTS_extract.md). On a GPU
+large batches amortise the LSTM's sequential time steps and the kernel launches."""
+UNIT_SIZE = {"cpu": 32, "cuda": 256}
+"""Default utterances per work unit. A unit is sorted by length and cut into batches, so on a GPU,
+where batches hold many utterances, units are larger: batches of similar lengths, little padding."""
 
 
 @dataclass
@@ -197,6 +203,7 @@ def _settings(config: ExtractConfig, weights: WeightsInfo, device: str, streams:
         weights_sha256=weights.sha256,
         bandwidth=config.bandwidth,
         device=device,
+        decode_threads=config.decode_threads or _default_decode_threads(device),
         window_seconds=config.window_seconds,
         min_batch_seconds=config.min_batch_seconds,
         batch_seconds=config.batch_seconds,
@@ -207,8 +214,12 @@ def _settings(config: ExtractConfig, weights: WeightsInfo, device: str, streams:
     )
 
 
+def _default_decode_threads(device: str) -> int:
+    return max(1, (os.cpu_count() or 2) - 1) if device.startswith("cuda") else 1
+
+
 def _run_units(tasks: list[UnitTask], submit, progress) -> None:
-    results = submit(tasks) if submit is not None else map(run_unit, tasks)
+    results = submit(tasks) if submit is not None else iter_units(tasks)
     for result in results:
         if progress is not None:
             progress(result)
@@ -265,7 +276,9 @@ def extract(
     progress: Callable[[dict], None] | None = None,
 ) -> ExtractResult:
     """Run (or resume) an extraction. ``submit`` runs tasks and yields their results as they finish
-    (a dask client's map + as_completed); None runs them in this process, in order.
+    (e.g. :func:`extract.unit.run_units` on slices of them through a dask client's map +
+    as_completed); None runs them in this process, in order, as one pipeline
+    (:func:`extract.unit.iter_units`).
 
     A new store gets the requested streams (codes, and latent / energy when asked). On an existing
     store the settings that define its content must be the same; an unfinished extraction is
@@ -273,8 +286,11 @@ def extract(
     started = time.perf_counter()
     n_q = n_quantizers(config.bandwidth)
     device = resolve_device(config.device)
-    if config.batch_seconds is None:  # resolved before the resume check, which compares it
-        config.batch_seconds = BATCH_SECONDS["cuda" if device.startswith("cuda") else "cpu"]
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if config.batch_seconds is None:  # resolved before the resume check, which compares them
+        config.batch_seconds = BATCH_SECONDS[kind]
+    if config.unit_size is None:
+        config.unit_size = UNIT_SIZE[kind]
     config.root = str(Path(config.root).resolve()) if "://" not in config.root else config.root
     files = StoreFiles(config.out)
 

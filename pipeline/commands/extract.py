@@ -11,9 +11,9 @@ from tqdm import tqdm
 
 from extract.codec import WeightsError
 from extract.datasets import DATASETS, DatasetError
-from extract.run import ExtractConfig, extract
-from extract.unit import UnitTask, run_unit
-from pipeline.cluster import dask_client, threads_per_worker
+from extract.run import ExtractConfig, extract, resolve_device
+from extract.unit import UnitTask, iter_units, run_units, task_slices, warm_up
+from pipeline.cluster import background_client, threads_per_worker
 from store.config import ConfigError, load_config, parse_overrides
 from store.writer import StoreError
 
@@ -22,8 +22,20 @@ def _splits(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
 
-def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -> int:
-    """Run an extraction with a progress bar; print a summary; return the exit status."""
+def default_workers(device: str | None) -> int:
+    """On CPUs 0, this process: its encoder's torch threads already use every core, its helper
+    threads decode and write beside them, and a worker process would only add start-up and
+    transfers (BENCHMARKS.md section 1). On CUDA one worker process per GPU, each on its own."""
+    if resolve_device(device or "auto").startswith("cuda"):
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return 0
+
+
+def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | None) -> int:
+    """Run an extraction with a progress bar; print a summary; return the exit status.
+    ``workers``: LocalCluster processes (0: in this process; None: :func:`default_workers`)."""
     bar = tqdm(unit="utt", dynamic_ncols=True, desc="extract", file=sys.stderr, disable=True)  # enabled once units start
     audio = {"seconds": 0.0, "start": time.perf_counter()}
 
@@ -43,22 +55,28 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
         audio["start"] = time.perf_counter()
 
     try:
+        gpus = resolve_device(config.device).startswith("cuda")
+        workers = default_workers(config.device) if workers is None else workers
         if workers == 0 and not scheduler:
             def submit_local(tasks: list[UnitTask]) -> Iterator[dict]:
                 start_bar(tasks)
-                return map(run_unit, tasks)
+                return iter_units(tasks)
 
             result = extract(config, submit_local, log=log, progress=progress)
         else:
             if config.torch_threads is None and not scheduler:
                 config.torch_threads = threads_per_worker(workers)
-            with dask_client(workers, scheduler) as client:
+            if gpus and config.decode_threads is None and not scheduler:  # each GPU's share of the cores
+                config.decode_threads = max(1, threads_per_worker(workers) - 1)
+            with background_client(workers, scheduler, gpus=gpus, warm=warm_up) as get_client:
                 from distributed import as_completed
 
                 def submit(tasks: list[UnitTask]) -> Iterator[dict]:
+                    client = get_client()
                     start_bar(tasks)
-                    for future in as_completed(client.map(run_unit, tasks, pure=False)):
-                        yield future.result()
+                    slots = sum(client.nthreads().values())
+                    for future in as_completed(client.map(run_units, task_slices(tasks, slots), pure=False)):
+                        yield from future.result()
 
                 result = extract(config, submit, log=log, progress=progress)
     except (DatasetError, StoreError, WeightsError, ValueError) as err:  # SSLWeightsError is a ValueError
@@ -100,9 +118,10 @@ def run_extraction(config: ExtractConfig, workers: int, scheduler: str | None) -
               "asked of a finished store without it, it is added).")
 @click.option("--energy/--no-energy", default=None, help="Also store each frame's log energy, a no-codec control (default on).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--workers", type=int, default=1, show_default=True, help="LocalCluster worker processes (0: run in this process).")
+@click.option("--workers", type=int, default=None, help="LocalCluster worker processes (0: run in this process; "
+              "default 0 on CPU, one per GPU on CUDA, each worker on its own GPU).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
-@click.option("--batch-seconds", type=float, default=None, help="Padded audio seconds per encoder batch (default 8 on CPU, 120 on CUDA; 0 = one utterance at a time).")
+@click.option("--batch-seconds", type=float, default=None, help="Padded audio seconds per encoder batch (default 8 on CPU, 240 on CUDA; 0 = one utterance at a time).")
 @click.option("--seed", type=int, default=None, help="Seed of the untrained codec (and SSL model) (default 0).")
 @click.option("--ssl", default=None, help="Also add the frozen SSL stream of the paper's full system: wavlm-large "
               "(wavlm-tiny: a test architecture). Added to an existing store without touching its codes.")
@@ -119,7 +138,7 @@ def command(dataset, root, out, split, bandwidth, weights, latent, energy, devic
 
     Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
     """
-    if workers < 0:
+    if workers is not None and workers < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--workers")
     try:
         config = load_config(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -64,11 +66,20 @@ def test_batched_equals_one_by_one(model, corpus_wavs):
 
 
 def test_one_by_one_equals_encodec_encode(model, corpus_wavs):
+    """Alone, an utterance gets exactly EnCodec's codes and encoder output (the folded weight
+    norms compute the same weights), and the caller's model is left as it was."""
+    hooks = sum(len(m._forward_pre_hooks) for m in model.modules())
     encoder = BatchEncoder(model, 6.0)
     for w in odd_lengths(corpus_wavs)[:4]:
         with torch.no_grad():
             expected = model.encode(w[None])[0][0][0].t().numpy()
-        assert np.array_equal(encoder.encode([w])[0].codes, expected)
+            latent = model.encoder(w[None])[0].t().numpy()
+        got = encoder.encode([w])[0]
+        assert np.array_equal(got.codes, expected)
+        assert np.array_equal(got.latent, latent.astype(np.float16))
+    assert sum(len(m._forward_pre_hooks) for m in model.modules()) == hooks
+    assert any(name.endswith("weight_g") for name, _ in model.encoder.named_parameters())
+    assert not any(name.endswith("weight_g") for name, _ in encoder.encoder.named_parameters())
 
 
 def test_long_files_are_encoded_in_windows(model, corpus_wavs):
@@ -79,3 +90,78 @@ def test_long_files_are_encoded_in_windows(model, corpus_wavs):
     assert result.codes.shape[0] == sum(-(-min(24000, wav.shape[-1] - s) // 320) for s in range(0, wav.shape[-1], 24000))
     first = BatchEncoder(model, 6.0).encode([wav[:, :24000]])[0]
     np.testing.assert_allclose(result.latent[:75].astype(np.float32), first.latent.astype(np.float32), atol=2e-3, rtol=2e-3)  # float16 ulps
+
+
+def test_reflection_hook_writes_what_encodecs_pad1d_appends(model):
+    """The in-place hook gives each item of a padded batch the right padding EnCodec's own
+    SConv1d would give it alone: pad1d(x[:L], (0, extra), mode="reflect")."""
+    from encodec.modules.conv import SConv1d, get_extra_padding_for_conv1d, pad1d
+
+    encoder = BatchEncoder(model, 6.0)
+    layer = next(m for m in encoder.encoder.modules() if isinstance(m, SConv1d) and m.conv.conv.stride[0] == 8)
+    conv = layer.conv.conv
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    lengths = [97, 90, 64, 33, 18]
+    x = torch.randn(len(lengths), 3, 110)
+    expected = []
+    for i, length in enumerate(lengths):
+        extra = get_extra_padding_for_conv1d(x[i : i + 1, :, :length], kernel, stride, kernel - stride)
+        expected.append(pad1d(x[i : i + 1, :, :length], (0, extra), mode="reflect")[0])
+    assert {e.shape[-1] - n for e, n in zip(expected, lengths)} != {0}  # some items need padding
+    original = x.clone()
+    encoder._lengths = list(lengths)
+    try:
+        assert encoder._reflect_each_end(layer, (x,)) is None
+        after = encoder._lengths
+    finally:
+        encoder._lengths = None
+    for i, want in enumerate(expected):
+        assert torch.equal(x[i, :, : want.shape[-1]], want)
+        assert torch.equal(x[i, :, want.shape[-1] :], original[i, :, want.shape[-1] :])  # nothing else moved
+    assert after == [e.shape[-1] // stride for e in expected]
+
+
+def test_long_files_are_encoded_in_passes_within_the_batch_budget(model, corpus_wavs):
+    """A long file's windows are packed into forward passes of at most batch_seconds of padded
+    audio (not one pass over the whole file), with the same result."""
+    wav = torch.cat(corpus_wavs[:3], dim=1)
+    windows = -(-wav.shape[-1] // 24000)
+    passes: list[tuple[int, ...]] = []
+    budgeted = BatchEncoder(model, 6.0, window_seconds=1.0, batch_seconds=2.0)
+    forward = budgeted._forward
+    budgeted._forward = lambda batch, lengths: passes.append(tuple(batch.shape)) or forward(batch, lengths)
+    got = budgeted.encode([wav])[0]
+    assert max(b * t for b, _, t in passes) <= 2 * 24000 and len(passes) >= windows // 2
+    whole = BatchEncoder(model, 6.0, window_seconds=1.0).encode([wav])[0]
+    assert got.n_windows == whole.n_windows == windows
+    np.testing.assert_allclose(got.latent.astype(np.float32), whole.latent.astype(np.float32), atol=2e-3, rtol=2e-3)  # float16 ulps
+
+
+def test_staging_on_the_cpu_is_the_batch_itself(model):
+    """The GPU path's staging (pinned memory, non-blocking copy) is a plain no-op on the CPU."""
+    encoder = BatchEncoder(model, 6.0)
+    batch = torch.randn(2, 1, 640)
+    assert encoder._stage(batch) is batch
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the CPU path is tested above)")
+def test_gpu_path_stages_pinned_batches_and_agrees_with_the_cpu(model, corpus_wavs):
+    """On a GPU: padded batches are built in pinned memory, staged to the device, quantized there,
+    and come back to the CPU; the encoder output equals the CPU's to float rounding (TF32 off),
+    and where a code flips the codes represent the frames as well."""
+    wavs = odd_lengths(corpus_wavs)
+    gpu = BatchEncoder(copy.deepcopy(model), 6.0, device="cuda", window_seconds=600)
+    codebooks = list(gpu.model.quantizer.buffers())
+    assert codebooks and all(b.is_cuda for b in codebooks)
+    staged: list[tuple[bool, bool]] = []
+    stage = gpu._stage
+    gpu._stage = lambda batch: (out := stage(batch), staged.append((batch.is_pinned(), out.is_cuda)))[0]
+    on_gpu = gpu._encode_items(wavs)
+    on_cpu = BatchEncoder(model, 6.0, window_seconds=600)._encode_items(wavs)
+    assert any(pinned for pinned, _ in staged) and all(cuda for _, cuda in staged)
+    for (codes_g, emb_g), (codes_c, emb_c) in zip(on_gpu, on_cpu):
+        assert codes_g.device.type == emb_g.device.type == "cpu" and codes_g.shape == codes_c.shape
+        assert torch.allclose(emb_g, emb_c, atol=1e-5, rtol=1e-4)
+        with torch.no_grad():
+            assert quantization_error(model, emb_c, codes_g.t().numpy()) <= \
+                quantization_error(model, emb_c, codes_c.t().numpy()) + 1e-4 * float(emb_c.abs().mean())

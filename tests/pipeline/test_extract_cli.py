@@ -140,3 +140,20 @@ def test_kill_at_any_moment_then_resume(small_corpus, tmp_path):
     assert subprocess.run(cmd(clean), capture_output=True).returncode == 0
     a, b = FeatureStore(str(killed)), FeatureStore(str(clean))
     assert np.array_equal(a.codes, b.codes) and np.array_equal(a.latent[...], b.latent[...]) and np.array_equal(a.offsets, b.offsets)
+
+
+def test_cpu_default_runs_in_this_process_without_a_cluster(small_corpus, tmp_path, monkeypatch):
+    """Without --workers, extraction on CPUs runs in the command's own process (a worker process
+    would only add start-up and transfers): no LocalCluster starts, every utterance is extracted."""
+    import pipeline.commands.extract as command
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a LocalCluster was started")
+
+    monkeypatch.setattr(command, "background_client", no_cluster)
+    out = tmp_path / "default.zarr"
+    result = CliRunner().invoke(main, ["extract", "--dataset", "asv19", "--root", str(small_corpus), "--out", str(out),
+                                       *SMALL, "--set", "unit_size=2"])
+    assert result.exit_code == 0, result.output
+    table = FeatureStore(str(out)).utterances
+    assert len(table) == 8 and (table["status"] == "ok").all()
