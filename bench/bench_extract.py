@@ -9,9 +9,9 @@ cache size and code agreement.
 ``--weights``: a codec weights file (e.g. ``codec_weights.th`` of any store made with
 ``--weights untrained``), or ``untrained``: the untrained codec `pipeline extract --weights untrained`
 makes for the corpus (seed 0, k-means on its audio), built once and kept as ``WORK/untrained.th``.
-Every measurement uses that file, so no k-means runs in the timed commands. The pipeline labels a
-weights FILE as trained; an untrained codec's cost is exactly the real one's (same architecture),
-its codes are not real codec features.
+Every measurement uses that file, so no k-means runs in the timed commands. Untrained weights
+saved by this tool keep their UNTRAINED label through a file; an untrained codec's cost is exactly
+the real one's (same architecture), its codes are not real codec features.
 
 Measured on the corpus (``--split all``: every split; ``--limit N``: N utterances evenly spaced
 over the protocol, fed to the pipeline as a manifest), in this order, ``--repeat`` times (A B A B:

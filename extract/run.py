@@ -42,12 +42,10 @@ from .codec import (
     DIM,
     FRAME_RATE,
     WeightsInfo,
-    init_codebooks,
-    load_weights_file,
+    build_untrained,
     n_quantizers,
-    new_model,
     pretrained_file,
-    state_dict_bytes,
+    read_weights,
 )
 from .datasets import get_dataset
 from .unit import EncoderSettings, UnitTask, iter_units
@@ -74,6 +72,8 @@ class ExtractConfig:
     seed: int = 0
     kmeans_frames: int = 8192
     kmeans_iters: int = 50  # EnCodec's
+    lsuv: bool = True  # untrained codec: variance-normalise the random encoder first (extract.lsuv)
+    lsuv_seconds: float = 16.0  # untrained codec: corpus audio for that normalisation
     torch_threads: int | None = None
     decode_threads: int | None = None  # None: 1 on CPUs (the encoder has the cores), cores - 1 on CUDA
     download: bool = True
@@ -91,7 +91,7 @@ class ExtractConfig:
             raise ValueError(f"kmeans_frames must be at least the codebook size ({CODEBOOK_SIZE}); got {self.kmeans_frames}")
         if self.batch_seconds is not None and self.batch_seconds < 0:
             raise ValueError(f"batch_seconds must be 0 (one utterance at a time) or more; got {self.batch_seconds}")
-        for name in ("window_seconds", "max_seconds", "unit_size", "kmeans_iters", "decode_threads"):
+        for name in ("window_seconds", "max_seconds", "unit_size", "kmeans_iters", "lsuv_seconds", "decode_threads"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
 
@@ -161,29 +161,15 @@ def _kmeans_audio(plan: pd.DataFrame, max_seconds: float, window_seconds: float)
 def _codec_for_new_store(config: ExtractConfig, plan: pd.DataFrame, n_q: int, log: Callable[[str], None]):
     """Build the codec the config asks for; return (model, weights bytes, provenance)."""
     if config.weights == "untrained":
-        torch.manual_seed(config.seed)
-        model = new_model()
-        log(f"untrained codec: seed {config.seed}, k-means on up to {config.kmeans_frames} frames of the corpus")
-        torch.manual_seed(config.seed)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # float results may depend on the thread count: keep the codec reproducible
-        try:
-            used = init_codebooks(model, _kmeans_audio(plan, config.max_seconds, config.window_seconds), n_q,
-                                  config.kmeans_frames, config.kmeans_iters)
-        finally:
-            torch.set_num_threads(threads)
-        data = state_dict_bytes(model)
-        origin = f"seed={config.seed}, k-means on {used} frames of {config.dataset}"
-        return model, data, WeightsInfo("untrained", hashlib.sha256(data).hexdigest(), False, origin)
+        log(f"untrained codec: seed {config.seed}, {'LSUV, ' if config.lsuv else ''}k-means on up to {config.kmeans_frames} frames of the corpus")
+        return build_untrained(
+            _kmeans_audio(plan, config.max_seconds, config.window_seconds), n_q, seed=config.seed,
+            kmeans_frames=config.kmeans_frames, kmeans_iters=config.kmeans_iters,
+            lsuv=config.lsuv, lsuv_seconds=config.lsuv_seconds, dataset=config.dataset,
+        )
     if config.weights == "pretrained":
-        path = pretrained_file(download=config.download)
-        source, origin = "pretrained", str(path)
-    else:
-        path = Path(config.weights)
-        source, origin = "file", str(path.resolve())
-    model = load_weights_file(path)
-    data = path.read_bytes()
-    return model, data, WeightsInfo(source, hashlib.sha256(data).hexdigest(), True, origin)
+        return read_weights(pretrained_file(download=config.download), source="pretrained")
+    return read_weights(config.weights)
 
 
 def _fingerprint(config: ExtractConfig) -> dict:

@@ -127,7 +127,7 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
 @click.option("--out", required=True, help="Feature store to create or resume (path or fsspec URL).")
 @click.option("--split", "split", default=None, help="Comma-separated splits (default: every split).")
 @click.option("--bandwidth", type=float, default=None, help="kbps: 1.5/3/6/12/24 = 2/4/8/16/32 quantizers (default 6).")
-@click.option("--weights", default=None, help="pretrained | untrained | FILE (a state dict). Default pretrained.")
+@click.option("--weights", default=None, help="pretrained | untrained (seeded random LSUV encoder + k-means codebooks; offline, not real codec features) | FILE (a state dict; e.g. a store's codec_weights.th). Default pretrained.")
 @click.option("--latent/--no-latent", default=None, help="Also store the continuous encoder output (default on; "
               "asked of a finished store without it, it is added).")
 @click.option("--energy/--no-energy", default=None, help="Also store each frame's log energy, a no-codec control (default on).")

@@ -13,8 +13,8 @@ TINY = {"train": 6, "dev": 4, "eval": 4}
 
 
 def tiny_config(root: Path, out: Path, **overrides) -> ExtractConfig:
-    """An untrained-codec extraction small enough for unit tests (k-means: 3000 frames, 5 iterations)."""
-    values = dict(dataset="asv19", root=str(root), out=str(out), weights="untrained", kmeans_frames=3000, kmeans_iters=5, unit_size=4, device="cpu", torch_threads=1)
+    """An untrained-codec extraction small enough for unit tests (LSUV on 4 s; k-means: 3000 frames, 5 iterations)."""
+    values = dict(dataset="asv19", root=str(root), out=str(out), weights="untrained", kmeans_frames=3000, kmeans_iters=5, lsuv_seconds=4, unit_size=4, device="cpu", torch_threads=1)
     values.update(overrides)
     return ExtractConfig(**values)
 

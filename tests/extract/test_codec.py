@@ -117,3 +117,51 @@ def test_bandwidth_to_levels():
     assert [codec.n_quantizers(b) for b in (1.5, 3, 6, 12, 24)] == [2, 4, 8, 16, 32]
     with pytest.raises(WeightsError, match="not one of"):
         codec.n_quantizers(5)
+
+
+def _marked_untrained_file(path, seed: int = 3) -> str:
+    """Weights saved as this tool saves its untrained codec; returns their sha256."""
+    torch.manual_seed(seed)
+    data = codec.state_dict_bytes(new_model(), untrained_origin="seed=3, k-means on 9 frames of test")
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_labels_are_honest_about_where_file_weights_come_from(tmp_path, monkeypatch):
+    torch.manual_seed(1)
+    plain = tmp_path / "plain.th"
+    torch.save(new_model().state_dict(), plain)
+    sha = hashlib.sha256(plain.read_bytes()).hexdigest()
+    _, data, info = codec.read_weights(plain)
+    assert data == plain.read_bytes() and info.sha256 == sha and info.source == "file"
+    assert info.label == f"EnCodec weights from {plain.resolve()} (not the published checkpoint), weights sha256 {sha[:12]}"
+    assert "pretrained" not in info.label and "UNTRAINED" not in info.label
+
+    # only a file whose sha256 starts with the published checkpoint's prefix is called pretrained
+    monkeypatch.setattr(codec, "CHECKPOINT_NAME", f"encodec_24khz-{sha[:8]}.th")
+    info = codec.read_weights(plain)[2]
+    assert info.published and info.label == f"pretrained EnCodec 24 kHz, weights sha256 {sha[:12]}"
+    assert info.to_dict()["label"] == info.label
+
+    # untrained weights saved by this tool stay UNTRAINED, even if their hash happened to match
+    marked = tmp_path / "untrained.th"
+    marked_sha = _marked_untrained_file(marked)
+    monkeypatch.setattr(codec, "CHECKPOINT_NAME", f"encodec_24khz-{marked_sha[:8]}.th")
+    info = codec.read_weights(marked)[2]
+    assert not info.trained and not info.published and info.source == "file"
+    assert info.label.startswith("UNTRAINED EnCodec 24 kHz") and info.label.endswith(marked_sha[:12])
+    assert "seed=3, k-means on 9 frames of test" in info.origin and str(marked.resolve()) in info.origin
+
+
+def test_marked_untrained_weights_load_into_plain_encodec(tmp_path):
+    """The untrained mark needs no code of this tool to load: plain torch.load + strict load_state_dict."""
+    path = tmp_path / "untrained.th"
+    _marked_untrained_file(path)
+    state = torch.load(path, weights_only=True)
+    model = new_model()
+    model.load_state_dict(state, strict=True)
+    torch.manual_seed(3)
+    expected = new_model().state_dict()
+    assert all(torch.equal(expected[k], v) for k, v in model.state_dict().items())
+    assert codec.saved_untrained_origin(state) == "seed=3, k-means on 9 frames of test"
+    assert codec.saved_untrained_origin(expected) is None

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from extract.audio import load_audio
-from extract.codec import init_codebooks, new_model
+from extract.codec import build_untrained
 from extract.datasets import get_dataset
 from extract.encoder import BatchEncoder
 
@@ -22,10 +22,12 @@ def corpus_wavs(tiny_corpus):
 
 @pytest.fixture(scope="module")
 def model(corpus_wavs):
-    torch.manual_seed(0)
-    m = new_model()
-    init_codebooks(m, corpus_wavs, n_q=8, max_frames=3000, iters=5)
-    return m
+    """The product's untrained codec (LSUV encoder, k-means codebooks), fit on other audio than the
+    tests encode: shifted, rescaled copies of the corpus (5,300 frames). Fit on the very frames it
+    encodes, at ~2.6 frames per codeword, k-means leaves deep-level codewords 1e-9 apart that any
+    rounding flips; on a real corpus it gets 8 frames per codeword (kmeans_frames 8192)."""
+    copies = [w[:, shift:] * gain for gain, shift in ((0.5, 80), (2.0, 160)) for w in corpus_wavs]
+    return build_untrained(copies, n_q=8, kmeans_frames=4096, kmeans_iters=5, lsuv_seconds=4)[0]
 
 
 def odd_lengths(wavs):
@@ -41,8 +43,9 @@ def quantization_error(model, latent: torch.Tensor, codes: np.ndarray) -> float:
 
 
 def test_batched_equals_one_by_one(model, corpus_wavs):
-    """The encoder output is the same batched or alone (to float rounding), and where rounding
-    flips a code between two (near-)duplicate codewords the codes represent the frames as well."""
+    """The encoder output is the same batched or alone (to float rounding), and rounding flips at
+    most 0.1 % of frames' codes (the issue's target; 7.7 % with the untrained codec before LSUV);
+    where it flips one, the codes represent the frame as well."""
     wavs = odd_lengths(corpus_wavs)
     encoder = BatchEncoder(model, 6.0, window_seconds=600)
     batched = encoder._encode_items(wavs)
@@ -51,15 +54,15 @@ def test_batched_equals_one_by_one(model, corpus_wavs):
     for (codes_b, emb_b), (codes_a, emb_a), w in zip(batched, alone, wavs):
         frames = -(-w.shape[-1] // 320)
         assert codes_b.shape == codes_a.shape == (8, frames)
-        assert torch.allclose(emb_b, emb_a, atol=1e-6, rtol=1e-5)
-        differ += int((codes_b != codes_a).sum())
-        total += codes_a.numel()
+        assert torch.allclose(emb_b, emb_a, atol=1e-5 * float(emb_a.abs().max()), rtol=1e-5)
+        differ += int((codes_b != codes_a).any(dim=0).sum())
+        total += frames
         with torch.no_grad():
             err_b = quantization_error(model, emb_a, codes_b.t().numpy())
             err_a = quantization_error(model, emb_a, codes_a.t().numpy())
         assert err_b <= err_a + 1e-4 * float(emb_a.abs().mean())
-    # measured, not asserted to be 0: this untrained codec has many duplicate codewords (see README)
-    print(f"codes differing between batched and one-by-one: {differ} of {total} ({differ / total:.2%})")
+    assert total > 1000
+    assert differ <= 0.001 * total, f"{differ} of {total} frames' codes differ between batched and one-by-one"
 
 
 def test_one_by_one_equals_encodec_encode(model, corpus_wavs):
@@ -86,7 +89,7 @@ def test_long_files_are_encoded_in_windows(model, corpus_wavs):
     assert result.n_windows == -(-wav.shape[-1] // 24000)
     assert result.codes.shape[0] == sum(-(-min(24000, wav.shape[-1] - s) // 320) for s in range(0, wav.shape[-1], 24000))
     first = BatchEncoder(model, 6.0).encode([wav[:, :24000]])[0]
-    np.testing.assert_allclose(result.latent[:75].astype(np.float32), first.latent.astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(result.latent[:75].astype(np.float32), first.latent.astype(np.float32), atol=2e-3, rtol=2e-3)  # float16 ulps
 
 
 def test_reflection_hook_writes_what_encodecs_pad1d_appends(model):
@@ -131,7 +134,7 @@ def test_long_files_are_encoded_in_passes_within_the_batch_budget(model, corpus_
     assert max(b * t for b, _, t in passes) <= 2 * 24000 and len(passes) >= windows // 2
     whole = BatchEncoder(model, 6.0, window_seconds=1.0).encode([wav])[0]
     assert got.n_windows == whole.n_windows == windows
-    np.testing.assert_allclose(got.latent.astype(np.float32), whole.latent.astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(got.latent.astype(np.float32), whole.latent.astype(np.float32), atol=2e-3, rtol=2e-3)  # float16 ulps
 
 
 def test_staging_on_the_cpu_is_the_batch_itself(model):

@@ -136,6 +136,24 @@ def test_config_validation():
         ExtractConfig(dataset="demo", root="x", out="y", unit_size=0)
 
 
+def test_saved_untrained_weights_stay_untrained_in_a_second_store(tiny_corpus, tiny_store, tmp_path):
+    """Extracting with the weights an untrained extraction saved (the way to give a second corpus the
+    same codec) gives a store that says UNTRAINED, with the same weights and the same codes."""
+    first = FeatureStore(tiny_store)
+    weights = tmp_path / "codec_weights.th"
+    weights.write_bytes(first.files.read_bytes("codec_weights.th"))
+    out = tmp_path / "again.zarr"
+    result = extract(tiny_config(tiny_corpus, out, weights=str(weights)), log=quiet)
+    second = FeatureStore(str(out))
+    recorded = second.attrs["weights"]
+    assert recorded["source"] == "file" and recorded["trained"] is False and str(weights.resolve()) in recorded["origin"]
+    assert recorded["sha256"] == first.attrs["weights"]["sha256"]
+    for label in (result.weights.label, recorded["label"], second.codec.weights_label, second.attrs["summary"]["weights"]):
+        assert label.startswith("UNTRAINED EnCodec 24 kHz") and "pretrained" not in label
+    assert second.codec.trained is False and not second.codec.compatible_with(first.codec)
+    assert np.array_equal(second.codes, first.codes)
+
+
 def test_a_stream_asked_of_a_finished_store_is_added_without_touching_it(tiny_corpus, tiny_store, tmp_path):
     out = tmp_path / "late.zarr"
     extract(tiny_config(tiny_corpus, out, latent=False, energy=False), log=quiet)
