@@ -218,6 +218,7 @@ def test_a_folder_being_written_is_scored_or_reported_file_by_file(scoring, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_a_folder_of_1000_files_being_written(scoring, tmp_path, capsys, monkeypatch):
     result, written, expected = write_while_scoring(scoring, tmp_path / "incoming", n_files=1000, seconds=0.1,
                                                     pause=1.0, monkeypatch=monkeypatch)

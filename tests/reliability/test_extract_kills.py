@@ -169,6 +169,7 @@ def test_three_kills_then_resume_equals_an_uninterrupted_run(corpus, clean, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.parametrize("workers", [1, 2])
 def test_kill_loop(loop_corpus, loop_clean, tmp_path, workers):
     started = time.monotonic()
@@ -180,6 +181,7 @@ def test_kill_loop(loop_corpus, loop_clean, tmp_path, workers):
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_kill_loop_while_adding_a_stream(corpus, clean, tmp_path):
     """The same for a stream added to a finished store (its own parts and commit records)."""
     started = time.monotonic()

@@ -62,6 +62,7 @@ def test_reads_during_an_extraction(corpus, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_reads_of_finished_streams_while_two_workers_add_one(corpus, tmp_path):
     store = tmp_path / "s.zarr"
     extract(extract_config(corpus, store, energy=False), log=lambda _: None)

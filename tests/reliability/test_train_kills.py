@@ -115,6 +115,7 @@ def test_train_killed_twice_ends_bit_identical_and_a_second_run_is_refused(store
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_train_kill_loop(store, tmp_path):
     started = time.monotonic()
     whole = tmp_path / "whole"
@@ -215,6 +216,7 @@ def _kill_a_worker_mid_trial(out: Path, done: dict):
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_sweep_kill_loop_with_a_worker_killed_mid_trial(store, sweep_toml, tmp_path):
     started = time.monotonic()
     whole = tmp_path / "whole"
