@@ -169,9 +169,9 @@ def swept(tmp_path_factory, store):
                     store_identity(store))
     opened: list[str] = []
 
-    def counting(url):
+    def counting(url, **kwargs):
         opened.append(url)
-        return FeatureStore(url)
+        return FeatureStore(url, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sweep_module, "FeatureStore", counting)
