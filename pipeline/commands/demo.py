@@ -27,10 +27,11 @@ def _log(message: str) -> None:
 
 @click.command("demo")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="Extraction workers (0: in this process).")
+@click.option("--workers", type=int, default=None,
+              help="Extraction workers (0: in this process; default: as `pipeline extract`, in this process on CPUs).")
 @click.option("--variant", default="qaf-static", show_default=True, help="Hierarchy weighting variant to train.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Training setting override (repeatable).")
-def command(out_dir: Path, workers: int, variant: str, overrides: tuple[str, ...]) -> None:
+def command(out_dir: Path, workers: int | None, variant: str, overrides: tuple[str, ...]) -> None:
     """Generate the synthetic demo corpus, extract it with an UNTRAINED codec (no download), train
     a hierarchy weighting + head, evaluate on the eval split, and say where everything is.
 
