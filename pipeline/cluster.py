@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from concurrent.futures import Future
 from contextlib import contextmanager
 
@@ -114,20 +115,34 @@ def background_client(workers: int, scheduler: str | None, gpus: bool = False,
 
 
 def as_finished(client: Client, futures: Iterable[DaskFuture], no_worker_seconds: float | None = NO_WORKER_SECONDS,
-                poll: float = 0.2) -> Iterator[DaskFuture]:
-    """The futures as they finish (``distributed.as_completed``), but WorkersLost when the cluster has
+                poll: float = 0.2, fetch_seconds: float = 10.0) -> Iterator[tuple[DaskFuture, Any]]:
+    """``(future, result)`` as the futures finish (``distributed.as_completed``), the result already
+    fetched; a task that raised gives its exception as the result. WorkersLost when the cluster has
     had no worker at all for ``no_worker_seconds`` while some are pending: a worker killed whose
     nanny did not bring it back (seen on a machine overloaded enough that the restart failed) would
     otherwise leave the run waiting forever. None waits forever (an external scheduler, whose workers
-    may come and go)."""
+    may come and go).
+
+    A result lives on its worker until fetched: when the worker dies first, the finished future is
+    lost and ``future.result()`` would wait for it forever. So the result is fetched here, with a
+    timeout, and a future whose result cannot be fetched goes back to waiting (recomputed on another
+    worker, or WorkersLost when none is left)."""
     pending = as_completed(futures)
     checked = time.monotonic()
     without: float | None = None
     while not pending.is_empty():
         batch = pending.next_batch(block=False)
-        if batch:
+        for future in batch:
+            try:
+                value = future.result(timeout=fetch_seconds)
+            except TimeoutError:  # lost with its worker: wait for it again
+                pending.add(future)
+                continue
+            except Exception as err:  # noqa: BLE001 - the task's own error, handed to the caller
+                value = err
             without = None
-            yield from batch
+            yield future, value
+        if batch:
             continue
         now = time.monotonic()
         if no_worker_seconds is not None and now - checked >= min(5.0, no_worker_seconds / 4):

@@ -79,8 +79,10 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
                     slots = sum(client.nthreads().values())
                     futures = client.map(run_units, task_slices(tasks, slots), pure=False)
                     try:
-                        for future in as_finished(client, futures, None if scheduler else NO_WORKER_SECONDS):
-                            yield from future.result()
+                        for _, results in as_finished(client, futures, None if scheduler else NO_WORKER_SECONDS):
+                            if isinstance(results, BaseException):
+                                raise results
+                            yield from results
                     except KilledWorker as err:
                         raise StoreError(f"a dask worker died each time it ran a work unit (killed, or out of "
                                          f"memory?): {err}. The units already committed are kept: run the same "

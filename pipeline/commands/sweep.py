@@ -70,12 +70,10 @@ def _execute_dask(client, no_worker_seconds: float | None = NO_WORKER_SECONDS):
 
     def execute(tasks: list[TrialTask]) -> Iterator[dict]:
         futures = {client.submit(run_trial, task, key=f"trial-{task.trial_id}-{secrets.token_hex(4)}", pure=False): task for task in tasks}
-        for future in as_finished(client, futures, no_worker_seconds):
-            task = futures[future]
-            try:
-                yield future.result()
-            except Exception as err:  # noqa: BLE001 - a lost worker fails its trial, not the sweep
-                yield result_row(task, FAILED, f"{type(err).__name__}: {err}", host="", pid=0, torch_threads=0)
+        for future, row in as_finished(client, futures, no_worker_seconds):
+            if isinstance(row, Exception):  # a lost worker fails its trial, not the sweep
+                row = result_row(futures[future], FAILED, f"{type(row).__name__}: {row}", host="", pid=0, torch_threads=0)
+            yield row
 
     return execute
 

@@ -22,6 +22,9 @@ def slow(x: int) -> int:
     return x
 
 
+pytestmark = pytest.mark.timeout(120)  # a hang here is the defect under test: fail, never block CI
+
+
 @pytest.fixture
 def cluster():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as c:
@@ -36,7 +39,7 @@ def client(cluster):
 
 def test_finished_futures_are_yielded_while_workers_live(client):
     futures = client.map(slow, [0, 1], pure=False)
-    assert sorted(f.result() for f in as_finished(client, futures, no_worker_seconds=1.0, poll=0.02)) == [0, 1]
+    assert sorted(value for _, value in as_finished(client, futures, no_worker_seconds=1.0, poll=0.02)) == [0, 1]
 
 
 def test_no_worker_left_stops_the_wait_with_a_clear_error(cluster, client):
@@ -51,6 +54,18 @@ def test_no_worker_left_stops_the_wait_with_a_clear_error(cluster, client):
 
     threading.Thread(target=close_when_the_first_is_done, daemon=True).start()
     with pytest.raises(WorkersLost, match="no dask worker has been alive for"):
-        for future in as_finished(client, futures, no_worker_seconds=1.0, poll=0.02):
-            seen.append(future.result())
-    assert seen == [0] and time.monotonic() - started < 25  # long before the pending task could end
+        for _, value in as_finished(client, futures, no_worker_seconds=1.0, poll=0.02, fetch_seconds=1.0):
+            seen.append(value)
+    # the first result is yielded, or lost with the worker before it was fetched (then it waits like
+    # the second): never a wait forever on a lost result
+    assert seen in ([0], []) and time.monotonic() - started < 25  # long before the pending task could end
+
+
+def raises(x: int) -> int:
+    raise ValueError(f"task {x} failed")
+
+
+def test_a_task_error_is_handed_over_as_its_result(client):
+    futures = client.map(raises, [3], pure=False)
+    [(future, value)] = list(as_finished(client, futures, no_worker_seconds=1.0, poll=0.02))
+    assert future is futures[0] and isinstance(value, ValueError) and str(value) == "task 3 failed"
