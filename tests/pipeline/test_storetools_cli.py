@@ -58,7 +58,8 @@ def test_verify_ok_and_damaged(store, tmp_path):
     (copy / "codes/c/0/0").unlink()
     result = run(verify_command, [str(copy)])
     assert result.exit_code == 1
-    assert "FAIL  chunks: codes/c/0/0: missing" in result.output and result.output.strip().endswith("1 problem found")
+    assert "FAIL  chunks: codes/c/0/0: missing" in result.output and "\n1 problem found\n" in result.output
+    assert "re-extract" in result.output.lower() or "repair" in result.output.lower()  # then how to repair it
     report = json.loads(run(verify_command, [str(copy), "--json"]).output)
     assert report["ok"] is False and [c["name"] for c in report["checks"] if not c["ok"]] == ["chunks"]
 
