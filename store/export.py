@@ -80,7 +80,9 @@ def _read(store: FeatureStore, name: str, array, start: int, stop: int) -> np.nd
     try:
         return np.asarray(array[start:stop])
     except Exception as err:  # codecs raise many types for corrupt bytes
-        raise StoreReadError(f"{store.url}: cannot read {name} frames {start}:{stop} ({type(err).__name__}: {err}); run `pipeline verify {store.url}`") from None
+        # A StoreDamaged already names the chunks and ends with the repair command.
+        advice = "" if "pipeline verify" in str(err) else f"; run `pipeline verify {store.url}`"
+        raise StoreReadError(f"{store.url}: cannot read {name} frames {start}:{stop} ({type(err).__name__}: {err}){advice}") from None
 
 
 def _rows_per_chunk(row_bytes: int, total: int) -> int:
