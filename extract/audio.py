@@ -8,6 +8,15 @@ count and leaves mono and stereo unchanged.) convert_audio builds a new `Resampl
 filter kernel, for every file; here one is built per sample rate and kept (the same kernel, so the
 same samples).
 
+Memory: a file is read in blocks of :data:`READ_BLOCK` frames, mixed down block by block into one
+mono array, and resampled block by block into one output array (each block computes exactly the
+filter positions the whole-file resampler computes for its samples, from the same input samples
+and the same zero padding at the file's ends). Peak memory is about 4 bytes per input sample plus
+4 bytes per output sample, whatever the channel count, instead of the several whole-file copies a
+one-shot read and resample make (an hour at 16 kHz: about 0.6 GB instead of 1.6 GB or more).
+Whether a block boundary changes a sample's float rounding is measured by
+`tests/extract/test_audio.py` (the same samples, to float32 rounding).
+
 Every problem with a file is raised as :class:`AudioError` with a short reason, so the extractor
 can record it in the failures table and go on.
 """
@@ -28,6 +37,10 @@ import torch
 import torchaudio
 
 CODEC_SAMPLE_RATE = 24_000
+READ_BLOCK = 1 << 18
+"""Frames per channel read at a time (about 16 s at 16 kHz)."""
+RESAMPLE_BLOCK = 1 << 18
+"""Output samples resampled at a time (about 11 s at 24 kHz), rounded to whole filter positions."""
 
 
 _CUT_DATA = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.M)
@@ -107,25 +120,68 @@ def load_audio(path: str | Path, target_rate: int = CODEC_SAMPLE_RATE) -> torch.
     emptiness. Digital silence is valid audio and is encoded as such.
     """
     info = probe(path)
+    mono = np.empty(info.frames, dtype=np.float32)
+    done = bad = 0
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # [frames, channels]
+        with sf.SoundFile(str(path)) as f:
+            sr = int(f.samplerate)
+            while done < info.frames:
+                block = f.read(min(READ_BLOCK, info.frames - done), dtype="float32", always_2d=True)  # [n, channels]
+                if block.shape[0] == 0:
+                    break
+                bad += int((~np.isfinite(block)).sum())
+                n = block.shape[0]
+                # the channel mean of to_codec_audio, computed by torch over the same float32 values
+                mono[done : done + n] = torch.from_numpy(np.ascontiguousarray(block.T)).mean(0).numpy()
+                done += n
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"decoding failed: {err}") from None
-    if data.shape[0] == 0:
+    if done == 0:
         raise AudioError("audio has no samples")
-    if data.shape[0] < info.frames:
-        raise AudioError(f"truncated: header says {info.frames} frames, decoded {data.shape[0]}")
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
+    if done < info.frames:
+        raise AudioError(f"truncated: header says {info.frames} frames, decoded {done}")
+    if bad:
         raise AudioError(f"{bad} non-finite (NaN/inf) samples")
-    wav = torch.from_numpy(np.ascontiguousarray(data.T))  # [channels, frames]
-    return to_codec_audio(wav, int(sr), target_rate)
+    return resample_mono(torch.from_numpy(mono)[None], sr, target_rate)
 
 
 def to_codec_audio(wav: torch.Tensor, sample_rate: int, target_rate: int = CODEC_SAMPLE_RATE) -> torch.Tensor:
     """float32 [channels, T] at ``sample_rate`` -> mono [1, T'] at ``target_rate``: the conversion
     of the module docstring (what every file gets; the Detector applies it to waveforms too)."""
-    return resampler(int(sample_rate), target_rate)(wav.mean(0, keepdim=True))  # = convert_audio(mono, sr, target_rate, 1)
+    return resample_mono(wav.mean(0, keepdim=True), int(sample_rate), target_rate)  # = convert_audio(wav, sr, target_rate, 1)
+
+
+def resample_mono(mono: torch.Tensor, sample_rate: int, target_rate: int = CODEC_SAMPLE_RATE,
+                  block: int = RESAMPLE_BLOCK) -> torch.Tensor:
+    """float32 [1, T] at ``sample_rate`` -> [1, resampled_length(T)] at ``target_rate``: what
+    ``torchaudio.transforms.Resample(sample_rate, target_rate)(mono)`` returns, computed about
+    ``block`` output samples at a time into one preallocated output (no whole-file temporaries).
+
+    torchaudio pads the input with ``width`` zeros before and ``width + orig`` after, then runs a
+    strided convolution (stride ``orig``, kernel ``[new, 1, K]``): filter position j reads padded
+    samples [j * orig, j * orig + K) and writes output samples [j * new, (j + 1) * new). Each block
+    of positions gets exactly its input slice, with the same zeros where it passes the file's ends."""
+    if sample_rate == target_rate:
+        return mono
+    rs = resampler(sample_rate, target_rate)
+    orig, new = rs.orig_freq // rs.gcd, rs.new_freq // rs.gcd
+    kernel, width = rs.kernel, rs.width
+    x = mono.reshape(-1)
+    length = x.numel()
+    target = resampled_length(length, sample_rate, target_rate)
+    positions = length // orig + 1  # what the whole-file convolution computes
+    out = torch.empty(positions * new, dtype=x.dtype)
+    step = max(1, block // new)
+    size = kernel.shape[-1]
+    for j0 in range(0, positions, step):
+        j1 = min(positions, j0 + step)
+        lo, hi = j0 * orig - width, (j1 - 1) * orig - width + size  # input samples the block reads
+        piece = x[max(lo, 0) : min(hi, length)]
+        if lo < 0 or hi > length:
+            piece = torch.nn.functional.pad(piece, (max(0, -lo), max(0, hi - length)))
+        y = torch.nn.functional.conv1d(piece[None, None], kernel, stride=orig)  # [1, new, j1 - j0]
+        out[j0 * new : j1 * new] = y[0].t().reshape(-1)
+    return out[:target][None]
 
 
 def frame_energy(wav: torch.Tensor, hop: int = 320) -> np.ndarray:
@@ -135,11 +191,18 @@ def frame_energy(wav: torch.Tensor, hop: int = 320) -> np.ndarray:
     Frame t covers the same samples as the codec's frame t (EnCodec 24 kHz: hop 320 at 24 kHz),
     so the stream is frame-aligned with the codes. It sees no codec: a control for what the codec
     adds over plain level statistics (e.g. the cleaner pauses of some synthesizers)."""
-    x = wav.reshape(-1).to(torch.float64)
+    x = wav.reshape(-1)
     n = x.numel()
     frames = -(-n // hop)
-    padded = torch.nn.functional.pad(x, (0, frames * hop - n)).view(frames, hop)
-    counts = torch.full((frames,), float(hop), dtype=torch.float64)
-    counts[-1] = n - (frames - 1) * hop
-    power = padded.square().sum(1) / counts
-    return (10.0 * torch.log10(power + 1e-10)).to(torch.float16).numpy()[:, None]
+    out = np.empty((frames, 1), dtype=np.float16)
+    step = 1 << 14  # frames per block: float64 copies of a block, not of the whole file
+    for f0 in range(0, frames, step):
+        f1 = min(frames, f0 + step)
+        block = x[f0 * hop : f1 * hop].to(torch.float64)
+        valid = block.numel()
+        padded = torch.nn.functional.pad(block, (0, (f1 - f0) * hop - valid)).view(f1 - f0, hop)
+        counts = torch.full((f1 - f0,), float(hop), dtype=torch.float64)
+        counts[-1] = valid - (f1 - f0 - 1) * hop
+        power = padded.square().sum(1) / counts
+        out[f0:f1, 0] = (10.0 * torch.log10(power + 1e-10)).to(torch.float16).numpy()
+    return out

@@ -75,3 +75,57 @@ def test_a_wav_written_to_a_pipe_is_not_truncated(tmp_path):
     (tmp_path / "streamed.wav").write_bytes(bytes(blob))
     assert probe(tmp_path / "streamed.wav").frames == 16000
     assert torch.equal(load_audio(tmp_path / "streamed.wav"), load_audio(tmp_path / "w.wav"))
+
+
+@pytest.mark.parametrize("sr", [8000, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("n", [1, 7, 160, 44_111])
+def test_block_resampling_gives_torchaudios_samples(sr, n):
+    """Resampling block by block (here blocks of about 1,000 output samples, so a 44,111-sample input
+    spans dozens) gives torchaudio's whole-signal output: same length, same samples to float32
+    rounding of the convolution, and bit for bit when one block holds the whole signal."""
+    import torchaudio
+
+    from extract.audio import resample_mono
+
+    x = torch.from_numpy(np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.3)[None]
+    expected = torchaudio.transforms.Resample(sr, 24000)(x)
+    blocks = resample_mono(x, sr, 24000, block=1000)
+    assert blocks.shape == expected.shape == (1, resampled_length(n, sr))
+    assert torch.allclose(blocks, expected, rtol=0, atol=1e-6)
+    assert torch.equal(resample_mono(x, sr, 24000, block=10**9), expected)
+
+
+def test_a_long_file_is_read_and_resampled_in_blocks(tmp_path, monkeypatch):
+    """With blocks much shorter than the file, a multi-channel file decodes to the one-shot
+    conversion's samples, and a bad sample or a cut in a later block is still found."""
+    import extract.audio as audio
+
+    monkeypatch.setattr(audio, "READ_BLOCK", 1000)
+    monkeypatch.setattr(audio, "RESAMPLE_BLOCK", 1500)
+    three = tone(16000, 2.3, channels=3).astype(np.float32)
+    sf.write(tmp_path / "three.wav", three, 16000, subtype="FLOAT")
+    expected = convert_audio(torch.from_numpy(three.T.copy()).mean(0, keepdim=True), 16000, 24000, 1)
+    got = load_audio(tmp_path / "three.wav")
+    assert got.shape == expected.shape and torch.allclose(got, expected, rtol=0, atol=1e-6)
+
+    three[30_000, 2] = np.inf  # in the 31st read block
+    sf.write(tmp_path / "inf.wav", three, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="1 non-finite"):
+        load_audio(tmp_path / "inf.wav")
+    blob = (tmp_path / "three.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(blob[: len(blob) * 2 // 3])
+    with pytest.raises(AudioError, match="truncated"):
+        load_audio(tmp_path / "cut.wav")
+
+
+@pytest.mark.parametrize("n", [1, 319, 320, 321, 320 * 16384 + 7])
+def test_frame_energy_is_each_frames_mean_power_in_db(n):
+    """frame_energy (computed in blocks of frames) against the definition, in float64 numpy."""
+    from extract.audio import frame_energy
+
+    x = (np.random.default_rng(n).standard_normal(n) * 0.2).astype(np.float32)
+    got = frame_energy(torch.from_numpy(x)[None])
+    frames = -(-n // 320)
+    expected = [10 * np.log10(np.mean(x[f * 320 : (f + 1) * 320].astype(np.float64) ** 2) + 1e-10) for f in range(frames)]
+    assert got.shape == (frames, 1) and got.dtype == np.float16
+    np.testing.assert_allclose(got[:, 0].astype(np.float64), expected, rtol=2e-3, atol=1e-2)
