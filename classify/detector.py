@@ -240,7 +240,9 @@ class Detector:
         if isinstance(model, FusedDetector):
             ssl, ssl_where = frontend.ssl_front_end(state["ssl"], ssl_weights, str(torch_device), download)
         extraction = state.get("store", {}).get("extraction", {})
-        front_end = frontend.FrontEnd(codec_model, codec.bandwidth, device=str(torch_device), latent=_needs_latent(model),
+        stream = _stream(model)
+        front_end = frontend.FrontEnd(codec_model, codec.bandwidth, device=str(torch_device), latent=stream == "latent",
+                                      energy=stream == "energy",
                                       window_seconds=extraction.get("window_seconds", frontend.WINDOW_SECONDS),
                                       min_batch_seconds=extraction.get("min_batch_seconds", frontend.MIN_BATCH_SECONDS),
                                       ssl=ssl, max_seconds=extraction.get("max_seconds", 3600.0))
@@ -431,7 +433,15 @@ class Detector:
 
 
 def _needs_latent(model: SpoofDetector | FusedDetector) -> bool:
-    return model.weighting is not None and model.weighting.spec.needs_latent
+    """True when the model reads a continuous stream (`latent` or `energy`, carried as the latent)."""
+    return _stream(model) is not None
+
+
+def _stream(model: SpoofDetector | FusedDetector) -> str | None:
+    """The continuous stream the model's weighting reads instead of the codes (`latent`, `energy`), or None."""
+    if model.weighting is None or model.weighting.spec.stream is None:
+        return None
+    return model.weighting.spec.stream.name
 
 
 def _rebuild(model_file: ModelFile, codebooks: torch.Tensor, where: str) -> SpoofDetector | FusedDetector:

@@ -12,8 +12,9 @@ Scores are computed as evaluation computes them (`classify.data.eval_segments`: 
 utterance, or the mean logit over evenly spread windows of ``segment`` frames of a longer one),
 from the fused features: h[t] = sum_q alpha_q * T_q[code_q[t]] with alpha and the tables T of the
 model's `HierarchyWeighting`, so that occluding a level subtracts alpha_q * (T_q[code_q[t]] -
-mean_q). For the `latent` variant (no levels) the per-level contributions are empty, and a window
-is occluded by setting its standardised latent to 0 (level 1's mean codeword). Only the segments a
+mean_q). For the variants that read a continuous stream (`latent`, `energy`: no levels) the
+per-level contributions are empty, and a window is occluded by setting its standardised stream to 0
+(its mean over the codebook or the train split). Only the segments a
 window overlaps are scored again.
 """
 
@@ -32,7 +33,7 @@ from classify.model import SpoofDetector
 
 @dataclass(frozen=True)
 class Occlusion:
-    """``score``: the logit; ``levels`` [Q] (empty for `latent`): per-level contributions;
+    """``score``: the logit; ``levels`` [Q] (empty for `latent` and `energy`): per-level contributions;
     ``starts`` [W]: first frame of each occluded window; ``over_time`` [W]: its contribution."""
 
     score: float
@@ -47,7 +48,7 @@ class _Features:
     def __init__(self, model: SpoofDetector, codes: Tensor, latent: Tensor | None) -> None:
         w = model.weighting
         self.codes = codes
-        self.has_levels = w.spec.kind != "latent"
+        self.has_levels = w.spec.stream is None  # `latent` and `energy` read a continuous stream, not levels
         if not self.has_levels:
             self.h = w(codes[None], None if latent is None else latent[None])[0]
             self.occluded = self.h.new_zeros(self.h.shape[-1])

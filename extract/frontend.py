@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from encodec import EncodecModel
 
-from .audio import CODEC_SAMPLE_RATE, AudioError, load_audio, probe, resampled_length, to_codec_audio
-from .codec import WeightsError, n_quantizers, new_model
+from .audio import CODEC_SAMPLE_RATE, AudioError, frame_energy, load_audio, probe, resampled_length, to_codec_audio
+from .codec import HOP_LENGTH, WeightsError, n_quantizers, new_model
 from .encoder import BatchEncoder, Encoded
 from .ssl import (
     SSL_RECEPTIVE_FIELD,
@@ -159,6 +159,8 @@ def crop_or_tile(wav: torch.Tensor, samples: int) -> torch.Tensor:
 class FrontEnd:
     """Audio -> codes with one frozen codec. ``model``: the codec (weights checked by the caller);
     ``bandwidth``: kbps (the number of levels); ``latent``: also return the continuous latent;
+    ``energy``: return the energy stream (`extract.audio.frame_energy` of the same 24 kHz waveform,
+    as extraction computes it) in ``Encoded.latent`` instead (the `energy` control's models);
     ``window_seconds``/``min_batch_seconds``: the training store's encoder settings; ``ssl``: also
     return the SSL stream's layers (files longer than ``max_seconds`` are then refused, as the SSL
     stream's extraction refuses them: the SSL model runs over the whole file).
@@ -167,8 +169,11 @@ class FrontEnd:
     with ``ssl``, in the SSL model ("ssl")."""
 
     def __init__(self, model: EncodecModel, bandwidth: float, device: str = "cpu", latent: bool = False,
-                 window_seconds: float = WINDOW_SECONDS, min_batch_seconds: float = MIN_BATCH_SECONDS,
+                 energy: bool = False, window_seconds: float = WINDOW_SECONDS, min_batch_seconds: float = MIN_BATCH_SECONDS,
                  ssl: SSLFrontEnd | None = None, max_seconds: float = 3600.0) -> None:
+        if latent and energy:
+            raise ValueError("a model reads one continuous stream: latent or energy, not both")
+        self.energy = energy
         self.encoder = BatchEncoder(model, bandwidth, device=device, latent=latent, window_seconds=window_seconds,
                                     min_batch_seconds=min_batch_seconds)
         self.sample_rate = CODEC_SAMPLE_RATE
@@ -219,6 +224,9 @@ class FrontEnd:
                 latent = np.concatenate([p.latent for p in parts]) if self.encoder.latent else None
                 out[i] = Encoded(codes=np.concatenate([p.codes for p in parts]), latent=latent,
                                  n_windows=sum(p.n_windows for p in parts))
+        if self.energy:  # outside the lock: it reads only the waveform
+            for i, encoded in out.items():
+                encoded.latent = frame_energy(wavs[i], HOP_LENGTH)
         self.add_time("codec", time.perf_counter() - started)
         return [out[i] for i in range(len(wavs))]
 

@@ -129,6 +129,28 @@ def test_latent_variant_scores_equal_evaluate(scoring, latent_run, tmp_path):
     assert [row.score for row in rows] == pytest.approx([raw[row.path] for row in rows], abs=1e-4)
 
 
+def test_energy_control_scores_equal_evaluate_batched_or_not(scoring, tmp_path):
+    """The `energy` control's model reads the frame-energy stream, which the Detector computes from
+    the same 24 kHz waveform as extraction; it sees no codec, so batching cannot move its scores."""
+    run = tmp_path / "energy_run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(train_config(epochs=2, variant="energy", head="stats", head_kwargs={}, max_eval_seconds=1.0),
+              FeatureStore(scoring.traindev), run, log=quiet)
+    finally:
+        torch.set_num_threads(threads)
+    raw, _, _ = evaluated(scoring, "eval", tmp_path / "eval", run)
+    files = scoring.files("eval")
+    for batch_seconds in (0, 8):
+        rows = Detector.load(run, batch_seconds=batch_seconds).score_files(files)
+        assert not any(row.error for row in rows)
+        assert [row.score for row in rows] == pytest.approx([raw[row.path] for row in rows], abs=1e-4)
+    detector = Detector.load(run, batch_seconds=0)
+    explanation = detector.explain_file(files[0])
+    assert explanation.levels.size == 0 and explanation.score == pytest.approx(raw[files[0]], abs=1e-4)
+
+
 def test_a_waveform_scores_as_its_file_and_crops_as_stated(scoring):
     path = scoring.files("eval")[0]
     detector = Detector.load(scoring.run, batch_seconds=0)
