@@ -296,9 +296,10 @@ class Detector:
 
     # -- scoring ------------------------------------------------------------------------------
 
-    def score_features(self, features: list[Any]) -> np.ndarray:
+    def score_features(self, features: list[Any], model: SpoofDetector | FusedDetector | None = None) -> np.ndarray:
         """Logits [N] of N files' features (`extract.frontend.Features` from ``front_end.encode_files``),
-        scored as evaluate scores a store's utterances."""
+        scored as evaluate scores a store's utterances (by ``model``: default the Detector's own)."""
+        model = self.model if model is None else model
         started = time.perf_counter()
         lengths = np.array([f.codes.shape[0] for f in features], dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
@@ -308,7 +309,7 @@ class Detector:
                           [], [], 0)
         if isinstance(self.model, FusedDetector):
             source, split = self._ssl_split(features, source, split)
-        logits = score_split(self.model, source, split, self.window, self.frame_budget, self.device, self.dtype)
+        logits = score_split(model, source, split, self.window, self.frame_budget, self.device, self.dtype)
         self.front_end.add_time("head", time.perf_counter() - started)
         return logits
 
@@ -406,10 +407,9 @@ class Detector:
         windows of ``window_seconds`` every ``hop_seconds`` (default: half a window)."""
         if not window_seconds > 0 or (hop_seconds is not None and not hop_seconds > 0):
             raise ValueError("window_seconds and hop_seconds must be > 0")
-        if isinstance(self.model, FusedDetector):
-            raise ValueError(f"explanations are made for the codec variants; {self.config.variant!r} is an SSL variant "
-                             "(its SSL stream is not occluded): score it, or explain a codec variant's model")
         features, wav = self._encode_waveform(waveform, sample_rate)
+        if isinstance(self.model, FusedDetector):
+            return self._explain_fused(features, wav, window_seconds, hop_seconds)
         rate = self.codec.frame_rate
         window = max(1, round(window_seconds * rate))
         hop = max(1, round((hop_seconds or window_seconds / 2) * rate))
@@ -423,6 +423,52 @@ class Detector:
             waveform=wav[0].numpy(), sample_rate=self.front_end.sample_rate, codec_weights=self.codec_label,
             method=(f"occlusion: a level's embeddings, or every level in a {window / rate:.2f} s window every "
                     f"{hop / rate:.2f} s, replaced by the mean codeword; change = score - occluded score"))
+
+    def _explain_fused(self, features: Any, wav: torch.Tensor, window_seconds: float,
+                       hop_seconds: float | None) -> Explanation:
+        """:meth:`explain` for the SSL variants, through :meth:`score_features` (evaluate's scoring):
+        a codec level is occluded as for the codec variants (its rows of the model's tables set to
+        the level's mean codeword, in a copy of the model); a window is occluded by deleting it from
+        both streams (whole 40 ms pairs: 2 SSL frames and their 3 codec frames), the rest scored as
+        one file. The SSL stream has no neutral value to put in a window's place; deletion needs none."""
+        import copy
+
+        from classify.align import CODEC_PER_PAIR, PAIR_SECONDS
+
+        score = float(self.score_features([features])[0])
+        weighting = self.model.weighting
+        levels = np.empty(0)
+        if weighting is not None and weighting.spec.stream is None:
+            changed = []
+            for q in range(weighting.n_q):
+                occluded = copy.deepcopy(self.model)
+                with torch.no_grad():
+                    table = occluded.weighting.table.view(weighting.n_q, weighting.n_codes, weighting.dim)
+                    table[q] = table[q].mean(dim=0)
+                changed.append(float(self.score_features([features], occluded)[0]))
+            levels = score - np.array(changed)
+        pairs = features.ssl.shape[0] // SSL_PER_PAIR
+        window = min(max(1, round(window_seconds / PAIR_SECONDS)), pairs - 1)  # at least one pair stays
+        hop = max(1, round((hop_seconds or window_seconds / 2) / PAIR_SECONDS))
+        starts = np.arange(0, pairs - window + 1, hop) if window > 0 else np.empty(0, np.int64)
+        if starts.size and starts[-1] != pairs - window:
+            starts = np.append(starts, pairs - window)
+        cut = []
+        for p0 in starts.tolist():
+            p1 = p0 + window
+            keep = lambda a, per: None if a is None else np.concatenate([a[: p0 * per], a[p1 * per :]])  # noqa: E731
+            cut.append(dataclasses.replace(features, codes=keep(features.codes, CODEC_PER_PAIR),
+                                           latent=keep(features.latent, CODEC_PER_PAIR), ssl=keep(features.ssl, SSL_PER_PAIR)))
+        over_time = score - self.score_features(cut) if cut else np.empty(0)
+        llr = self.llr(score)
+        return Explanation(
+            score=score, llr=llr, decision=self.threshold.decide(score, llr), levels=levels,
+            times=(starts + window / 2) * PAIR_SECONDS, over_time=np.asarray(over_time, dtype=np.float64),
+            window_seconds=window * PAIR_SECONDS, hop_seconds=hop * PAIR_SECONDS, waveform=wav[0].numpy(),
+            sample_rate=self.front_end.sample_rate, codec_weights=self.weights_label,
+            method=(f"occlusion: a codec level's embeddings replaced by its mean codeword; a {window * PAIR_SECONDS:.2f} s "
+                    f"window every {hop * PAIR_SECONDS:.2f} s deleted from both streams (the SSL stream has no neutral "
+                    "value); change = score - occluded score"))
 
     def explain_file(self, path: str | Path, **kwargs: Any) -> Explanation:
         """:meth:`explain` of an audio file, decoded as every file is (AudioError for a bad one)."""

@@ -61,7 +61,7 @@ def _explain(detector: Detector, path: Path, plot: Path | None, window: float) -
     for level, value in enumerate(explanation.levels, start=1):
         click.echo(f"  level {level}: {value:+.4f}")
     if not len(explanation.levels):
-        click.echo("  (the latent variant has no quantizer levels)")
+        click.echo(f"  (the {detector.config.variant} variant reads no quantizer levels)")
     strongest = explanation.times[abs(explanation.over_time).argmax()] if len(explanation.times) else 0.0
     click.echo(f"over time: {len(explanation.times)} windows of {explanation.window_seconds:.2f} s; the strongest "
                f"is centred at {strongest:.2f} s ({explanation.method})")

@@ -83,14 +83,50 @@ def test_an_ssl_model_scores_files_as_evaluate_scores_them(ssl_scoring, scoring,
     # 24 kHz for the codec and to 16 kHz for the SSL model, as a file is)
     data, rate = sf.read(files[0], dtype="float32")
     assert detector.score(data, rate) == pytest.approx(got[files[0]], abs=1e-4)
-    with pytest.raises(ValueError, match="SSL variant"):
-        detector.explain(data, rate)
+    _check_explanation(detector, data, rate, got[files[0]])
 
     # a bundle scores the same, with the SSL weights rebuilt from their record
     bundle = export_model(run, tmp_path / "detector.pt", log=quiet)
     assert read_model(bundle).state["ssl"]["weights"]["source"] == "untrained"
     again = Detector.load(bundle, batch_seconds=0).score_files(files[:3])
     assert [r.score for r in again] == pytest.approx([got[p] for p in files[:3]], abs=1e-6)
+
+
+def _check_explanation(detector: Detector, data: np.ndarray, rate: int, score: float) -> None:
+    """An SSL variant's explanation: its score is the file's; a level already at its mean codeword in
+    the model contributes nothing (the contribution is that level's, not another's); the first
+    window's contribution is the score change when its pairs (2 SSL + 3 codec frames each) are cut
+    from the features, here cut by hand."""
+    import copy
+    import dataclasses
+
+    explanation = detector.explain(data, rate, window_seconds=0.2)
+    assert explanation.score == pytest.approx(score, abs=1e-4)
+    n_q = detector.codec.n_q
+    assert explanation.levels.shape == (n_q,) and np.isfinite(explanation.levels).all()
+    assert abs(explanation.levels[1]) > 1e-6, explanation.levels
+    assert "deleted from both streams" in explanation.method and "SSL weights: UNTRAINED" in explanation.codec_weights
+
+    features, _ = detector._encode_waveform(data, rate)
+    pairs = features.ssl.shape[0] // 2
+    window = round(explanation.window_seconds / 0.04)
+    assert window == 5 and explanation.times[-1] == pytest.approx((pairs - window / 2) * 0.04)
+    cut = dataclasses.replace(features, codes=features.codes[3 * window :], ssl=features.ssl[2 * window :])
+    expected = explanation.score - detector.score_features([cut])[0]
+    assert explanation.over_time[0] == pytest.approx(expected, abs=1e-6)
+
+    original = detector.model
+    occluded = copy.deepcopy(original)
+    w = occluded.weighting
+    with torch.no_grad():
+        table = w.table.view(w.n_q, w.n_codes, w.dim)
+        table[1] = table[1].mean(dim=0)
+    detector.model = occluded
+    try:
+        again = detector.explain(data, rate, window_seconds=0.2)
+    finally:
+        detector.model = original
+    assert again.levels[1] == pytest.approx(0.0, abs=1e-6) and abs(again.score - explanation.score) > 1e-6
 
 
 def test_ssl_weights_that_are_not_the_models_are_refused(ssl_scoring, tmp_path):
