@@ -1,0 +1,43 @@
+"""glibc's malloc thresholds for the encoder's large activations.
+
+glibc serves a request above its mmap threshold with a fresh mapping and unmaps it when freed; the
+threshold adapts to freed sizes, but only up to 32 MB. A 60 s encoder window (a file longer than the
+batch budget) makes activations of about 184 MB per layer, so each is mapped, faulted in page by page
+and unmapped again at every layer: measured on a 3-minute file, 6.8 M minor page faults and as much
+system time as half the user time (BENCHMARKS.md section 1). Raising the mmap and trim thresholds
+keeps such blocks in the heap for reuse: 0.54 M faults, 1/8 of the system time, at the price of
+keeping up to the peak's memory mapped (it is reused, not returned, between windows).
+
+The setting is process-wide. It is skipped when the user set either threshold in the environment
+(``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), and is a no-op outside glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+THRESHOLD = 1 << 30
+"""1 GiB: above any activation of the encoder at the default window and batch budgets."""
+
+_done = False
+
+
+def keep_large_blocks(threshold: int = THRESHOLD) -> bool:
+    """Raise glibc's mmap and trim thresholds to ``threshold`` bytes, once per process. True when set."""
+    global _done
+    if _done:
+        return True
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ \
+            or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    _done = bool(mallopt(M_MMAP_THRESHOLD, threshold)) and bool(mallopt(M_TRIM_THRESHOLD, threshold))
+    return _done
