@@ -100,7 +100,7 @@ def old_weights(root: str, work: Path) -> Path:
     if not path.is_file():
         defaults = ExtractConfig(dataset="asv19", root=root, out="-")
         plan = get_dataset("asv19").load(Path(root), None).table.reset_index(drop=True)
-        data = build_untrained(_kmeans_audio(plan), n_quantizers(defaults.bandwidth), seed=defaults.seed,
+        data = build_untrained(_kmeans_audio(plan, defaults.max_seconds, defaults.window_seconds), n_quantizers(defaults.bandwidth), seed=defaults.seed,
                                kmeans_frames=defaults.kmeans_frames, kmeans_iters=defaults.kmeans_iters, lsuv=False, dataset="asv19")[1]
         path.write_bytes(data)
     return path
