@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .reader import FeatureStore, StoreReadError
+from .reader import FeatureStore, StoreDamaged, StoreReadError
 
 EXPORT_FORMAT = "rvq-antispoof-dense-embeddings"
 EXPORT_FORMAT_VERSION = 1
@@ -80,8 +80,7 @@ def _read(store: FeatureStore, name: str, array, start: int, stop: int) -> np.nd
     try:
         return np.asarray(array[start:stop])
     except Exception as err:  # codecs raise many types for corrupt bytes
-        # A StoreDamaged already names the chunks and ends with the repair command.
-        advice = "" if "pipeline verify" in str(err) else f"; run `pipeline verify {store.url}`"
+        advice = "" if isinstance(err, StoreDamaged) else f"; run `pipeline verify {store.url}`"  # it has its own repair line
         raise StoreReadError(f"{store.url}: cannot read {name} frames {start}:{stop} ({type(err).__name__}: {err}){advice}") from None
 
 
