@@ -45,7 +45,7 @@ from classify.config import TrainConfig, amp_dtype, resolve_device
 from classify.align import SSL_PER_PAIR
 from classify.data import FrameSource, SplitData
 from classify.evaluate import apply_calibration, frame_window, score_split
-from classify.explain import occlusion
+from classify.explain import occlusion, window_starts
 from classify.fusion import FusedDetector, fused_detector, ssl_label
 from classify.model import SpoofDetector, build_model
 from classify.ssldata import SSLFrames, SSLSource, SSLSplit
@@ -439,20 +439,21 @@ class Detector:
         weighting = self.model.weighting
         levels = np.empty(0)
         if weighting is not None and weighting.spec.stream is None:
+            occluded = copy.deepcopy(self.model)  # one copy; each level's rows are set, scored and restored
+            table = occluded.weighting.table.view(weighting.n_q, weighting.n_codes, weighting.dim)
             changed = []
             for q in range(weighting.n_q):
-                occluded = copy.deepcopy(self.model)
                 with torch.no_grad():
-                    table = occluded.weighting.table.view(weighting.n_q, weighting.n_codes, weighting.dim)
-                    table[q] = table[q].mean(dim=0)
+                    rows = table[q].clone()
+                    table[q] = rows.mean(dim=0)
                 changed.append(float(self.score_features([features], occluded)[0]))
+                with torch.no_grad():
+                    table[q] = rows
             levels = score - np.array(changed)
         pairs = features.ssl.shape[0] // SSL_PER_PAIR
         window = min(max(1, round(window_seconds / PAIR_SECONDS)), pairs - 1)  # at least one pair stays
         hop = max(1, round((hop_seconds or window_seconds / 2) / PAIR_SECONDS))
-        starts = np.arange(0, pairs - window + 1, hop) if window > 0 else np.empty(0, np.int64)
-        if starts.size and starts[-1] != pairs - window:
-            starts = np.append(starts, pairs - window)
+        starts = window_starts(pairs, window, hop) if window > 0 else np.empty(0, np.int64)
         cut = []
         for p0 in starts.tolist():
             p1 = p0 + window

@@ -91,6 +91,15 @@ def _logits(model: SpoofDetector, lengths: list[int], make: Callable[[int], Tens
     return out
 
 
+def window_starts(n: int, window: int, hop: int) -> np.ndarray:
+    """First positions of windows of ``window`` (1..n) every ``hop`` over ``n`` positions, the last
+    ending at the last position."""
+    starts = np.arange(0, n - window + 1, max(1, hop))
+    if starts[-1] != n - window:
+        starts = np.append(starts, n - window)
+    return starts
+
+
 @torch.no_grad()
 def occlusion(model: SpoofDetector, codes: np.ndarray, latent: np.ndarray | None, segment: int, window: int,
               hop: int, budget: int, device: torch.device | str = "cpu") -> Occlusion:
@@ -112,9 +121,7 @@ def occlusion(model: SpoofDetector, codes: np.ndarray, latent: np.ndarray | None
     levels = score - changed.reshape(f.n_levels, len(segments)).mean(axis=1) if jobs else np.empty(0)
 
     window = min(window, n)
-    starts = np.arange(0, n - window + 1, max(1, hop))
-    if starts[-1] != n - window:  # the last window ends at the last frame
-        starts = np.append(starts, n - window)
+    starts = window_starts(n, window, hop)
     pairs = [(w, k, max(start, s), min(start + window, s + m)) for w, start in enumerate(starts.tolist())
              for k, (s, m) in enumerate(segments) if max(start, s) < min(start + window, s + m)]
     changed = _logits(model, [segments[k][1] for _, k, _, _ in pairs],
