@@ -256,7 +256,8 @@ def main() -> None:
     print(f"# Planted-signal benchmark\n\nCommand: `PYTHONPATH=. python bench/bench_planted.py --out {args.out} "
           f"--workers {args.workers} --sweep {args.sweep} --seeds {' '.join(map(str, args.seeds))} --single-head "
           f"{args.single_head} --singles {' '.join(map(str, args.singles))}"
-          f"{' --no-diagnosis' if args.no_diagnosis else ''}`\n")
+          f"{' --no-diagnosis' if args.no_diagnosis else ''}"
+          f"{' --stores ' + ' '.join(args.stores) if args.stores != list(STORES) else ''}`\n")
     print(f"Python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} cores, {args.workers} "
           f"worker processes with 1 torch thread each; load average at start {load_start}\n")
     print(f"Training budget: the [base] of `{args.sweep}`: {sweep.base}; heads {sweep.grid.get('head')}; "
