@@ -42,8 +42,10 @@ from .audio import CODEC_SAMPLE_RATE, AudioError, frame_energy, load_audio, prob
 from .codec import HOP_LENGTH, WeightsError, n_quantizers, new_model
 from .encoder import BatchEncoder, Encoded
 from .ssl import (
+    SSL_CONTEXT_SECONDS,
     SSL_RECEPTIVE_FIELD,
     SSL_SAMPLE_RATE,
+    SSL_WINDOW_SECONDS,
     SSLFrontEnd,
     SSLWeights,
     SSLWeightsError,
@@ -104,8 +106,11 @@ def ssl_front_end(source: dict, override: str | Path | None = None, device: str 
     weights = SSLWeights.from_dict(source["weights"])
     layers = tuple(source["layers"])
     arch = architecture(weights.model)
+    # Streams extracted before long utterances ran in windows record none: those ran every
+    # utterance whole, which equals the windows for any utterance up to 34 s.
+    windows = (source.get("window_seconds", SSL_WINDOW_SECONDS), source.get("context_seconds", SSL_CONTEXT_SECONDS))
     if weights.source == "untrained" and override is None:
-        return front_end(weights, layers, device), f"rebuilt from {weights.origin} (UNTRAINED)"
+        return front_end(weights, layers, device, *windows), f"rebuilt from {weights.origin} (UNTRAINED)"
     candidates: list[tuple[str, object]] = []
     if override is not None:
         candidates.append((f"--ssl-weights {override}", lambda: Path(override)))
@@ -126,7 +131,7 @@ def ssl_front_end(source: dict, override: str | Path | None = None, device: str 
             tried.append(f"{where}: {err}")
             continue
         if digest == weights.sha256:
-            return SSLFrontEnd(arch, load_model(arch, max(layers), path), layers, device), where
+            return SSLFrontEnd(arch, load_model(arch, max(layers), path), layers, device, *windows), where
         tried.append(f"{where}: sha256 {digest[:12]}..., not the model's")
     raise SSLWeightsError(f"cannot find the SSL weights this model was trained with ({weights.label}; sha256 "
                           f"{weights.sha256}). Tried: {'; '.join(tried)}. Pass the file with --ssl-weights FILE.")

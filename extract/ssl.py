@@ -26,6 +26,17 @@ Weights, named in every output made with them (:class:`SSLWeights`):
 Frames: SSL frame u of an utterance covers 16 kHz samples [320 u, 320 u + 400), i.e. seconds
 [0.02 u, 0.02 u + 0.025), 50 frames per second. Layer l (1-based) is the output of transformer
 layer l (the convolutional front end's output is not a layer), as in the AttM release.
+
+Long utterances (:func:`ssl_windows`): the transformer's attention costs memory quadratic in the
+frames (WavLM-Large: 16 heads x T^2 floats per layer: 185 MB at 34 s, 14 GB at 5 min). An utterance
+of at most ``SSL_WINDOW_SECONDS + 2 * SSL_CONTEXT_SECONDS`` (34 s; anti-spoofing corpora's
+utterances last a few seconds) runs in one pass. A longer one runs in windows of 30 s of frames,
+each seen with 2 s of the utterance on either side, and keeps each window's own frames: the
+attention's memory stays that of a 34 s pass whatever the length (the features themselves grow
+linearly: 12 layers of 1,024 float32 are 2.4 MB per second).
+The convolutional front end is exact across windows (each starts on the 320-sample frame grid and
+the waveform is normalised over the whole utterance first); the transformer's outputs are those of
+the window with its context, not of the whole utterance.
 """
 
 from __future__ import annotations
@@ -141,6 +152,33 @@ def ssl_frames(n_samples: int) -> int:
             return 0
         n = (n - kernel) // stride + 1
     return n
+
+
+SSL_WINDOW_SECONDS = 30.0
+"""Frames an utterance's windows keep each (:func:`ssl_windows`), in seconds."""
+SSL_CONTEXT_SECONDS = 2.0
+"""Audio each window also sees on either side of its frames, in seconds."""
+
+
+def ssl_windows(n_samples: int, window_seconds: float = SSL_WINDOW_SECONDS,
+                context_seconds: float = SSL_CONTEXT_SECONDS) -> list[tuple[int, int, int, int]]:
+    """How an utterance of ``n_samples`` 16 kHz samples is run: (first sample, end sample, first
+    kept frame of the window's output, kept frames) per window, in order; the kept frames tile the
+    utterance's :func:`ssl_frames` exactly. One window (the whole utterance) when its frames number at
+    most window + 2 context; otherwise window k keeps frames [k W, (k + 1) W) and sees the samples of
+    frames [k W - C, (k + 1) W + C) (clipped to the utterance), each window starting on the frame grid."""
+    total = ssl_frames(n_samples)
+    window = max(1, int(round(window_seconds * SSL_FRAME_RATE)))
+    context = max(0, int(round(context_seconds * SSL_FRAME_RATE)))
+    if total <= window + 2 * context:
+        return [(0, int(n_samples), 0, total)]
+    out = []
+    for first in range(0, total, window):
+        keep = min(window, total - first)
+        seen_first = max(0, first - context)
+        seen_last = min(total - 1, first + keep - 1 + context)
+        out.append((seen_first * SSL_HOP, seen_last * SSL_HOP + SSL_RECEPTIVE_FIELD, first - seen_first, keep))
+    return out
 
 
 CROP_GRID = 2 * SSL_HOP
@@ -307,24 +345,47 @@ class SSLFrontEnd:
     """Chosen layers of a frozen SSL model for a batch of utterances.
 
     ``layers``: 1-based transformer layers to return; the model must have at least ``max(layers)``.
+    ``window_seconds``/``context_seconds``: how utterances too long for one pass are run
+    (:func:`ssl_windows`).
     """
 
     def __init__(self, arch: SSLArchitecture, model: Wav2Vec2Model, layers: tuple[int, ...],
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", window_seconds: float = SSL_WINDOW_SECONDS,
+                 context_seconds: float = SSL_CONTEXT_SECONDS) -> None:
         self.arch, self.layers = arch, tuple(layers)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.model.requires_grad_(False)
+        self.window_seconds, self.context_seconds = float(window_seconds), float(context_seconds)
+
+    def windows(self, n_samples: int) -> list[tuple[int, int, int, int]]:
+        """The windows an utterance of ``n_samples`` runs in (:func:`ssl_windows`)."""
+        return ssl_windows(n_samples, self.window_seconds, self.context_seconds)
 
     @torch.no_grad()
     def __call__(self, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
         """16 kHz waveforms (each [n] or [1, n], n >= 400) -> float32 [frames, L, H] each, on the CPU.
 
-        The batch is zero-padded and the model told each length, so that attention never reaches
-        the padding and each utterance's frames equal its solo pass to float rounding."""
+        The utterances that fit one window are batched, zero-padded, and the model told each
+        length, so that attention never reaches the padding and each utterance's frames equal its
+        solo pass to float rounding. A longer one runs window by window (:func:`ssl_windows`)."""
         flat = [w.reshape(-1).to(torch.float32) for w in wavs]
         if self.arch.normalize_waveform:
             flat = [F.layer_norm(w, w.shape) for w in flat]
+        plans = [self.windows(w.numel()) for w in flat]
+        whole = [i for i, plan in enumerate(plans) if len(plan) == 1]
+        out: list[torch.Tensor | None] = [None] * len(flat)
+        if whole:
+            for i, layers in zip(whole, self._batch([flat[i] for i in whole])):
+                out[i] = layers
+        for i, plan in enumerate(plans):
+            if len(plan) > 1:
+                out[i] = torch.cat([self._batch([flat[i][first:end]])[0][keep_first : keep_first + keep]
+                                    for first, end, keep_first, keep in plan])
+        return out
+
+    def _batch(self, flat: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One padded pass over (normalised) waveforms -> float32 [frames, L, H] each, on the CPU."""
         lengths = torch.tensor([w.numel() for w in flat])
         padded = torch.nn.utils.rnn.pad_sequence(flat, batch_first=True).to(self.device)
         outputs = self._layer_outputs(padded, lengths.to(self.device))
@@ -354,10 +415,11 @@ class SSLFrontEnd:
         return outputs
 
 
-def front_end(weights: SSLWeights, layers: tuple[int, ...], device: str = "cpu") -> SSLFrontEnd:
+def front_end(weights: SSLWeights, layers: tuple[int, ...], device: str = "cpu",
+              window_seconds: float = SSL_WINDOW_SECONDS, context_seconds: float = SSL_CONTEXT_SECONDS) -> SSLFrontEnd:
     """The SSL front end of ``weights``, built with the layers up to ``max(layers)``."""
     arch = architecture(weights.model)
-    return SSLFrontEnd(arch, build(weights, max(layers)), layers, device)
+    return SSLFrontEnd(arch, build(weights, max(layers)), layers, device, window_seconds, context_seconds)
 
 
 def frame_variance(features: list[np.ndarray]) -> np.ndarray:

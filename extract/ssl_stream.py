@@ -41,10 +41,12 @@ from store.writer import COMPRESSORS, PartData, StoreError, create_stream, done_
 
 from .audio import AudioError, load_audio, probe, resampled_length
 from .ssl import (
+    SSL_CONTEXT_SECONDS,
     SSL_FRAME_RATE,
     SSL_HOP,
     SSL_RECEPTIVE_FIELD,
     SSL_SAMPLE_RATE,
+    SSL_WINDOW_SECONDS,
     SSLWeights,
     architecture,
     count_used,
@@ -171,7 +173,7 @@ def run_ssl_unit(task: SSLUnitTask) -> dict:
             continue
         for row, layers in zip(good, encoder(wavs)):
             features[row] = layers.to(torch.float16).numpy()
-            records[row].update(status="ok", n_frames=len(features[row]), n_windows=1)
+            records[row].update(status="ok", n_frames=len(features[row]), n_windows=len(encoder.windows(spans[row][1])))
     ordered = [records[row] for row in sorted(records)]
     ok_rows = [r["row"] for r in ordered if r["status"] == "ok"]
     for r in ordered:  # NaN is not JSON: the records are stored as zarr attributes
@@ -210,6 +212,7 @@ def stream_source(weights: SSLWeights, layers: tuple[int, ...], crop_seconds: fl
         "kind": "ssl", "model": weights.model, "title": arch.title, "layers": list(layers),
         "hidden": arch.hidden, "sample_rate": SSL_SAMPLE_RATE, "hop": SSL_HOP,
         "receptive_field": SSL_RECEPTIVE_FIELD, "normalize_waveform": arch.normalize_waveform,
+        "window_seconds": SSL_WINDOW_SECONDS, "context_seconds": SSL_CONTEXT_SECONDS,
         "crop_seconds": crop_seconds, "crop_splits": list(crop_splits) if crop_seconds else [],
         "parameters_used": count_used(arch, max(layers)), "parameters_total": count_used(arch, arch.num_layers),
         "weights": weights.to_dict(),

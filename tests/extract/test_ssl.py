@@ -276,3 +276,77 @@ def test_online_features_of_a_store_without_stream_equal_a_cached_crop(tiny_corp
     options = {"online": True, "stream": "none", "model": "wavlm-tiny", "weights": "untrained", "layers": "1,3",
                "crop_seconds": 0.4}
     assert_same_batches(store, asdict(train_config(variant="ssl+qaf-static")), options)
+
+
+@pytest.mark.parametrize("seconds", [0.02, 1.0, 1.4, 1.42, 2.0, 3.0, 5.3, 12.7])
+def test_windows_tile_the_frames_and_each_sees_its_context(seconds):
+    """Window 1 s, context 0.2 s: up to 1.4 s of frames in one pass; beyond, the kept frames tile the
+    utterance's frames in order, each window starts on the frame grid, holds the frames it keeps and
+    sees 10 frames (0.2 s) on either side of them unless the utterance ends first."""
+    n = int(round(seconds * 16000))
+    total = ssl.ssl_frames(n)
+    windows = ssl.ssl_windows(n, window_seconds=1.0, context_seconds=0.2)
+    if total <= 50 + 2 * 10:
+        assert windows == [(0, n, 0, total)]
+        return
+    assert len(windows) == -(-total // 50)
+    covered = 0
+    for first, end, keep_first, keep in windows:
+        assert first % 320 == 0 and 0 <= first < end <= n
+        global_first = first // 320 + keep_first
+        assert global_first == covered  # contiguous, in order
+        assert ssl.ssl_frames(end - first) >= keep_first + keep  # the window's output holds them
+        assert keep_first == min(10, global_first)  # left context, clipped at the start
+        right = ssl.ssl_frames(end - first) - (keep_first + keep)
+        assert right == min(10, total - (global_first + keep))  # right context, clipped at the end
+        assert 1 <= keep <= 50
+        covered += keep
+    assert covered == total
+
+
+def test_a_long_utterance_runs_window_by_window_with_bounded_attention():
+    """A 5.3 s utterance with 1 s windows and 0.2 s context: its frames are, window by window, the
+    model's own outputs (torchaudio's extract_features) on the window's samples of the utterance
+    normalised whole; no layer ever attends over more than 70 frames; a short utterance in the same
+    batch is one plain pass."""
+    torch.manual_seed(0)
+    arch = ssl.architecture("wavlm-tiny")
+    model = ssl.new_model(arch, 4)
+    front = ssl.SSLFrontEnd(arch, model, (2, 4), window_seconds=1.0, context_seconds=0.2)
+    long_wav, short_wav = torch.randn(int(5.3 * 16000)), torch.randn(16000)
+    seen = []
+    hooks = [layer.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[1]))
+             for layer in model.encoder.transformer.layers]
+    try:
+        got_long, got_short = front([long_wav, short_wav])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert max(seen) <= 50 + 2 * 10
+    assert got_long.shape == (ssl.ssl_frames(long_wav.numel()), 2, 32)
+
+    def reference(wav: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            outputs, _ = model.extract_features(wav[None], num_layers=4)
+        return torch.stack([outputs[1][0], outputs[3][0]], dim=1)
+
+    normalised = torch.nn.functional.layer_norm(long_wav, long_wav.shape)
+    expected = torch.cat([reference(normalised[first:end])[keep_first : keep_first + keep]
+                          for first, end, keep_first, keep in ssl.ssl_windows(long_wav.numel(), 1.0, 0.2)])
+    torch.testing.assert_close(got_long, expected, rtol=1e-4, atol=1e-4)
+    short_normalised = torch.nn.functional.layer_norm(short_wav, short_wav.shape)
+    torch.testing.assert_close(got_short, reference(short_normalised), rtol=1e-4, atol=1e-4)
+    # the windows are not the whole pass: the transformer sees each window with its context only
+    assert not torch.allclose(got_long, reference(normalised), atol=1e-3)
+
+
+def test_the_stream_records_its_windows_and_scoring_uses_them(ssl_store):
+    from extract.frontend import ssl_front_end
+
+    source = FeatureStore(ssl_store[0]).stream("ssl").spec.source
+    assert (source["window_seconds"], source["context_seconds"]) == (ssl.SSL_WINDOW_SECONDS, ssl.SSL_CONTEXT_SECONDS)
+    front, _ = ssl_front_end({**source, "window_seconds": 1.0, "context_seconds": 0.2})
+    assert front.windows(int(5.3 * 16000)) == ssl.ssl_windows(int(5.3 * 16000), 1.0, 0.2)
+    old = {k: v for k, v in source.items() if k not in ("window_seconds", "context_seconds")}
+    front, _ = ssl_front_end(old)  # a stream extracted before windows: the defaults (equal up to 34 s)
+    assert (front.window_seconds, front.context_seconds) == (ssl.SSL_WINDOW_SECONDS, ssl.SSL_CONTEXT_SECONDS)
