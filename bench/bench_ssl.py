@@ -4,6 +4,7 @@ bytes per audio second per option, and training seconds per epoch from the cache
     python bench/bench_ssl.py rtf --root ../shared/data/offla19 [--n 40] [--layers 2,12] [--device cpu]
     python bench/bench_ssl.py bytes --root ../shared/data/offla19 [--crop 1,2,4]
     python bench/bench_ssl.py epoch --store STORE.zarr [--variant ssl+mean] [--n 128] [--epochs 1]
+    python bench/bench_ssl.py long --file AUDIO [--seconds 20,60,120] [--layers 12] [--threads 2]
 
 ``rtf``: the first ``--n`` dev utterances of the corpus (decoded at 16 kHz beforehand: the model's
 time alone), through UNTRAINED WavLM-Large (seeded; the same architecture and cost as the published
@@ -18,6 +19,12 @@ sum of durations, from the protocol's files), next to the codec's codes.
 ``epoch``: one training epoch of ``--variant`` on the first ``--n`` train utterances of a store with
 an SSL stream, through the training loop's own ``classify.train.TrainingRun``: from the cache, then online
 (``ssl_kwargs.online``), the same crops. One torch thread each.
+
+``long``: one long utterance (the first SECONDS of ``--file`` at 16 kHz) through UNTRAINED
+WavLM-Large layers 1-``--layers``, in windows (the front end's default: 30 s kept, 2 s of context)
+and as one whole pass, each in a fresh process: peak RSS (the process's ru_maxrss), wall time, and
+how far the windowed frames are from the whole pass's (largest and RMS difference over the RMS of
+the features).
 """
 
 from __future__ import annotations
@@ -127,6 +134,64 @@ def epoch(args) -> None:
     print(f"online / cached: {results[True] / results[False]:.1f}x")
 
 
+def long_one(args) -> None:
+    """Child of ``long``: one mode and length; prints a JSON line, saves the features."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from extract import ssl
+    from extract.audio import load_audio
+
+    torch.set_num_threads(args.threads)
+    wav = load_audio(args.file, target_rate=16000)[0][: int(args.seconds * 16000)]
+    weights = ssl.resolve_weights("wavlm-large", "untrained", args.layers)
+    window = ssl.SSL_WINDOW_SECONDS if args.mode == "windows" else float("inf")
+    front = ssl.front_end(weights, tuple(range(1, args.layers + 1)), "cpu", window_seconds=window)
+    started = time.perf_counter()
+    out = front([wav])[0]
+    wall = time.perf_counter() - started
+    np.save(args.save, out.numpy())
+    print(json.dumps({"mode": args.mode, "seconds": wav.numel() / 16000, "windows": len(front.windows(wav.numel())),
+                      "wall": wall, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def long_files(args) -> None:
+    import json
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    print(f"file {args.file}; UNTRAINED WavLM-Large (seeded) layers 1-{args.layers}; torch threads {args.threads}; "
+          f"load {load()}")
+    print("| audio s | windows | peak RSS, windows (MiB) | peak RSS, whole pass (MiB) | wall s, windows / whole | "
+          "windows vs whole: largest / RMS difference over features' RMS |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as work:
+        for seconds in (float(v) for v in args.seconds.split(",")):
+            rows = {}
+            for mode in ("windows", "whole"):
+                save = f"{work}/{mode}.npy"
+                done = subprocess.run([sys.executable, __file__, "long-one", "--file", args.file, "--seconds",
+                                       str(seconds), "--layers", str(args.layers), "--threads", str(args.threads),
+                                       "--mode", mode, "--save", save], capture_output=True, text=True)
+                if done.returncode != 0:
+                    rows[mode] = {"failed": done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]}
+                    continue
+                rows[mode] = {**json.loads(done.stdout.strip().splitlines()[-1]), "features": np.load(save)}
+            w, h = rows["windows"], rows["whole"]
+            if "failed" in w or "failed" in h:
+                print(f"| {seconds:g} | failed: {w.get('failed', '')} {h.get('failed', '')} |")
+                continue
+            diff, scale = w["features"] - h["features"], np.sqrt(np.mean(h["features"] ** 2))
+            print(f"| {w['seconds']:.0f} | {w['windows']} | {w['peak_rss_mib']:,.0f} | {h['peak_rss_mib']:,.0f} | "
+                  f"{w['wall']:.1f} / {h['wall']:.1f} | {np.abs(diff).max() / scale:.3g} / "
+                  f"{np.sqrt(np.mean(diff ** 2)) / scale:.3g} |")
+    print(f"load at the end {load()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -146,8 +211,19 @@ def main() -> None:
     c.add_argument("--epochs", type=int, default=1)
     c.add_argument("--crop", type=float, default=1.5)
     c.add_argument("--proj-dim", type=int, default=None)
+    d = sub.add_parser("long")
+    d.add_argument("--file", required=True)
+    d.add_argument("--seconds", default="20,60,120")
+    d.add_argument("--layers", type=int, default=12)
+    d.add_argument("--threads", type=int, default=os.cpu_count())
+    e = sub.add_parser("long-one")
+    for name in ("--file", "--mode", "--save"):
+        e.add_argument(name, required=True)
+    e.add_argument("--seconds", type=float, required=True)
+    e.add_argument("--layers", type=int, required=True)
+    e.add_argument("--threads", type=int, required=True)
     args = parser.parse_args()
-    {"rtf": rtf, "bytes": bytes_per_second, "epoch": epoch}[args.what](args)
+    {"rtf": rtf, "bytes": bytes_per_second, "epoch": epoch, "long": long_files, "long-one": long_one}[args.what](args)
 
 
 if __name__ == "__main__":
