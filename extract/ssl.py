@@ -42,6 +42,7 @@ the window with its context, not of the whole utterance.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,8 +167,11 @@ def ssl_windows(n_samples: int, window_seconds: float = SSL_WINDOW_SECONDS,
     kept frame of the window's output, kept frames) per window, in order; the kept frames tile the
     utterance's :func:`ssl_frames` exactly. One window (the whole utterance) when its frames number at
     most window + 2 context; otherwise window k keeps frames [k W, (k + 1) W) and sees the samples of
-    frames [k W - C, (k + 1) W + C) (clipped to the utterance), each window starting on the frame grid."""
+    frames [k W - C, (k + 1) W + C) (clipped to the utterance), each window starting on the frame grid.
+    ``window_seconds=math.inf``: always one pass."""
     total = ssl_frames(n_samples)
+    if math.isinf(window_seconds):  # never in windows: the whole utterance in one pass
+        return [(0, int(n_samples), 0, total)]
     window = max(1, int(round(window_seconds * SSL_FRAME_RATE)))
     context = max(0, int(round(context_seconds * SSL_FRAME_RATE)))
     if total <= window + 2 * context:

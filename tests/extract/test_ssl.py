@@ -302,6 +302,7 @@ def test_windows_tile_the_frames_and_each_sees_its_context(seconds):
         assert 1 <= keep <= 50
         covered += keep
     assert covered == total
+    assert ssl.ssl_windows(n, window_seconds=float("inf")) == [(0, n, 0, total)]
 
 
 def test_a_long_utterance_runs_window_by_window_with_bounded_attention():
