@@ -168,7 +168,8 @@ class FrontEnd:
     as extraction computes it) in ``Encoded.latent`` instead (the `energy` control's models);
     ``window_seconds``/``min_batch_seconds``: the training store's encoder settings; ``ssl``: also
     return the SSL stream's layers (files longer than ``max_seconds`` are then refused, as the SSL
-    stream's extraction refuses them: the SSL model runs over the whole file).
+    stream's extraction refuses them; a file over 34 s runs in the stream's windows,
+    `extract.ssl.ssl_windows`).
 
     ``timings`` accumulates seconds spent decoding (files: read + resample), encoding ("codec") and,
     with ``ssl``, in the SSL model ("ssl")."""
