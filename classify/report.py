@@ -336,16 +336,17 @@ def _interval(low: float, high: float, signed: bool = False) -> str:
     return f"{_signed_pp(low)} / {_signed_pp(high)}" if signed else f"{_pct(low)}–{_pct(high)}"
 
 
-def format_ranking(table: pd.DataFrame) -> str:
-    """The ranking as a Markdown table (EERs in %), in ``ranking``'s order (dev EER)."""
+def format_ranking(table: pd.DataFrame, intervals: bool = True) -> str:
+    """The ranking as a Markdown table (EERs in %), in ``ranking``'s order (dev EER); without the
+    bootstrap's interval column when ``intervals`` is False (a table ranked without them)."""
     rows = [[str(i + 1), f"`{r.setting}`" + (" (control: no codec)" if r.control else ""), str(r.n_seeds), _pct(r.dev_eer_mean), _pct(r.eval_eer_mean),
-             _interval(r.eval_ci_low, r.eval_ci_high), _pct(r.eval_eer_std),
+             *([_interval(r.eval_ci_low, r.eval_ci_high)] if intervals else []), _pct(r.eval_eer_std),
              f"{_pct(r.eval_eer_min)}–{_pct(r.eval_eer_max)}", _num(r.eval_min_dcf_mean),
              _num(r.eval_act_dcf_mean), _num(r.eval_cllr_mean), f"{int(r.n_trainable):,}"]
             for i, r in enumerate(table.itertuples())]
     return _markdown(["rank", "setting", "seeds", "dev EER % (mean; ranks)", "eval EER % (mean)",
-                      "eval 95 % CI (speakers x attacks)", "std over seeds", "min–max", "eval minDCF",
-                      "eval actDCF", "eval Cllr", "trainable params"], rows)
+                      *(["eval 95 % CI (speakers x attacks)"] if intervals else []), "std over seeds", "min–max",
+                      "eval minDCF", "eval actDCF", "eval Cllr", "trainable params"], rows)
 
 
 def format_heads(table: pd.DataFrame) -> str:

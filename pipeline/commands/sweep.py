@@ -208,8 +208,8 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, eval
     report = write_report(outcome.results, out_dir, context)
     click.echo(f"{outcome.ran} trial(s) run, {outcome.skipped} already done, {len(outcome.failed)} failed; "
                f"codec weights: {store.codec.weights_label}")
-    click.echo(format_ranking(ranking(outcome.results)))
-    click.echo(f"report: {report}")
+    click.echo(format_ranking(ranking(outcome.results), intervals=False))
+    click.echo(f"report: {report} (with the eval EERs' 95 % intervals over speakers and attacks)")
     if outcome.failed:
         click.echo(f"failed trial(s): {', '.join(outcome.failed)} (errors in {out_dir / 'results.parquet'} and "
                    "each trial's trial.log)", err=True)

@@ -70,7 +70,10 @@ def test_in_process_run_then_rerun_skips_everything(store, sweep_toml, tmp_path)
     assert result.exit_code == 0, result.output
     assert "2 trial(s) run, 0 already done, 0 failed" in result.output
     assert re.search(r"\| 1 \| `(mean|scalar)` \| 1 \|", result.output)
-    assert f"report: {tmp_path / 'out' / 'report.md'}" in result.output
+    assert f"report: {tmp_path / 'out' / 'report.md'} (with the eval EERs' 95 % intervals" in result.output
+    # the printed table has no interval column (it is ranked without the bootstrap); the report's has one
+    assert "95 % CI" not in result.output.split("report:")[0]
+    assert "eval 95 % CI (speakers x attacks)" in (tmp_path / "out" / "report.md").read_text()
     assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == 2
     assert (tmp_path / "out" / "report.md").read_text().count("**Codec weights: SYNTHETIC test codebooks") == 1
 
