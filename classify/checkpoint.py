@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from classify.fusion import build_detector, check_ssl_compatible
+from classify.fusion import build_detector, check_ssl_compatible, saved_config
 from classify.model import SpoofDetector, build_model
 from store.atomic import write_atomic
 from store.reader import CodecInfo, FeatureStore
@@ -121,7 +121,7 @@ def check_compatible(checkpoint: dict[str, Any], store: FeatureStore, where: str
 def model_from_checkpoint(checkpoint: dict[str, Any], store: FeatureStore) -> SpoofDetector:
     """The checkpoint's model, built over the store's codebooks (and SSL stream), with the trained
     parameters; CheckpointError when the store's SSL features differ from the checkpoint's."""
-    model = build_detector({"ssl_kwargs": {}, **checkpoint["config"]}, store)
+    model = build_detector(saved_config(checkpoint["config"], checkpoint["model"]), store)
     problems = check_ssl_compatible(checkpoint, model, str(store.url))
     if problems:
         raise CheckpointError(f"the checkpoint was trained on other SSL features than those of {store.url}: "

@@ -46,7 +46,7 @@ from classify.align import SSL_PER_PAIR
 from classify.data import FrameSource, SplitData
 from classify.evaluate import apply_calibration, frame_window, score_split
 from classify.explain import occlusion, window_starts
-from classify.fusion import FusedDetector, fused_detector, ssl_label
+from classify.fusion import FusedDetector, fused_detector, saved_config, ssl_label
 from classify.model import SpoofDetector, build_model
 from classify.ssldata import SSLFrames, SSLSource, SSLSplit
 from classify.variants import split_ssl
@@ -506,7 +506,7 @@ def _rebuild(model_file: ModelFile, codebooks: torch.Tensor, where: str) -> Spoo
         if not state.get("ssl"):
             raise CheckpointError(f"{model_file.path}: variant {config['variant']!r} needs the SSL stream's record "
                                   "(checkpoint entry 'ssl'), which this model file lacks")
-        model = fused_detector({"ssl_kwargs": {}, **config}, codebooks, state["ssl"])
+        model = fused_detector(saved_config(config, state["model"]), codebooks, state["ssl"])
     else:
         model = build_model(codebooks, config["variant"], config["head"], config["tau"], config["head_kwargs"],
                             config["level_norm"])

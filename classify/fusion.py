@@ -116,13 +116,23 @@ def fused_detector(config: dict[str, Any], codebooks: Tensor, source: dict[str, 
     _, codec_variant = split_ssl(config["variant"])
     options = SSLOptions.from_dict(config.get("ssl_kwargs"))
     layer_index = _layer_index(tuple(source["layers"]), options, source["model"])
-    attm = AttentiveMerging(len(layer_index), int(source["hidden"]), options.proj_dim, options.out_dim)
+    attm = AttentiveMerging(len(layer_index), int(source["hidden"]), options.proj_dim, options.out_dim, options.norm)
     weighting = None
     if codec_variant is not None:
         weighting = HierarchyWeighting(codebooks, codec_variant, config["tau"], config["level_norm"])
     in_dim = attm.out_dim + (weighting.out_dim if weighting is not None else 0)
     head = build_head(config["head"], in_dim, **(config["head_kwargs"] or {}))
     return FusedDetector(attm, weighting, head, source, layer_index)
+
+
+def saved_config(config: dict[str, Any], model_state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's training config as its model was built: SSL variants saved before AttM had
+    its output norm (`classify.attm`, ``ssl_kwargs.norm``) have no ``attm.norm`` parameters, and
+    are rebuilt without it."""
+    kwargs = dict(config.get("ssl_kwargs") or {})
+    if split_ssl(config["variant"])[0] and "norm" not in kwargs and "attm.norm.weight" not in model_state:
+        kwargs["norm"] = False
+    return {**config, "ssl_kwargs": kwargs}
 
 
 def make_source(store: FeatureStore, model: nn.Module, config: dict[str, Any]):

@@ -4,6 +4,8 @@
     layers     the stream's layers to merge, 1-based model layers ("1-12", [1, 3]); default all of them
     proj_dim   AttM projection's inner size (default 512; the AttM release: layers x hidden / 4)
     out_dim    AttM output size (default: the SSL hidden size, as in AttM)
+    norm       LayerNorm of AttM's output frames (default true; false: the AttM release's, see
+               `classify.attm`). Checkpoints made before this option have none, and are rebuilt so.
     ram_mb     read the stream into RAM when it is no larger (default 2048 MB), else per crop from the store
     online     compute the SSL layers from the audio during training instead of reading the stream
                (`pipeline train --ssl-online`; see `classify.online`)
@@ -27,6 +29,7 @@ class SSLOptions:
     layers: Any = None
     proj_dim: int = 512
     out_dim: int | None = None
+    norm: bool = True
     ram_mb: float = 2048.0
     online: bool = False
     model: str | None = None

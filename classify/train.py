@@ -60,6 +60,7 @@ from classify.fusion import (
     build_detector,
     check_ssl_compatible,
     make_source,
+    saved_config,
     ssl_label,
     ssl_provenance,
 )
@@ -224,7 +225,9 @@ class TrainingRun:
         if ssl_problems:
             raise CheckpointError(f"{path} was trained on other SSL features: {'; '.join(ssl_problems)}")
         now = dataclasses.asdict(self.config)
-        then = {**LATER_FIELDS, **state["config"]}  # a checkpoint older than a field ran at its LATER_FIELDS value
+        # a checkpoint older than a field ran at its LATER_FIELDS value (and one older than AttM's
+        # output norm, without it: `classify.fusion.saved_config`)
+        then = saved_config({**LATER_FIELDS, **state["config"]}, state["model"])
         changed = [k for k in now if k not in RESUMABLE_CHANGES and then.get(k) != now[k]]
         if changed:
             details = "; ".join(f"{k}: run {then.get(k)!r}, now {now[k]!r}" for k in changed)

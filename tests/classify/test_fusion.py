@@ -89,7 +89,8 @@ def test_attm_starts_uniform_ignores_padding_and_has_the_sizes_chosen():
         return sum(p.numel() for p in module.parameters())
 
     projection = 12 * 1024 * 512 + 512 + 512 * 1024 + 1024
-    assert count(AttentiveMerging(12, 1024)) == projection + 1024 + 2 * 12 * 6
+    assert count(AttentiveMerging(12, 1024, norm=False)) == projection + 1024 + 2 * 12 * 6
+    assert count(AttentiveMerging(12, 1024)) == projection + 1024 + 2 * 12 * 6 + 2 * 1024  # the norm's gain, bias
     released = 12 * 1024 * 3072 + 3072 + 3072 * 1024 + 1024  # the AttM release's L H -> L H / 4 -> H
     assert count(AttentiveMerging(12, 1024, proj_dim=3072).proj) == released == 40_898_560
 
@@ -146,3 +147,44 @@ def test_a_store_without_ssl_stream_says_so(tmp_path):
     with pytest.raises(ValueError, match="no stream 'ssl'"):
         build_detector(dataclasses.asdict(tiny_config(variant="ssl")), store)
     assert not isinstance(build_detector(dataclasses.asdict(tiny_config()), store), FusedDetector)
+
+
+def test_attm_output_norm_keeps_the_head_out_of_saturation_whatever_the_ssl_offset():
+    """SSL frames with a large offset common to every utterance (as untrained WavLM-Large's: mean
+    norm ~20 per layer, std ~0.45 per dimension): without the norm AttM's output grows with the offset,
+    with it every output frame has mean 0 and standard deviation 1 over its dimensions, and what
+    differs between utterances is kept."""
+    torch.manual_seed(0)
+    offset = torch.randn(4, 64) * 3.0  # one vector per layer, the same for every utterance and frame
+    x = offset + 0.45 * torch.randn(3, 20, 4, 64)
+    lengths = torch.tensor([20, 20, 20])
+    plain, normed = AttentiveMerging(4, 64, proj_dim=32, norm=False), AttentiveMerging(4, 64, proj_dim=32)
+    normed.load_state_dict({**plain.state_dict(), "norm.weight": torch.ones(64), "norm.bias": torch.zeros(64)})
+    big = offset * 30 + 0.45 * torch.randn(3, 20, 4, 64)
+    assert plain(big, lengths).abs().mean() > 5 * plain(x, lengths).abs().mean()  # grows with the offset
+    for inputs in (x, big):
+        y = normed(inputs, lengths)
+        torch.testing.assert_close(y.mean(-1), torch.zeros(3, 20), atol=1e-5, rtol=0)
+        torch.testing.assert_close(y.std(-1, unbiased=False), torch.ones(3, 20), atol=1e-3, rtol=0)
+    y = normed(x, lengths)
+    assert (y[0] - y[1]).abs().mean() > 0.01  # utterances still differ
+
+
+def test_a_checkpoint_from_before_the_norm_is_rebuilt_without_it(tmp_path):
+    """A model saved before ``ssl_kwargs.norm`` existed (no attm.norm parameters, no key in its
+    config) is rebuilt without the norm and loads; a new one gets it."""
+    from classify.fusion import fused_detector, saved_config
+
+    source = {"model": "wavlm-tiny", "layers": [1, 2], "hidden": 32}
+    codebooks = torch.randn(2, 16, 8)
+    config = {"variant": "ssl+mean", "tau": 1.0, "level_norm": True, "head": "lstm",
+              "head_kwargs": {"proj_dim": 8, "hidden_dim": 8}, "ssl_kwargs": {"proj_dim": 16}}
+    old = fused_detector({**config, "ssl_kwargs": {"proj_dim": 16, "norm": False}}, codebooks, source)
+    state = old.state_dict()
+    assert not any(k.startswith("attm.norm") for k in state)
+    rebuilt = fused_detector(saved_config(config, state), codebooks, source)
+    rebuilt.load_state_dict(state)  # strict: the same parameters
+    assert isinstance(rebuilt.attm.norm, torch.nn.Identity)
+    new = fused_detector(config, codebooks, source)
+    assert isinstance(new.attm.norm, torch.nn.LayerNorm)
+    assert saved_config(config, new.state_dict()) == config
