@@ -41,6 +41,7 @@ def test_paper_sweep_file_is_the_papers_comparison():
     assert sorted({t.config.variant for t in trials}) == ["ssl", "ssl+mean", "ssl+qaf-static"]
     assert len(trials) == 9 and sorted({t.config.seed for t in trials}) == [0, 1, 2]
     assert all(t.config.level_norm is False and t.config.ssl_kwargs["layers"] == "1-12" for t in trials)
+    assert all(t.config.ssl_kwargs["norm"] is False for t in trials)  # AttM as released, as in the paper
 
 
 @pytest.mark.slow
