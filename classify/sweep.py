@@ -59,7 +59,9 @@ import torch
 
 from classify.config import LATER_FIELDS, TrainConfig, resolve_device
 from classify.evaluate import evaluate
+from classify.ssloptions import SSLOptions
 from classify.train import DIVERGED, train
+from classify.variants import split_ssl
 from store.atomic import write_atomic
 from store.config import ConfigError, build, load_toml
 from store.lease import Lease
@@ -252,6 +254,10 @@ def trial_id(config: TrainConfig, identity: dict[str, Any]) -> str:
     """``<variant>-s<seed>-<hash>``, stable for equal configs and store identities (the fields of
     ``ID_OMITTED_AT`` count only when they differ from their value there)."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in ID_OMITTED_AT or v != ID_OMITTED_AT[k]}
+    if split_ssl(config.variant)[0] and (config.ssl_kwargs or {}).get("norm", SSLOptions.norm):
+        # AttM's output norm is on by default, which trials finished before it existed did not have:
+        # a re-run must not take their results for this config's
+        fields["ssl_attm_norm"] = True
     payload = _canonical({"config": fields, "store": identity})
     digest = hashlib.sha256(payload.encode()).hexdigest()[:_ID_HASH_CHARS]
     variant = "".join(c if c.isalnum() or c == "-" else "" for c in config.variant.lower())
