@@ -29,7 +29,7 @@ Differences from the release, chosen knowingly:
   234 that varied by 5 between utterances: 98 % of its gate pre-activations beyond +-4, its output
   constant, training stuck at chance on 4 of 9 trials of the paper's sweep on offla19 (BENCHMARKS
   section 5). The norm also puts the merged SSL frames on the scale of the codec's standardised
-  levels they are concatenated with. ``norm=False`` is the release's AttM.
+  levels (``level_norm``, the default) they are concatenated with. ``norm=False`` is the release's AttM.
 """
 
 from __future__ import annotations
