@@ -56,9 +56,7 @@ class OnlineSSLFrames:
         self.rate = ssl_model.SSL_SAMPLE_RATE
         weights = ssl_model.SSLWeights.from_dict(source["weights"])
         device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-        self.model = ssl_model.front_end(weights, tuple(source["layers"]), device,
-                                         source.get("window_seconds", ssl_model.SSL_WINDOW_SECONDS),
-                                         source.get("context_seconds", ssl_model.SSL_CONTEXT_SECONDS))
+        self.model = ssl_model.front_end(weights, tuple(source["layers"]), device, *ssl_model.recorded_windows(source))
         self.layer_index = layer_index
         self.batch_samples = int(options.batch_seconds * self.rate)
         table = store.utterances

@@ -42,10 +42,8 @@ from .audio import CODEC_SAMPLE_RATE, AudioError, frame_energy, load_audio, prob
 from .codec import HOP_LENGTH, WeightsError, n_quantizers, new_model
 from .encoder import BatchEncoder, Encoded
 from .ssl import (
-    SSL_CONTEXT_SECONDS,
     SSL_RECEPTIVE_FIELD,
     SSL_SAMPLE_RATE,
-    SSL_WINDOW_SECONDS,
     SSLFrontEnd,
     SSLWeights,
     SSLWeightsError,
@@ -54,6 +52,7 @@ from .ssl import (
     front_end,
     load_model,
     pretrained_path,
+    recorded_windows,
 )
 from .unit import length_batches
 
@@ -106,9 +105,7 @@ def ssl_front_end(source: dict, override: str | Path | None = None, device: str 
     weights = SSLWeights.from_dict(source["weights"])
     layers = tuple(source["layers"])
     arch = architecture(weights.model)
-    # Streams extracted before long utterances ran in windows record none: those ran every
-    # utterance whole, which equals the windows for any utterance up to 34 s.
-    windows = (source.get("window_seconds", SSL_WINDOW_SECONDS), source.get("context_seconds", SSL_CONTEXT_SECONDS))
+    windows = recorded_windows(source)
     if weights.source == "untrained" and override is None:
         return front_end(weights, layers, device, *windows), f"rebuilt from {weights.origin} (UNTRAINED)"
     candidates: list[tuple[str, object]] = []

@@ -185,6 +185,13 @@ def ssl_windows(n_samples: int, window_seconds: float = SSL_WINDOW_SECONDS,
     return out
 
 
+def recorded_windows(source: dict) -> tuple[float, float]:
+    """(window_seconds, context_seconds) an SSL stream record ``source`` was extracted with; streams
+    made before long utterances ran in windows record none: they ran every utterance whole, which
+    equals the default windows for any utterance up to 34 s."""
+    return (source.get("window_seconds", SSL_WINDOW_SECONDS), source.get("context_seconds", SSL_CONTEXT_SECONDS))
+
+
 CROP_GRID = 2 * SSL_HOP
 """Crop starts are multiples of 640 samples at 16 kHz (40 ms): a whole number of SSL frames (2) and
 of codec frames (3), so that both streams' frames of a crop start on their own grids."""
