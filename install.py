@@ -8,6 +8,12 @@ this project itself (editable, no further dependencies), and runs ``pipeline doc
     python3 install.py                 # .venv with the python3 that runs this script
     python3.13 install.py --venv ENV   # another interpreter, another folder
     python3 install.py --fresh         # delete the folder first
+    python3 install.py --extras s3     # also the S3 client and test server (requirements-s3.lock)
+    python3 install.py --extras serve  # also the scoring service (requirements-serve.lock)
+    python3 install.py --extras all    # everything (requirements-all.lock; what CI runs)
+
+Each extra has its own complete lock, resolved with the same versions as the default one, so an
+extra adds packages and never moves one.
 
 This file must stay readable by old interpreters, so that they get the one-line refusal below
 instead of a syntax error: no f-strings, no annotations.
@@ -31,6 +37,7 @@ import subprocess  # noqa: E402
 import venv  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+EXTRAS = ("s3", "serve", "all")
 
 
 def venv_python(folder):
@@ -47,9 +54,15 @@ def run(*command):
 def main():
     parser = argparse.ArgumentParser(description="Install rvq-antispoof into a virtual environment from the tested lock.")
     parser.add_argument("--venv", default=os.path.join(HERE, ".venv"), help="virtual environment folder (default .venv)")
-    parser.add_argument("--lock", default=os.path.join(HERE, "requirements.lock"), help="lock file (default requirements.lock)")
+    parser.add_argument("--lock", default=None,
+                        help="lock file (default requirements.lock, or requirements-EXTRA.lock with --extras)")
+    parser.add_argument("--extras", default=None, choices=EXTRAS,
+                        help="optional parts: s3 (object stores), serve (the scoring service), all")
     parser.add_argument("--fresh", action="store_true", help="delete the virtual environment first")
     args = parser.parse_args()
+    if args.lock is None:
+        name = "requirements.lock" if args.extras is None else "requirements-%s.lock" % args.extras
+        args.lock = os.path.join(HERE, name)
 
     if args.fresh and os.path.exists(args.venv):
         shutil.rmtree(args.venv)

@@ -63,6 +63,9 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_extract import loadavg  # noqa: E402  (bench/ is on the path of a script run from it)
+from bench_extract import machine as extract_machine  # noqa: E402
+
 from classify.metrics import compute_eer  # noqa: E402
 from extract.audio import CODEC_SAMPLE_RATE, load_audio  # noqa: E402
 from extract.codec import build_untrained, n_quantizers, read_weights  # noqa: E402
@@ -72,9 +75,6 @@ from extract.run import ExtractConfig, _kmeans_audio, extract  # noqa: E402
 from extract.unit import length_batches  # noqa: E402
 from store.format import WEIGHTS  # noqa: E402
 from store.reader import FeatureStore  # noqa: E402
-
-from bench_extract import loadavg  # noqa: E402  (bench/ is on the path of a script run from it)
-from bench_extract import machine as extract_machine  # noqa: E402
 
 CODECS = {"old": False, "new": True}  # name -> lsuv
 BATCH_SECONDS = 8.0

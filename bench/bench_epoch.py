@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from classify.config import TrainConfig
-from store.reader import FeatureStore
 from classify.sweep import expand, load_sweep, store_identity
 from classify.train import TrainingRun
+from store.reader import FeatureStore
 
 
 def loadavg() -> str:

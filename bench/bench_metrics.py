@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from classify.metrics import (
-    mindcf_from_det,  # the vectorised pick alone, to time it
     compute_det_curve,
     compute_eer,
     compute_mindcf,
     metrics_table,
+    mindcf_from_det,  # the vectorised pick alone, to time it
 )
 
 TOLERANCE = 1e-9

@@ -96,7 +96,7 @@ def machine() -> dict:
 class Meter:
     """Wall and process CPU time, and the load averages, around one measurement."""
 
-    def __enter__(self) -> "Meter":
+    def __enter__(self) -> Meter:
         self.load_before = loadavg()
         self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
         return self

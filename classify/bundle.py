@@ -36,9 +36,9 @@ from typing import Any
 import torch
 
 from classify.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, read_model_file
+from common.provenance import provenance
 from store import format as sf
 from store.format import StoreFiles
-from store.provenance import provenance
 
 BUNDLE_FORMAT = "rvq-antispoof-detector"
 BUNDLE_VERSION = 1

@@ -32,7 +32,7 @@ import torch
 
 from classify.fusion import build_detector, check_ssl_compatible, saved_config
 from classify.model import SpoofDetector, build_model
-from store.atomic import write_atomic
+from common.atomic import write_atomic
 from store.reader import CodecInfo, FeatureStore
 
 FORMAT = "rvq-antispoof-checkpoint"

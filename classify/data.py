@@ -96,7 +96,7 @@ class Batch:
     latent: Tensor | None = None
     ssl: Tensor | None = None
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         latent = None if self.latent is None else self.latent.to(device, non_blocking=True)
         ssl = None if self.ssl is None else self.ssl.to(device, non_blocking=True)
         return Batch(self.codes.to(device, non_blocking=True), self.lengths, latent, ssl)

@@ -39,18 +39,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from classify.align import SSL_PER_PAIR
 from classify.bundle import ModelFile, codec_weights_bytes, read_model
 from classify.checkpoint import CheckpointError
 from classify.config import TrainConfig, amp_dtype, resolve_device
-from classify.align import SSL_PER_PAIR
 from classify.data import FrameSource, SplitData
 from classify.evaluate import apply_calibration, frame_window, score_split
 from classify.explain import occlusion, window_starts
 from classify.fusion import FusedDetector, fused_detector, saved_config, ssl_label
 from classify.model import SpoofDetector, build_model
+from classify.score_rows import ScoreRow
 from classify.ssldata import SSLFrames, SSLSource, SSLSplit
 from classify.variants import split_ssl
-from classify.score_rows import ScoreRow
 from store.reader import CodecInfo
 
 GROUP_FILES = 256
@@ -207,7 +207,7 @@ class Detector:
     def load(cls, path: str | Path, *, codec_weights: str | Path | None = None, device: str = "auto",
              threshold: str | float = "eer", batch_seconds: float | None = None,
              eval_crop: float | None = None, download: bool = True,
-             ssl_weights: str | Path | None = None) -> "Detector":
+             ssl_weights: str | Path | None = None) -> Detector:
         """Load a run directory (its best.pt), a checkpoint or a bundle (`pipeline export-model`) and
         rebuild the codec it was trained with (see `classify.bundle.codec_weights_bytes` for where the
         weights are looked for; ``codec_weights``: a file to use instead) and, for the SSL variants,
@@ -219,8 +219,8 @@ class Detector:
         every file (shorter ones tiled) instead of the whole file; ``download``: allow fetching the
         pretrained codec from EnCodec's URL (and pretrained SSL weights from torchaudio's). Raises
         CheckpointError / WeightsError / SSLWeightsError (ValueErrors) naming the file and the problem."""
-        from extract import frontend  # the Detector's one import of extract (see the module docstring)
-        from extract.codec import pretrained_file
+        from extract import frontend  # the Detector's one import of extract (see the module docstring)  # noqa: PLC0415
+        from extract.codec import pretrained_file  # noqa: PLC0415
 
         if eval_crop is not None and not eval_crop > 0:
             raise ValueError(f"eval_crop must be > 0 seconds, got {eval_crop}")
@@ -338,8 +338,8 @@ class Detector:
         return ScoreRow(path, score, llr, self.threshold.decide(score, llr), duration)
 
     def _encode_waveform(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> tuple[Any, torch.Tensor]:
-        from extract.frontend import Features, crop_or_tile
-        from extract.ssl import SSL_RECEPTIVE_FIELD, SSL_SAMPLE_RATE
+        from extract.frontend import Features, crop_or_tile  # noqa: PLC0415
+        from extract.ssl import SSL_RECEPTIVE_FIELD, SSL_SAMPLE_RATE  # noqa: PLC0415
 
         started = time.perf_counter()
         wav = self.front_end.prepare(waveform, sample_rate)
@@ -431,9 +431,9 @@ class Detector:
         the level's mean codeword, in a copy of the model); a window is occluded by deleting it from
         both streams (whole 40 ms pairs: 2 SSL frames and their 3 codec frames), the rest scored as
         one file. The SSL stream has no neutral value to put in a window's place; deletion needs none."""
-        import copy
+        import copy  # noqa: PLC0415
 
-        from classify.align import CODEC_PER_PAIR, PAIR_SECONDS
+        from classify.align import CODEC_PER_PAIR, PAIR_SECONDS  # noqa: PLC0415
 
         score = float(self.score_features([features])[0])
         weighting = self.model.weighting
@@ -457,7 +457,7 @@ class Detector:
         cut = []
         for p0 in starts.tolist():
             p1 = p0 + window
-            keep = lambda a, per: None if a is None else np.concatenate([a[: p0 * per], a[p1 * per :]])  # noqa: E731
+            keep = lambda a, per: None if a is None else np.concatenate([a[: p0 * per], a[p1 * per :]])  # noqa: B023, E731
             cut.append(dataclasses.replace(features, codes=keep(features.codes, CODEC_PER_PAIR),
                                            latent=keep(features.latent, CODEC_PER_PAIR), ssl=keep(features.ssl, SSL_PER_PAIR)))
         over_time = score - self.score_features(cut) if cut else np.empty(0)
@@ -473,7 +473,7 @@ class Detector:
 
     def explain_file(self, path: str | Path, **kwargs: Any) -> Explanation:
         """:meth:`explain` of an audio file, decoded as every file is (AudioError for a bad one)."""
-        from extract.audio import load_audio
+        from extract.audio import load_audio  # noqa: PLC0415
 
         wav = load_audio(path)
         return self.explain(wav, self.front_end.sample_rate, **kwargs)

@@ -52,7 +52,7 @@ from classify.metrics import (
 from classify.model import SpoofDetector
 from classify.plots import plot_det
 from classify.scorefiles import read_asv_scores, write_scores
-from store.provenance import device_label, provenance
+from common.provenance import device_label, provenance
 from store.reader import FeatureStore
 
 FORMATS = ("auto", "asvspoof2019", "asvspoof5")
@@ -105,7 +105,7 @@ def resolve_format(fmt: str, store: FeatureStore) -> str:
 def fit_calibration(scores: np.ndarray, is_bonafide: np.ndarray) -> dict[str, Any]:
     """Fit raw score -> LLR on labelled scores [N]; returns the record kept in metrics.json
     (``coef`` a, ``intercept`` b, ``log_prior_odds``; LLR = a s + b - log_prior_odds)."""
-    from sklearn.linear_model import (
+    from sklearn.linear_model import (  # noqa: PLC0415
         LogisticRegression,  # slow to import; only evaluation needs it
     )
 

@@ -9,7 +9,8 @@ with D = 128, `LSTMHead` has 662,305 parameters and `ASPHead` 657,154; QAF-Stati
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn

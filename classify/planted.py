@@ -221,8 +221,8 @@ def write_planted_store(path: str, data: PlantedData, unit_size: int = 256) -> s
     """Write ``data`` as a finished store at ``path`` through the store's writer (`store.writer`:
     work units of ``unit_size`` utterances; stream ``codes`` only, no codec weights file) and return
     ``path``."""
-    from store import format as sf
-    from store.writer import PartData, create_store, finish_store, write_part
+    from store import format as sf  # noqa: PLC0415
+    from store.writer import PartData, create_store, finish_store, write_part  # noqa: PLC0415
 
     sha = hashlib.sha256(data.codebooks.tobytes()).hexdigest()
     s = data.spec

@@ -35,8 +35,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from classify.bootstrap import cluster_counts, percentile_interval, replicate_eers
-from classify.plots import plot_level_weights
 from classify.config import LATER_FIELDS
+from classify.plots import plot_level_weights
 from classify.scorefiles import ScoreFileError, read_scores
 from classify.sweep import CONFIG_FIELDS, OK
 from classify.variants import CONTROL_KINDS, FIXED_KINDS

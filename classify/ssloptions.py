@@ -39,7 +39,7 @@ class SSLOptions:
     extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "SSLOptions":
+    def from_dict(cls, values: dict[str, Any] | None) -> SSLOptions:
         """Validated options; ValueError naming an unknown key (with the valid ones) or a bad value."""
         values = dict(values or {})
         names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]

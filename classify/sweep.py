@@ -50,7 +50,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,10 @@ from classify.evaluate import evaluate
 from classify.ssloptions import SSLOptions
 from classify.train import DIVERGED, train
 from classify.variants import split_ssl
-from store.atomic import write_atomic
-from store.config import ConfigError, build, load_toml
-from store.lease import Lease
-from store.provenance import device_label, provenance
+from common.atomic import write_atomic
+from common.config import ConfigError, build, load_toml
+from common.lease import Lease
+from common.provenance import device_label, provenance
 from store.reader import FeatureStore
 
 SWEEP_TABLES = ("base", "grid")
@@ -113,7 +113,7 @@ class TrialTask:
     """What a worker needs to run one trial (plain data, cheap to pickle).
 
     ``threads``: torch intra-op threads to use in the worker (None: leave torch's setting);
-    ``origin``: the sweep command's provenance record (`store.provenance`); ``eval_split``: None
+    ``origin``: the sweep command's provenance record (`common.provenance`); ``eval_split``: None
     scores dev only; ``eval_store_url``: the store holding the eval split (None: ``store_url``)."""
 
     trial_id: str
@@ -332,7 +332,7 @@ def result_row(task: TrialTask, status: str, error: str = "", **values: Any) -> 
                eval_store=(task.eval_store_url or task.store_url) if task.eval_split else "",
                trial_dir=task.trial_dir, device="", host=socket.gethostname(), pid=os.getpid(),
                torch_threads=torch.get_num_threads(),
-               finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+               finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
     row.update(provenance_columns(task.origin or provenance()))
     row.update(values)
     return row
@@ -340,7 +340,7 @@ def result_row(task: TrialTask, status: str, error: str = "", **values: Any) -> 
 
 def provenance_columns(record: dict[str, Any]) -> dict[str, Any]:
     """``project_version``, ``git_commit``, ``git_dirty``, ``lock_sha256``, ``command`` and
-    ``provenance_json`` (the whole record) of a `store.provenance` record."""
+    ``provenance_json`` (the whole record) of a `common.provenance` record."""
     git, lock = record.get("git") or {}, record.get("lock") or {}
     return {"project_version": record.get("version") or "", "git_commit": git.get("commit", ""),
             "git_dirty": git.get("dirty"), "lock_sha256": lock.get("sha256", ""),
@@ -443,7 +443,7 @@ def run_sweep(trials: list[Trial], store_url: str, out_dir: str | Path, eval_spl
     ``eval_split`` None: dev only; ``eval_store_url``: the eval split's store, if not ``store_url``.
 
     Rows of other trials already in the table (another grid over the same DIR) are kept. The sweep
-    holds DIR's lease (`store.lease`) while it runs: a second sweep into DIR is refused (LeaseHeld)."""
+    holds DIR's lease (`common.lease`) while it runs: a second sweep into DIR is refused (LeaseHeld)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with Lease(str(out_dir), "sweep", log=print):

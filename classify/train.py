@@ -54,7 +54,6 @@ from classify.data import (
     train_batches,
 )
 from classify.evaluate import autocast, frame_window, score_split
-from classify.metrics import compute_eer, compute_mindcf
 from classify.fusion import (
     FusedDetector,
     build_detector,
@@ -64,9 +63,10 @@ from classify.fusion import (
     ssl_label,
     ssl_provenance,
 )
+from classify.metrics import compute_eer, compute_mindcf
 from classify.model import SpoofDetector
 from classify.plots import plot_level_weights, plot_training_curves
-from store.provenance import device_label, provenance
+from common.provenance import device_label, provenance
 from store.reader import FeatureStore
 
 HISTORY = "history.jsonl"

@@ -148,7 +148,7 @@ def read_weights(path: str | Path, source: str = "file") -> tuple[EncodecModel, 
     data = path.read_bytes()
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
+    except Exception as err:  # torch raises several types for corrupt or unsafe files  # noqa: BLE001
         raise WeightsError(f"{path}: not a loadable state dict ({type(err).__name__}: {err})") from None
     model = new_model()
     try:
@@ -178,7 +178,7 @@ def pretrained_file(download: bool = True) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             torch.hub.download_url_to_file(PRETRAINED_URL, str(dest), hash_prefix=expected, progress=True)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001
             raise WeightsError(
                 f"cannot download {PRETRAINED_URL} ({err}). Put the file at {dest}, pass it with "
                 "--weights FILE, or use --weights untrained for an offline (untrained) codec."

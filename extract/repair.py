@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
+from common.lease import Lease
 from store import format as sf
 from store.format import StoreFiles
-from store.lease import Lease
 from store.verify import Affected, VerifyReport, unit_size, verify_store
 
 from .run import resolve_device

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from common.lease import Lease
+from common.provenance import device_label, provenance
 from store import format as sf
 from store.format import StoreFiles
-from store.lease import Lease
-from store.provenance import device_label, provenance
 from store.reader import FeatureStore
 from store.writer import (
     StoreError,
@@ -295,7 +295,7 @@ def extract(
     store the settings that define its content must be the same; an unfinished extraction is
     resumed, and a requested stream the finished store lacks is added (see :func:`_add_stream`).
 
-    The run holds the store's lease (`store.lease`) from start to end: a second run on the same
+    The run holds the store's lease (`common.lease`) from start to end: a second run on the same
     store is refused (LeaseHeld, naming this one), and the lease of a killed run is taken over."""
     with Lease(config.out, "store", log=log) as lease:
         return _extract(config, submit, log, progress, lease)
@@ -364,7 +364,7 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
         ran += _add_stream(config, name, weights, device, submit, log, progress, lease)
     ssl_label = ""
     if config.ssl:  # the SSL stream of the paper's full system, added like the others
-        from .ssl_stream import add_ssl_stream
+        from .ssl_stream import add_ssl_stream  # noqa: PLC0415
         ssl_ran, ssl_weights = add_ssl_stream(config, device, submit, log, progress, lease)
         ran, ssl_label = ran + ssl_ran, ssl_weights.label
         added += [config.ssl_stream] if ssl_ran else []

@@ -253,7 +253,7 @@ class SSLWeights:
         return {**asdict(self), "trained": self.trained, "label": self.label}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "SSLWeights":
+    def from_dict(cls, values: dict) -> SSLWeights:
         return cls(**{k: values[k] for k in ("model", "source", "sha256", "origin", "seed")})
 
 
@@ -282,7 +282,7 @@ def pretrained_path(arch: SSLArchitecture, download: bool = True) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(url, str(dest), progress=True)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001
         raise SSLWeightsError(f"cannot download {url} ({err}). Put the file at {dest}, pass it with "
                               "--ssl-weights FILE, or use --ssl-weights untrained (offline, UNTRAINED).") from None
     return dest
@@ -296,7 +296,7 @@ def load_model(arch: SSLArchitecture, num_layers: int, path: str | Path) -> Wav2
         raise SSLWeightsError(f"{path}: SSL weights file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
+    except Exception as err:  # torch raises several types for corrupt or unsafe files  # noqa: BLE001
         raise SSLWeightsError(f"{path}: not a loadable state dict ({type(err).__name__}: {err})") from None
     model = new_model(arch, num_layers)
     try:

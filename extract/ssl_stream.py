@@ -33,10 +33,10 @@ import numpy as np
 import torch
 import zarr
 
+from common.lease import Lease
+from common.provenance import device_label, provenance
 from store import format as sf
 from store.format import StoreFiles
-from store.lease import Lease
-from store.provenance import device_label, provenance
 from store.writer import COMPRESSORS, PartData, StoreError, create_stream, done_units, finish_stream, write_part
 
 from .audio import AudioError, load_audio, probe, resampled_length
@@ -79,7 +79,7 @@ class SSLStreamSettings:
     crop_splits: tuple[str, ...]
     torch_threads: int | None
     lease: str | None = None
-    """The token of the store's lease held by the run (`store.lease`), checked before writing."""
+    """The token of the store's lease held by the run (`common.lease`), checked before writing."""
 
     @property
     def group(self) -> str:

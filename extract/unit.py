@@ -51,7 +51,7 @@ class EncoderSettings:
     ("" for the store's own streams, ``streams/NAME`` for a stream added to a finished store);
     ``decode_threads``: helper threads decoding audio ahead of the encoder (results do not depend
     on it); ``torch_threads``: the encoder's (None: the process default); ``lease``: the token of the
-    store's lease held by the run (`store.lease`), checked before writing."""
+    store's lease held by the run (`common.lease`), checked before writing."""
 
     store: str
     weights_sha256: str

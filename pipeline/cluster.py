@@ -7,9 +7,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 from concurrent.futures import Future
 from contextlib import contextmanager
+from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, as_completed

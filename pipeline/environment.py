@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from store.provenance import lock_state
+from common.provenance import lock_state
 
 PROJECT = "rvq-antispoof"
 SUPPORTED_PYTHONS = ((3, 11), (3, 12), (3, 13))
@@ -111,7 +111,7 @@ def _lock_check() -> Check:
 
 def _cuda_check() -> Check:
     try:
-        import torch
+        import torch  # noqa: PLC0415
     except Exception:  # noqa: BLE001 - reported by the codec stack check
         return Check("cuda", None, "unknown (torch does not import)")
     if not torch.cuda.is_available():
@@ -127,9 +127,9 @@ def _cuda_check() -> Check:
 
 def _pretrained_check() -> Check:
     try:
-        import torch
+        import torch  # noqa: PLC0415
 
-        from extract.codec import CHECKPOINT_NAME, pretrained_file
+        from extract.codec import CHECKPOINT_NAME, pretrained_file  # noqa: PLC0415
     except Exception:  # noqa: BLE001 - reported by the codec stack check
         return Check("pretrained EnCodec", None, "unknown (the codec stack does not import)")
     path = Path(torch.hub.get_dir()) / "checkpoints" / CHECKPOINT_NAME

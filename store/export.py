@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
@@ -79,7 +79,7 @@ def _read(store: FeatureStore, name: str, array, start: int, stop: int) -> np.nd
     """Frames start:stop of a store array; a damaged chunk becomes a StoreReadError naming them."""
     try:
         return np.asarray(array[start:stop])
-    except Exception as err:  # codecs raise many types for corrupt bytes
+    except Exception as err:  # codecs raise many types for corrupt bytes  # noqa: BLE001
         advice = "" if isinstance(err, StoreDamaged) else f"; run `pipeline verify {store.url}`"  # it has its own repair line
         raise StoreReadError(f"{store.url}: cannot read {name} frames {start}:{stop} ({type(err).__name__}: {err}){advice}") from None
 
@@ -117,7 +117,7 @@ def _attributes(store: FeatureStore, split: str | None, latent: bool) -> dict[st
         "weights_source": store.attrs["weights"].get("source", ""),
         "weights_trained": codec.trained,
         "dataset": store.attrs.get("dataset", {}).get("name", ""),
-        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -101,7 +101,7 @@ class StreamSpec:
         return {**asdict(self), "frame_shape": list(self.frame_shape), "tables": list(self.tables)}
 
     @classmethod
-    def from_attrs(cls, values: dict) -> "StreamSpec":
+    def from_attrs(cls, values: dict) -> StreamSpec:
         return cls(**{**values, "frame_shape": tuple(values["frame_shape"]), "tables": tuple(values.get("tables", ()))})
 
     @property

@@ -16,10 +16,11 @@ from typing import Any
 import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
+from common.lease import LOCK, describe
+from common.provenance import short as provenance_line
+
 from . import format as sf
 from .format import StoreFiles
-from .lease import LOCK, describe
-from .provenance import short as provenance_line
 from .reader import FeatureStore, StoreReadError, check_format
 from .writer import done_units
 
@@ -53,7 +54,7 @@ def weights_file(files: StoreFiles, attrs: dict) -> str:
 def _read_table(files: StoreFiles, name: str) -> pd.DataFrame:
     try:
         return files.read_table(name)
-    except Exception as err:  # missing file, or pyarrow's several errors for a damaged one
+    except Exception as err:  # missing file, or pyarrow's several errors for a damaged one  # noqa: BLE001
         raise StoreReadError(f"{files.path(name)}: not readable ({type(err).__name__}: {err}); run `pipeline verify`") from None
 
 

@@ -44,7 +44,7 @@ class GuardedArray:
     def __getitem__(self, selection):
         try:
             return self._array[selection]
-        except Exception as err:  # the codecs raise many types for damaged bytes
+        except Exception as err:  # the codecs raise many types for damaged bytes  # noqa: BLE001
             raise StoreDamaged(damage_message(self._url, self._array.path, err)) from None
 
     def __getattr__(self, name: str):
@@ -61,7 +61,7 @@ class GuardedArray:
 def damage_message(url: str, array: str, err: BaseException) -> str:
     """The message for a read of ``array`` that failed with ``err``: the store's damage as
     `pipeline verify` reports it (found by decoding that array's chunks), or ``err`` itself."""
-    from .verify import verify_store  # verify imports nothing of the reader; imported late to keep it light
+    from .verify import verify_store  # verify imports nothing of the reader; imported late to keep it light  # noqa: PLC0415
 
     report = verify_store(url)
     ours = [a for a in report.affected if a.array == array]
@@ -87,7 +87,7 @@ class CodecInfo:
     weights_label: str
     trained: bool
 
-    def compatible_with(self, other: "CodecInfo") -> list[str]:
+    def compatible_with(self, other: CodecInfo) -> list[str]:
         """Names of the fields that differ in a way that makes features incomparable."""
         keys = ("name", "n_q", "bandwidth", "codebook_size", "dim", "weights_sha256")
         return [k for k in keys if getattr(self, k) != getattr(other, k)]
@@ -99,7 +99,7 @@ class Stream:
     and ``offsets`` int64 [n_utts + 1] (utterance i = frames offsets[i]:offsets[i+1])."""
 
     spec: StreamSpec
-    data: "GuardedArray"
+    data: GuardedArray
     offsets: np.ndarray
 
     def utterance(self, row: int) -> np.ndarray:
@@ -133,7 +133,7 @@ class FeatureStore:
             raise StoreReadError(f"{self.url}: zarr.json is not readable JSON ({err}); run `pipeline verify`") from None
         check_format(self.url, self.attrs)
         if check:
-            from .verify import quick_check
+            from .verify import quick_check  # noqa: PLC0415
 
             report = quick_check(self.url)
             if not report.ok:

@@ -211,7 +211,7 @@ class ChunkLayout:
     checksummed: bool  # whether a chunk's codecs detect any corruption of its bytes
 
     @classmethod
-    def from_metadata(cls, name: str, meta: dict) -> "ChunkLayout":
+    def from_metadata(cls, name: str, meta: dict) -> ChunkLayout:
         if meta.get("chunk_grid", {}).get("name") != "regular":
             raise ValueError(f"chunk grid {meta.get('chunk_grid')!r} is not a regular grid")
         encoding = meta.get("chunk_key_encoding", {"name": "default"})
@@ -341,7 +341,7 @@ def _check_array_chunks(files: StoreFiles, root: zarr.Group, name: str, codebook
                 continue
             try:
                 data = array[region]
-            except Exception as err:  # codecs raise many types for corrupt bytes
+            except Exception as err:  # codecs raise many types for corrupt bytes  # noqa: BLE001
                 problem = f"cannot be decoded ({type(err).__name__}: {err})"
                 chunks.problems.append(f"{label}: {problem}")
                 damage.append(Damage(name, where, _rows(region), object_rows, problem))
@@ -365,7 +365,7 @@ def _check_tables(files: StoreFiles, check: Check) -> tuple[pd.DataFrame | None,
             check.problems.append(f"{name}: missing")
             tables.append(None)
             continue
-        except Exception as err:  # pyarrow raises several types for damaged files
+        except Exception as err:  # pyarrow raises several types for damaged files  # noqa: BLE001
             check.problems.append(f"{name}: not readable ({type(err).__name__}: {err})")
             tables.append(None)
             continue
@@ -465,7 +465,7 @@ def _check_arrays(files: StoreFiles, root: zarr.Group, expected: dict[str, tuple
             continue
         try:
             array = root[name]
-        except Exception as err:  # a damaged zarr.json
+        except Exception as err:  # a damaged zarr.json  # noqa: BLE001
             check.problems.append(f"{name}/zarr.json: not readable ({type(err).__name__}: {err})")
             continue
         shapes[name] = tuple(array.shape)
@@ -513,7 +513,7 @@ def _sha256(files: StoreFiles, name: str) -> str:
 
 def _load_state(files: StoreFiles, name: str) -> dict:
     """The weights file's state dict (memory-mapped when local: only the codebooks are read)."""
-    import torch  # the only part of the store package that needs it
+    import torch  # the only part of the store package that needs it  # noqa: PLC0415
 
     if isinstance(files.fs, LocalFileSystem):
         return torch.load(files.path(name), map_location="cpu", weights_only=True, mmap=True)
@@ -534,7 +534,7 @@ def _check_weights(files: StoreFiles, attrs: dict, root: zarr.Group, check: Chec
     try:
         state = _load_state(files, name)
         codebooks = root[sf.CODEBOOKS][...]
-    except Exception as err:  # a damaged file or array
+    except Exception as err:  # a damaged file or array  # noqa: BLE001
         check.problems.append(f"{name}: cannot compare with {sf.CODEBOOKS} ({type(err).__name__}: {err})")
         return
     keys = [f"quantizer.vq.layers.{q}._codebook.embed" for q in range(codebooks.shape[0])]
@@ -631,7 +631,7 @@ def _guarded(check: Check, run: Callable[[], Any]) -> Any:
     """Run one check; an unexpected error becomes one of its problems instead of a crash."""
     try:
         return run()
-    except Exception as err:  # report, never crash, on a damaged store
+    except Exception as err:  # report, never crash, on a damaged store  # noqa: BLE001
         check.problems.append(f"could not be completed ({type(err).__name__}: {err})")
         return None
 

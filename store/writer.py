@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import zarr
 
+from common.faults import point
+from common.lease import LOCK, check_token
+
 from . import format as sf
-from .faults import point
 from .format import StoreFiles, StreamSpec
-from .lease import LOCK, check_token
 
 COMPRESSORS = zarr.codecs.ZstdCodec(level=0, checksum=True)
 """Zstandard with a per-chunk checksum, so that `pipeline verify` detects any corrupted chunk."""
@@ -43,7 +44,7 @@ class PartData:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def create_store(
@@ -85,7 +86,7 @@ def create_store(
 def write_part(url: str, part: PartData, group: str = "", lease: str | None = None) -> None:
     """Write one unit's data, then its records: the records are the unit's commit. ``group``: ""
     for the streams written with the store, ``streams/NAME`` for an added stream. ``lease``: the
-    token of the store's lease this unit was given (`store.lease`); when the lease has passed to
+    token of the store's lease this unit was given (`common.lease`); when the lease has passed to
     another process meanwhile (this worker outlived a killed run), nothing is written (LeaseLost).
 
     Whatever an earlier, interrupted attempt left of the part (arrays, a torn zarr.json) is removed

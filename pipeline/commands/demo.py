@@ -12,10 +12,10 @@ from tqdm import tqdm
 from classify.config import TrainConfig
 from classify.evaluate import evaluate
 from classify.train import train
+from common.config import ConfigError, load_config, parse_overrides
 from extract.datasets.demo import generate_demo_corpus
 from extract.run import ExtractConfig
 from pipeline.commands.extract import run_extraction
-from store.config import ConfigError, load_config, parse_overrides
 from store.reader import FeatureStore
 
 DEMO_TRAIN = {"epochs": 12, "patience": 0, "crop_seconds": 2.0, "batch_size": 16, "warmup_steps": 10}

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 import click
 from tqdm import tqdm
 
+from common.config import ConfigError, load_config, parse_overrides
+from common.lease import LeaseHeld, LeaseLost
+from common.oserrors import describe
 from extract.codec import WeightsError
 from extract.datasets import DATASETS, DatasetError
 from extract.run import ExtractConfig, extract, resolve_device
 from extract.unit import UnitTask, iter_units, run_units, task_slices, warm_up
 from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, background_client, threads_per_worker
-from store.config import ConfigError, load_config, parse_overrides
-from store.lease import LeaseHeld, LeaseLost
-from store.oserrors import describe
 from store.writer import StoreError
 
 
@@ -29,7 +29,7 @@ def default_workers(device: str | None) -> int:
     threads decode and write beside them, and a worker process would only add start-up and
     transfers (BENCHMARKS.md section 1). On CUDA one worker process per GPU, each on its own."""
     if resolve_device(device or "auto").startswith("cuda"):
-        import torch
+        import torch  # noqa: PLC0415
 
         return max(1, torch.cuda.device_count())
     return 0
@@ -71,7 +71,7 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
             if gpus and config.decode_threads is None and not scheduler:  # each GPU's share of the cores
                 config.decode_threads = max(1, threads_per_worker(workers) - 1)
             with background_client(workers, scheduler, gpus=gpus, warm=warm_up) as get_client:
-                from distributed.scheduler import KilledWorker
+                from distributed.scheduler import KilledWorker  # noqa: PLC0415
 
                 def submit(tasks: list[UnitTask]) -> Iterator[dict]:
                     client = get_client()

@@ -14,8 +14,8 @@ from classify.config import DEVICES
 from classify.detector import Detector
 from classify.plots import plot_explanation
 from classify.score_rows import FORMATS, RowWriter, ScoreRow, format_for
+from common.provenance import provenance
 from extract.frontend import AUDIO_EXTENSIONS, find_audio
-from store.provenance import provenance
 
 PROGRESS_MIN_FILES = 5
 """A progress bar is shown on stderr from this many files on (or for a stream)."""

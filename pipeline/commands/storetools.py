@@ -50,8 +50,8 @@ def verify_command(store: str, as_json: bool, repair: bool) -> None:
 
 
 def _repair(store: str) -> None:
-    from extract.repair import RepairError, repair_store  # the codec stack: only for a repair
-    from store.lease import LeaseHeld
+    from common.lease import LeaseHeld  # noqa: PLC0415
+    from extract.repair import RepairError, repair_store  # the codec stack: only for a repair  # noqa: PLC0415
 
     try:
         result = repair_store(store, log=click.echo)

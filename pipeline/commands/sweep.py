@@ -37,10 +37,10 @@ from classify.sweep import (
     run_trial,
     store_identity,
 )
+from common.config import ConfigError, parse_overrides
+from common.lease import LeaseHeld
+from common.oserrors import describe
 from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, dask_client, threads_per_worker
-from store.config import ConfigError, parse_overrides
-from store.lease import LeaseHeld
-from store.oserrors import describe
 from store.reader import StoreReadError
 
 

@@ -14,9 +14,9 @@ from classify.config import DEVICES, TrainConfig
 from classify.heads import HEADS
 from classify.train import DIVERGED, train
 from classify.variants import VARIANT_NAMES
-from store.config import ConfigError, load_config, parse_overrides
-from store.lease import Lease, LeaseHeld
-from store.oserrors import describe
+from common.config import ConfigError, load_config, parse_overrides
+from common.lease import Lease, LeaseHeld
+from common.oserrors import describe
 from store.reader import FeatureStore
 
 

@@ -237,7 +237,7 @@ def test_scoring_from_several_threads_gives_the_sequential_scores(scoring):
     for t in threads:
         t.join()
     assert not failures
-    for (k, j), value in results.items():
+    for (_k, j), value in results.items():
         assert value == pytest.approx(expected[j], abs=1e-6)
     assert all(r == pytest.approx(expected_rows, abs=1e-6) for r in rows.values()) and len(rows) == 3
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from classify.calibration import eer_threshold
 from classify.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from classify.data import DataError, FrameSource, load_split
 from classify.evaluate import apply_calibration, evaluate, fit_calibration, score_split
-from classify.calibration import eer_threshold
 from classify.metrics import compute_actdcf, compute_cllr, compute_det_curve, compute_eer, compute_mindcf
 from classify.scorefiles import read_scores
 from classify.train import train

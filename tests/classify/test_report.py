@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classify.config import TrainConfig
 from classify.bootstrap import cluster_counts
+from classify.config import TrainConfig
 from classify.metrics import compute_eer
 from classify.report import (
     REPORT,

@@ -31,7 +31,7 @@ from classify.sweep import (
     trial_id,
     write_results,
 )
-from store.config import ConfigError
+from common.config import ConfigError
 from store.reader import FeatureStore
 from tests.synthetic import synthetic_store
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from store.config import ConfigError, load_config, parse_overrides, parse_value
+from common.config import ConfigError, load_config, parse_overrides, parse_value
 
 
 @dataclass

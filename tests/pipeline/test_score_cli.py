@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from classify.detector import Detector
 from classify.evaluate import evaluate
 from classify.scorefiles import read_scores
-from pipeline.commands.export_model import command as export_command
 from pipeline.commands import score as score_module
+from pipeline.commands.export_model import command as export_command
 from pipeline.commands.score import command as score_command
 from store.reader import FeatureStore
 from tests.scoring import quiet

@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from classify.config import TrainConfig
+from common.config import load_config
 from pipeline.commands.evaluate import command as evaluate_command
 from pipeline.commands.train import command as train_command
-from store.config import load_config
 from tests.synthetic import synthetic_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

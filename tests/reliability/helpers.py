@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from common.faults import ENV as FAULT_ENV
+from common.faults import ONCE_ENV
 from extract.run import ExtractConfig
 from store import format as sf
-from store.faults import ENV as FAULT_ENV
-from store.faults import ONCE_ENV
 from store.reader import FeatureStore
 from store.verify import verify_store
 
@@ -60,7 +60,7 @@ def run_pipeline(args: list[str], log_dir: Path, fault: str | None = None,
                  orphans_grace: float = 0.0, once: Path | None = None, env: dict[str, str] | None = None,
                  on_poll: Callable[[subprocess.Popen], None] | None = None) -> Outcome:
     """Run ``python -m pipeline ARGS``; SIGKILL it when ``kill_when(seconds since start)`` says so, or
-    let its fault point ``fault`` (`store.faults`) kill it (only the first process to reach it when
+    let its fault point ``fault`` (`common.faults`) kill it (only the first process to reach it when
     ``once`` names a marker file). Processes it started (dask workers) are left ``orphans_grace``
     seconds to do what orphans do, then killed, as a user would find them. ``env``: extra environment
     variables; ``on_poll(process)`` is called at each poll (to act on it while it runs)."""

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from classify.checkpoint import load_checkpoint
 from classify.sweep import read_results
+from common import atomic
 from extract.datasets import generate_demo_corpus
 from extract.run import extract
 from pipeline.cli import main
-from store import atomic
 from tests.synthetic import synthetic_store
 
 from .helpers import SMALL_CODEC, TRAIN_SETTINGS, assert_same_store, extract_config, state, sweep_toml
@@ -32,7 +32,7 @@ def enospc(path) -> OSError:
 
 def full_disk_for(monkeypatch, matches, nth: int = 1) -> dict:
     """From the ``nth`` write of a path for which ``matches(path)`` is true on, every write through
-    Zarr's local store, fsspec's local files or `store.atomic` fails with ENOSPC (half the bytes of a
+    Zarr's local store, fsspec's local files or `common.atomic` fails with ENOSPC (half the bytes of a
     file are written first, as a disk filling up would). Returns the counts seen."""
     seen = {"matched": 0, "failed": []}
 

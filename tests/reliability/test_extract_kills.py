@@ -2,7 +2,7 @@
 an uninterrupted run's, and every state a kill leaves is consistent.
 
 Kill points are of two kinds: a SIGKILL sent from outside once the run has committed some more work
-units (or some seconds into the run), and the writer's fault points (`store.faults`), where the
+units (or some seconds into the run), and the writer's fault points (`common.faults`), where the
 process kills itself at the most delicate instants (creation before its attributes, a unit's data
 written but not its commit, the final arrays half written, the store marked complete but its parts
 not yet removed ...). With dask workers a fault point inside a unit kills the worker that runs it

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.lease import Lease, LeaseLost
 from extract.datasets import generate_demo_corpus
 from extract.repair import RepairError, repair_store
 from extract.run import ExtractConfig, extract
 from extract.ssl_stream import SSLUnitTask, run_ssl_unit
-from store.lease import Lease, LeaseLost
 from store.reader import FeatureStore
 from store.verify import verify_store
 

@@ -12,9 +12,9 @@ import time
 
 from click.testing import CliRunner
 
+from common.lease import Lease
 from extract.datasets import generate_demo_corpus
 from pipeline.cli import main
-from store.lease import Lease
 from store.verify import verify_store
 from tests.synthetic import synthetic_store
 

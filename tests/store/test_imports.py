@@ -28,6 +28,7 @@ def loaded_after_importing(package: str) -> set[str]:
 
 
 @pytest.mark.parametrize("package, forbidden", [
+    ("common", ("torch", "encodec", "torchaudio", "store", "extract", "classify", "pipeline")),
     ("store", ("torch", "encodec", "torchaudio", "extract", "classify", "pipeline")),
     ("extract", ("classify", "pipeline")),
     ("classify", ("pipeline", "extract", "encodec", "torchaudio", "dask", "distributed")),

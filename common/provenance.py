@@ -21,7 +21,7 @@ import shlex
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ def git_state() -> dict[str, Any] | None:
 def lock_differences(lock: Path) -> list[str]:
     """``"NAME installed X, lock Y"`` for each package the lock pins for this Python and platform
     whose installed version differs."""
-    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.requirements import InvalidRequirement, Requirement  # noqa: PLC0415
 
     differences = []
     for line in lock.read_text().splitlines():
@@ -113,7 +113,7 @@ def provenance(device: str | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "host": socket.gethostname(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -135,7 +135,7 @@ def device_label(device: str) -> str:
     """``cpu``, or ``cuda:0 (NVIDIA H200)``: the device a result was computed on."""
     if not device.startswith("cuda"):
         return device
-    import torch  # only callers that compute on a device ask, and they have torch
+    import torch  # only callers that compute on a device ask, and they have torch  # noqa: PLC0415
 
     index = torch.device(device).index
     index = torch.cuda.current_device() if index is None else index

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
@@ -64,7 +64,7 @@ def _now() -> float:
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def process_start(pid: int) -> str | None:
@@ -199,7 +199,7 @@ class Lease:
 
     # -- taking and giving back -----------------------------------------------------------------
 
-    def acquire(self) -> "Lease":
+    def acquire(self) -> Lease:
         """Take the lease, or raise LeaseHeld naming its holder. A stale lease is taken over."""
         if self.local and not os.path.isdir(self.root):
             os.makedirs(self.root)
@@ -276,7 +276,7 @@ class Lease:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -12,7 +12,7 @@ def write_atomic(path: str | Path, data: bytes, fault: str | None = None) -> Pat
     """Replace ``path`` with ``data``: written to ``PATH.tmp``, flushed to disk, renamed into place.
     Readers see the old file or the new one, never a torn one; when the write fails (a full disk)
     the old file stays as it was and the temporary one is removed. ``fault``: the name of the fault
-    point (`store.faults`) between the write and the rename."""
+    point (`common.faults`) between the write and the rename."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:

@@ -1,4 +1,4 @@
-"""store.lease: one holder at a time; a dead holder's lease is taken over; a lost lease stops writers."""
+"""common.lease: one holder at a time; a dead holder's lease is taken over; a lost lease stops writers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from store.lease import LOCK, Lease, LeaseHeld, LeaseLost, check_token, process_start
+from common.lease import LOCK, Lease, LeaseHeld, LeaseLost, check_token, process_start
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_holder_is_named_and_the_lease_is_released(tmp_path):
 
 def test_a_killed_holder_on_this_host_is_taken_over_at_once(tmp_path):
     folder = tmp_path / "s.zarr"
-    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from store.lease import Lease; "
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from common.lease import Lease; "
             f"Lease({str(folder)!r}).acquire(); print('held', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

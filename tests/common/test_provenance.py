@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from store import provenance as prov
+from common import provenance as prov
 
 
 def test_record_names_version_lock_command_and_device(monkeypatch):
