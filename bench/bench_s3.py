@@ -1,0 +1,172 @@
+"""Benchmark: what a store on an S3 object store costs, in requests, bytes and time, against the
+local file system on the same corpus (issue 21, item 2).
+
+    PYTHONPATH=. python bench/bench_s3.py --root CORPUS --dataset asv19 --out /tmp/bench_s3 [--split train]
+
+The S3 side is moto's S3 API server on loopback (the S3 extra), whose request log is counted: every
+PUT, GET, HEAD, LIST (a GET on the bucket with ``list-type``), DELETE and POST the client stack
+(s3fs through fsspec, as Zarr v3 opens it) sends. Loopback has no network latency or bandwidth limit,
+so the times compare the client stacks, not a real network: for a real endpoint, multiply the request
+counts by its per-request latency. Bytes are the objects' sizes in the bucket after each step.
+
+Steps, each on the local disk and on S3: extraction (in this machine's default mode) of the corpus,
+`pipeline verify`, and two epochs of `pipeline train` reading the store. Writes
+bench/results/s3.json (the figures renderer's format) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUEST = re.compile(r'"(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP')
+MODULES = ["store/writer.py", "store/reader.py", "store/format.py", "extract/run.py", "extract/unit.py",
+           "extract/committer.py", "common/lease.py", "classify/data.py", "classify/train.py"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def count_requests(log: Path, start: int) -> tuple[dict[str, int], int]:
+    """Requests in the moto log after byte ``start``, by kind; and the new end of the log."""
+    text = log.read_bytes()
+    counts: collections.Counter[str] = collections.Counter()
+    for method, target in REQUEST.findall(text[start:].decode(errors="replace")):
+        kind = "LIST" if method == "GET" and ("list-type" in target or target.rstrip("/").count("/") <= 1 and "?" in target) else method
+        counts[kind] += 1
+    return dict(counts), len(text)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+
+def run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    if result.returncode:
+        sys.exit(f"pipeline {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return seconds, result.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--dataset", default="asv19")
+    parser.add_argument("--split", default="train,dev")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--weights", default="untrained")
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+
+    import s3fs  # the S3 extra
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = args.out / "moto.log"
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log.open("w"), stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
+           "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(ROOT)}
+    load_before = loadavg()
+    samples: list[float] = []
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        fs = s3fs.S3FileSystem(key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"], endpoint_url=endpoint)
+        fs.mkdir("bench")
+        local = args.out / "local.zarr"
+        shutil.rmtree(local, ignore_errors=True)
+        shutil.rmtree(args.out / "run_local", ignore_errors=True)
+        shutil.rmtree(args.out / "run_s3", ignore_errors=True)
+        remote = "s3://bench/store.zarr"
+        steps = {}
+        position = 0
+        common = ["--dataset", args.dataset, "--root", args.root, "--split", args.split, "--weights", args.weights]
+        weights_file = None
+        for target, where in ((str(local), "local"), (remote, "s3")):
+            extra = ["--weights", str(weights_file)] if weights_file else []
+            commands = {
+                "extract": ["extract", *common, *extra, "--out", target],
+                "verify": ["verify", target],
+                "train": ["train", "--features", target, "--out", str(args.out / f"run_{where}"), "--set", f"epochs={args.epochs}"],
+            }
+            for step, command in commands.items():
+                seconds, output = run(command, env)
+                samples.append(os.getloadavg()[0])
+                requests, position = count_requests(log, position)
+                steps[f"{step}_{where}"] = {"seconds": round(seconds, 2), "requests": requests if where == "s3" else None}
+                if step == "extract" and where == "local":
+                    weights_file = local / "codec_weights.th"  # the same codec on both sides
+            if where == "s3":
+                steps[f"extract_{where}"]["bytes"] = int(sum(fs.du("bench/store.zarr", total=False).values()))
+                steps[f"extract_{where}"]["objects"] = len(fs.find("bench/store.zarr"))
+        audio_seconds = json.loads(run(["inspect", str(local), "--json"], env)[1])["audio_seconds"]
+    finally:
+        server.terminate()
+        server.wait()
+    hours = audio_seconds / 3600
+    per_hour = {step: {kind: round(n / hours, 1) for kind, n in (value["requests"] or {}).items()}
+                for step, value in steps.items() if value.get("requests")}
+    figures = {
+        "audio_seconds": audio_seconds,
+        "steps": steps,
+        "requests_per_audio_hour": per_hour,
+        "bytes_per_audio_hour": round(steps["extract_s3"]["bytes"] / hours),
+        "s3_over_local_time": {step: round(steps[f"{step}_s3"]["seconds"] / steps[f"{step}_local"]["seconds"], 2)
+                               for step in ("extract", "verify", "train")},
+    }
+    result = {
+        "benchmark": "s3",
+        "command": " ".join(["python", *sys.argv]),
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "codec_sha256": None,
+        "ssl_sha256": None,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
+        "load_before": load_before,
+        "load_during": round(sum(samples) / max(1, len(samples)), 2),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "modules": MODULES,
+        "figures": figures,
+    }
+    try:
+        result["codec_sha256"] = json.loads(run(["inspect", str(local), "--json"], env)[1])["weights"]["sha256"]
+    except (KeyError, SystemExit):
+        pass
+    out = ROOT / "bench" / "results" / "s3.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(figures, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
