@@ -245,11 +245,27 @@ def sections(text: str) -> list[tuple[int, str]]:
     return found
 
 
+def masked(text: str) -> str:
+    """``text`` with code (fenced blocks and `inline spans`) blanked out, offsets kept: a marker quoted
+    as an example is not a marker."""
+    out, fenced = [], False
+    for line in text.splitlines(keepends=True):
+        if FENCE.match(line):
+            fenced = not fenced
+            out.append(" " * len(line.rstrip("\n")) + line[len(line.rstrip("\n")):])
+        elif fenced:
+            out.append(re.sub(r"[^\n]", " ", line))
+        else:
+            out.append(re.sub(r"(`+)(.+?)\1", lambda m: " " * len(m.group(0)), line))
+    return "".join(out)
+
+
 def parse(text: str) -> list[Marker]:
     heads = sections(text)
     markers = []
-    for match in MARKER.finditer(text):
-        kind, spec, body = match.groups()
+    for match in MARKER.finditer(masked(text)):
+        kind, spec = match.group(1), match.group(2)
+        body = text[match.start(3):match.end(3)]
         words = spec.split()
         if not words:
             raise FigureError(f"a {kind} marker without a result name at offset {match.start()}")
