@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
 
 from classify.metrics import (
     compute_det_curve,
@@ -191,5 +192,10 @@ def main() -> int:
     return 0
 
 
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "classify/metrics.py",
+]
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_results.run(main, "metrics", MODULES))

@@ -25,6 +25,11 @@ Use::
         rec.figures["bytes_per_s"] = 828
     # written on a clean exit, never after an exception (a half run is not a result)
 
+or ``rec = Recorder(...)`` at the start and ``rec.finish()`` at the end. What the benchmark prints is
+passed through and kept: its markdown tables become figures too (``figures.tables.HEADING``, see
+`markdown_tables`). Every bench script takes ``--result NAME`` (``none``: write nothing, for a quick
+check that must not replace a real result).
+
 Standard library only.
 """
 
@@ -32,9 +37,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -104,7 +111,7 @@ def stamp(name: str, modules: list[str], command: str | None = None) -> dict:
     """Every key of a result but ``figures``, ``load_during`` and the end: taken at the start of a run."""
     if not modules:
         raise ValueError(f"benchmark {name!r}: declare the modules its figures measure (repo paths)")
-    missing = [m for m in modules if not (REPO / m).exists()]
+    missing = [m for m in modules if not (REPO / m).exists()]  # a typo would never go stale
     if missing:
         raise ValueError(f"benchmark {name!r}: declared module(s) not in the repository: {', '.join(missing)}")
     return {"benchmark": name, "command": command or command_line(), "commit": _git("rev-parse", "HEAD") or None,
@@ -114,11 +121,12 @@ def stamp(name: str, modules: list[str], command: str | None = None) -> dict:
 
 
 def write(result: dict, out_dir: str | os.PathLike | None = None) -> Path:
-    """Write ``result`` (every key of `KEYS`) to ``OUT_DIR/NAME.json`` (default ``bench/results``), whole."""
+    """Write ``result`` (every key of `KEYS`) to ``OUT_DIR/NAME.json`` (default ``$BENCH_RESULTS_DIR``, else
+    ``bench/results``), whole."""
     absent = [k for k in KEYS if k not in result]
     if absent:
         raise ValueError(f"result {result.get('benchmark')!r} lacks {', '.join(absent)}")
-    folder = Path(out_dir) if out_dir is not None else RESULTS
+    folder = Path(out_dir) if out_dir is not None else Path(os.environ.get("BENCH_RESULTS_DIR") or RESULTS)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{result['benchmark']}.json"
     tmp = path.with_suffix(".json.tmp")
@@ -127,12 +135,30 @@ def write(result: dict, out_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
+class _Tee(io.StringIO):
+    """Keeps what is printed and passes it on."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        return super().write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
 class Recorder:
     """Stamp at the start, sample the load while the benchmark runs, write the result on a clean exit."""
 
     def __init__(self, name: str, modules: list[str], command: str | None = None, out_dir: str | os.PathLike | None = None,
-                 interval_s: float = 5.0):
+                 interval_s: float = 5.0, tee: bool = True):
         self.stamp = stamp(name, modules, command)
+        self._stdout = None
+        if tee:  # the printed report's tables become figures (`markdown_tables`)
+            self._stdout, sys.stdout = sys.stdout, _Tee(sys.stdout)
         self.figures: dict = self.stamp["figures"]
         self.out_dir = out_dir
         self.path: Path | None = None
@@ -140,6 +166,7 @@ class Recorder:
         self._loads: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()  # the load is sampled from here on
 
     def _sample(self) -> None:
         while True:
@@ -156,10 +183,10 @@ class Recorder:
         self.stamp["ssl_sha256"] = sha256 or (sha256_file(path) if path else None)
 
     def __enter__(self) -> Recorder:
-        self._thread.start()
         return self
 
-    def finish(self) -> Path:
+    def finish(self) -> Path | None:
+        """Stop sampling and write the result (nothing when the benchmark was named ``none``)."""
         self._stop.set()
         self._thread.join()
         load = loadavg()
@@ -167,17 +194,116 @@ class Recorder:
             self._loads.append(load[0])
         self.stamp["load_during"] = round(sum(self._loads) / len(self._loads), 2) if self._loads else None
         self.stamp["finished"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if self._stdout is not None:
+            printed, sys.stdout = sys.stdout.getvalue(), self._stdout
+            self._stdout = None
+            for key, value in markdown_tables(printed).items():
+                self.figures.setdefault("tables", {}).setdefault(key, value)
+        if self.stamp["benchmark"] == "none":
+            return None
         self.path = write(self.stamp, self.out_dir)
         print(f"result: {self.path}", file=sys.stderr)
         return self.path
+
+    def abort(self) -> None:
+        """Stop without writing anything (the benchmark failed: a half run is not a result)."""
+        self._stop.set()
+        if self._stdout is not None:
+            sys.stdout, self._stdout = self._stdout, None
 
     def __exit__(self, kind, value, traceback) -> None:
         if kind is None:
             self.finish()
         else:
-            self._stop.set()
+            self.abort()
 
 
 def table(columns: list[str], rows: list[list]) -> dict:
     """A table figure: rendered by `bench/figures.py` as a markdown table (cells printed as given)."""
     return {"columns": list(columns), "rows": [list(r) for r in rows]}
+
+
+def markdown_tables(text: str) -> dict:
+    """The markdown tables of a benchmark's printed report as table figures, keyed by the heading above
+    each (its first six words before any ":" or "(", lower case, joined by ``_``; ``_2``, ``_3`` for a
+    second or third table under one heading),
+    so that a report's tables become figures without retyping them."""
+    tables: dict = {}
+    heading, lines, i = "report", text.splitlines(), 0
+    while i < len(lines):
+        line = lines[i].strip()
+        if line.startswith("#"):
+            title = re.split(r"[:(]", line.lstrip("#").strip(), maxsplit=1)[0]  # "Throughput (2 rounds)" -> throughput
+            heading = "_".join(re.findall(r"[a-z0-9]+", title.lower())[:6]) or "report"
+        elif line.startswith("|") and i + 1 < len(lines) and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", lines[i + 1].strip()):
+            cells = lambda row: [c.strip() for c in row.strip()[1:-1].split("|")]  # noqa: E731
+            columns, rows, i = cells(line), [], i + 2
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                rows.append(cells(lines[i]))
+                i += 1
+            key, n = heading, 2
+            while key in tables:
+                key, n = f"{heading}_{n}", n + 1
+            tables[key] = table(columns, rows)
+            continue
+        i += 1
+    return tables
+
+
+def add_argument(parser, default: str) -> None:
+    """``--result NAME``: the result file this run writes (``bench/results/NAME.json``; ``none``: none)."""
+    parser.add_argument("--result", default=default, metavar="NAME",
+                        help="write the raw result to bench/results/NAME.json (default: %(default)s; none: do not)")
+
+
+_CURRENT: list[Recorder] = []
+
+
+def record(codec_weights: str | os.PathLike | None = None, ssl_weights: str | os.PathLike | None = None, **figures) -> None:
+    """From inside a benchmark run by `run`: add figures (the raw numbers it measured) and the weights'
+    files (hashed). Does nothing when the script was not started through `run` (imported, a child)."""
+    if not _CURRENT:
+        return
+    rec = _CURRENT[-1]
+    if codec_weights is not None and Path(codec_weights).is_file():
+        rec.codec_weights(codec_weights)
+    if ssl_weights is not None and Path(ssl_weights).is_file():
+        rec.ssl_weights(ssl_weights)
+    rec.figures.update(figures)
+
+
+def run(main, name: str, modules: list[str], skip=("--child",)) -> int:
+    """Run a bench script's ``main()`` and write its result: ``--result NAME`` (taken out of
+    ``sys.argv`` before ``main`` parses it; default ``name``; ``none``: no file) names it. A run with one
+    of ``skip`` in its arguments (a child process of the benchmark) is run bare."""
+    argv = sys.argv[1:]
+    if any(a in argv for a in (*skip, "-h", "--help")):
+        return main() or 0
+    command = command_line()
+    for i, arg in enumerate(argv):
+        if arg == "--result" and i + 1 < len(argv):
+            name = argv[i + 1]
+            del argv[i:i + 2]
+            break
+        if arg.startswith("--result="):
+            name = arg.split("=", 1)[1]
+            del argv[i]
+            break
+    sys.argv[1:] = argv
+    rec = Recorder(name, modules, command=command)
+    _CURRENT.append(rec)
+    try:
+        status = main() or 0
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if status:
+            rec.abort()
+            raise
+    except BaseException:
+        rec.abort()
+        raise
+    finally:
+        _CURRENT.remove(rec)
+    if status == 0:
+        rec.finish()
+    return status
