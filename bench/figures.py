@@ -2,6 +2,7 @@
 
     python3 bench/figures.py check     # exit 1, naming each section, when a document is out of step
     python3 bench/figures.py render    # re-render every figure; mark stale ones in the text itself
+    python3 bench/figures.py check --rev HEAD   # the documents and results as committed, ignoring local edits
 
 Standard library and git only (CI runs it before anything is installed).
 
@@ -100,8 +101,9 @@ class State:
 class Tree:
     """The repository: its results and what changed since each one's commit (cached)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, rev: str | None = None):
         self.root = root
+        self.rev = rev  # None: the working tree; else judge the documents and results as committed at rev
         self.results_dir = root / "bench" / "results"
         self._states: dict[str, State] = {}
 
@@ -112,11 +114,12 @@ class Tree:
 
     def _state(self, name: str) -> State:
         path = self.results_dir / f"{name}.json"
-        if not path.is_file():
+        text = self.read(path.relative_to(self.root).as_posix())
+        if text is None:
             return State(name, None)
         try:
-            result = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
+            result = json.loads(text)
+        except ValueError as error:
             raise FigureError(f"{path.relative_to(self.root)}: not readable JSON ({error})") from error
         for key in ("commit", "modules", "figures"):
             if key not in result:
@@ -130,9 +133,9 @@ class Tree:
             raise FigureError(f"{path.relative_to(self.root)}: commit {commit} is not in this repository "
                               "(a shallow clone? fetch the history)") from error
         for module in modules:
-            if not (self.root / module).exists() and not _in_commit(self.root, full, module):
+            if not self.exists(module) and not _in_commit(self.root, full, module):
                 raise FigureError(f"{path.relative_to(self.root)}: module {module!r} exists neither now nor at {commit[:7]}")
-        log = git(self.root, "log", "--format=@%H", "--name-only", f"{full}..HEAD", "--", *modules)
+        log = git(self.root, "log", "--format=@%H", "--name-only", f"{full}..{self.rev or 'HEAD'}", "--", *modules)
         commits, changed = [], []
         for line in log.splitlines():
             line = line.strip()
@@ -140,7 +143,7 @@ class Tree:
                 commits.append(line[1:])
             elif line and line not in changed:
                 changed.append(line)
-        dirty = [line[3:] for line in git(self.root, "status", "--porcelain", "--untracked-files=no", "--", *modules).splitlines()]
+        dirty = [] if self.rev else [line[3:] for line in git(self.root, "status", "--porcelain", "--untracked-files=no", "--", *modules).splitlines()]
         state = State(name, result, changed=changed, n_commits=len(commits), commits=commits)
         if commits:
             state.stale_since = commits[-1][:7]  # git log lists the newest first
@@ -150,6 +153,18 @@ class Tree:
             if path_ not in state.changed:
                 state.changed.append(path_ + " (uncommitted)")
         return state
+
+
+    def read(self, relpath: str) -> str | None:
+        """A file's text in the working tree, or at ``rev``; None when it is not there."""
+        if self.rev is None:
+            path = self.root / relpath
+            return path.read_text() if path.is_file() else None
+        done = subprocess.run(["git", "-C", str(self.root), "show", f"{self.rev}:{relpath}"], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    def exists(self, relpath: str) -> bool:
+        return (self.root / relpath).exists() if self.rev is None else _in_commit(self.root, self.rev, relpath)
 
 
 def _in_commit(root: Path, commit: str, path: str) -> bool:
@@ -294,9 +309,8 @@ def expected(marker: Marker, tree: Tree) -> tuple[str, str]:
     return spec, table_text(figure)
 
 
-def process(path: Path, tree: Tree, doc: str, fix: bool) -> tuple[str, list[str]]:
+def process(text: str, tree: Tree, doc: str) -> tuple[str, list[str]]:
     """The document re-rendered, and the problems `check` reports (those a render fixes included)."""
-    text = path.read_text()
     problems: list[str] = []
     markers = parse(text)
     covered = {(m.section, m.name) for m in markers if m.kind == "fig-source"}
@@ -340,20 +354,20 @@ def process(path: Path, tree: Tree, doc: str, fix: bool) -> tuple[str, list[str]
     return "".join(out), problems
 
 
-def run(root: Path, docs: tuple[str, ...], fix: bool) -> list[str]:
-    tree = Tree(root)
+def run(root: Path, docs: tuple[str, ...], fix: bool, rev: str | None = None) -> list[str]:
+    tree = Tree(root, rev)
     problems = []
     for doc in docs:
-        path = root / doc
-        if not path.is_file():
+        text = tree.read(doc)
+        if text is None:
             continue
         try:
-            new, found = process(path, tree, doc, fix)
+            new, found = process(text, tree, doc)
         except FigureError as error:
             problems.append(f"{doc}: {error}")
             continue
-        if fix and new != path.read_text():
-            path.write_text(new)
+        if fix and new != text:
+            (root / doc).write_text(new)
             print(f"rendered {doc}")
         problems += found
     return problems
@@ -363,11 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("check", "render"))
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="repository root")
+    parser.add_argument("--rev", default=None, help="check the documents and results as committed at REV (e.g. HEAD), "
+                        "ignoring uncommitted changes (check only)")
     parser.add_argument("docs", nargs="*", default=list(DOCS), help="documents (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.rev and args.command == "render":
+        parser.error("render writes the working tree: no --rev")
     root = args.root.resolve()
     try:
-        problems = run(root, tuple(args.docs), fix=args.command == "render")
+        problems = run(root, tuple(args.docs), fix=args.command == "render", rev=args.rev)
         if args.command == "render":
             problems = run(root, tuple(args.docs), fix=False)  # what remains after rendering
     except FigureError as error:
