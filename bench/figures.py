@@ -193,10 +193,13 @@ def table_text(figure) -> str:
 
 def lookup(figures: dict, key: str):
     value = figures
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
+    for part in key.split("."):  # a number indexes a list: tables.speed.rows.0.1 is a table's cell
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
             raise FigureError(f"no figure {key!r}")
-        value = value[part]
     return value
 
 
