@@ -27,7 +27,8 @@ that shows figures of a result carries that result's provenance line, which `ren
     <!--fig-source score_quiet-->*Measured: ...*<!--/fig-source-->
 
 A value is printed as stored (a string as is; a number with ``fmt=SPEC`` in the marker, Python's
-format spec, else ``str``).
+format spec, else ``str``). A key may go into lists by index: ``tables.speed.rows.3.1`` is a cell of a
+table figure (what `bench/results.py` keeps of a benchmark's printed report).
 
 **Staleness.** A result is stale when a module it declares (``modules``) changed after its
 ``commit``: a commit in ``git log COMMIT..HEAD -- MODULES``, or an uncommitted change to one.
@@ -153,7 +154,6 @@ class Tree:
             if path_ not in state.changed:
                 state.changed.append(path_ + " (uncommitted)")
         return state
-
 
     def read(self, relpath: str) -> str | None:
         """A file's text in the working tree, or at ``rev``; None when it is not there."""
