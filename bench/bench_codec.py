@@ -63,6 +63,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
 from bench_extract import loadavg  # noqa: E402  (bench/ is on the path of a script run from it)
 from bench_extract import machine as extract_machine  # noqa: E402
 
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
     text = report(args, results, machine(), started, load_start)
     print(text)
+    bench_results.record(codec_weights=args.weights, raw=json.loads(json.dumps(results, default=str)))
     if args.report:
         Path(args.report).write_text(text)
     return 0
@@ -386,5 +388,13 @@ def report(args: argparse.Namespace, results: dict, mach: dict, started: str, lo
     return "\n".join(lines) + "\n"
 
 
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "extract/codec.py",
+    "extract/lsuv.py",
+    "extract/run.py",
+    "extract/encoder.py",
+]
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(bench_results.run(main, "codec", MODULES))

@@ -29,10 +29,12 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
 import torch
 
 from classify.config import TrainConfig
@@ -189,9 +191,21 @@ def main() -> None:
               f"on {s['workers']} workers with a core each about **{s['estimate_seconds'] / 60:.1f} min** "
               f"(longest trial {s['longest_trial_seconds'] / 60:.1f} min)")
     print(f"\nbenchmark wall time {time.perf_counter() - started:.0f} s")
+    raw = json.loads(json.dumps({"heads": list(results.values()), "sweeps": sweeps}, default=str))
+    bench_results.record(raw=raw)
     if args.json:
-        Path(args.json).write_text(json.dumps({"heads": list(results.values()), "sweeps": sweeps}, indent=2, default=str))
+        Path(args.json).write_text(json.dumps(raw, indent=2))
 
+
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "classify/train.py",
+    "classify/heads.py",
+    "classify/data.py",
+    "classify/weighting.py",
+    "classify/model.py",
+    "classify/sweep.py",
+]
 
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_results.run(main, "epoch", MODULES))

@@ -83,6 +83,7 @@ from store.reader import FeatureStore  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import profile_extract  # noqa: E402
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
 
 DENSE_BYTES_PER_FRAME_LEVEL = 128 * 4  # float32 x dim
 TARGET_RATIO = 0.85
@@ -611,8 +612,26 @@ def main(argv: list[str] | None = None) -> int:
     raw = {"machine": info, "corpus": {"split": args.split, "limit": args.limit, "files": len(table), "audio_s": audio},
            "rounds": rounds, "probes": probes, "decode": decode, "hour": hour, "profile": profile, "compare": cmp, "size": full, "total_s": total}
     (work / "results.json").write_text(json.dumps(raw, indent=1, default=str))
+    bench_results.record(codec_weights=weights, raw=json.loads(json.dumps(raw, default=str)))
     return 0
 
 
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "extract/encoder.py",
+    "extract/codec.py",
+    "extract/lsuv.py",
+    "extract/run.py",
+    "extract/audio.py",
+    "extract/prefetch.py",
+    "extract/committer.py",
+    "extract/malloc.py",
+    "extract/unit.py",
+    "store/writer.py",
+    "store/format.py",
+    "pipeline/cluster.py",
+    "pipeline/commands/extract.py",
+]
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_results.run(main, "extract", MODULES))

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
 
 from classify.metrics import (
     compute_det_curve,
@@ -113,6 +114,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="number of trials")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--asv5", type=Path, default=SCORES_ASV5,
+                        help="the scores_asv5 folder for the cross-check (default: %(default)s; a git worktree elsewhere: give it)")
     args = parser.parse_args()
 
     bona, spoof = synthetic(args.n, args.seed)
@@ -166,9 +169,9 @@ def main() -> int:
     print(f"| metrics_table: EER, minDCF, actDCF, Cllr | {t_table:.3f} s | - | - |")
     print()
 
-    if SCORES_ASV5.is_dir():
-        expected = json.loads((SCORES_ASV5 / "expected_metrics.json").read_text())["cm_score"]
-        with (SCORES_ASV5 / "dev_scores_label.csv").open() as handle:
+    if args.asv5.is_dir():
+        expected = json.loads((args.asv5 / "expected_metrics.json").read_text())["cm_score"]
+        with (args.asv5 / "dev_scores_label.csv").open() as handle:
             rows = list(csv.DictReader(handle))
         scores = np.array([float(r["cm_score"]) for r in rows])
         is_bona = np.isin([float(r["sasv_label"]) for r in rows], expected["bonafide_labels"])
@@ -182,7 +185,7 @@ def main() -> int:
             if diff > TOLERANCE:
                 failures.append(f"scores_asv5 {key}: {table[key]!r} != {expected[key]!r}")
     else:
-        print(f"(scores_asv5 cross-check skipped: {SCORES_ASV5} not found)")
+        print(f"(scores_asv5 cross-check skipped: {args.asv5} not found)")
     print()
     if failures:
         print("FAILED: " + "; ".join(failures))
@@ -191,5 +194,10 @@ def main() -> int:
     return 0
 
 
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "classify/metrics.py",
+]
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_results.run(main, "metrics", MODULES))

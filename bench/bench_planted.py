@@ -38,6 +38,7 @@ import math
 import multiprocessing
 import os
 import platform
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -45,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
 import torch
 
 from classify.config import TrainConfig
@@ -285,9 +287,22 @@ def main() -> None:
             print("QAF-Static per dimension:\n\n" + qaf_dims(results) + "\n")
         print(f"({len(results)} trials, {time.perf_counter() - t0:.0f} s wall; report: {args.out / name / 'report.md'})\n")
     print(f"Total wall time {time.perf_counter() - started:.0f} s; load average at the end {loadavg()}")
+    bench_results.record(raw=json.loads(json.dumps(record, default=str)))
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2, default=str))
 
 
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "classify/planted.py",
+    "classify/train.py",
+    "classify/heads.py",
+    "classify/data.py",
+    "classify/weighting.py",
+    "classify/model.py",
+    "classify/sweep.py",
+    "classify/report.py",
+]
+
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_results.run(main, "planted", MODULES))

@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's packages, not an installed copy
 
@@ -195,9 +197,23 @@ def main() -> None:
         if r in results:
             results[r].pop("scores", None)
     print(report(results))
+    bench_results.record(raw=results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "classify/detector.py",
+    "classify/model.py",
+    "extract/encoder.py",
+    "extract/codec.py",
+    "extract/lsuv.py",
+    "extract/audio.py",
+    "extract/frontend.py",
+    "extract/malloc.py",
+    "pipeline/commands/score.py",
+]
+
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_results.run(main, "score", MODULES))

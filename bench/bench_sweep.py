@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
 import torch
 
 from pipeline.cluster import threads_per_worker
@@ -117,5 +118,23 @@ def main() -> None:
         print(f"| {variant} | {r.trials} | {r.wall_s:.1f} | {r.train_s:.1f} | {r.epochs:.1f} | {int(r.params):,} |")
 
 
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "classify/sweep.py",
+    "classify/train.py",
+    "classify/heads.py",
+    "classify/data.py",
+    "classify/weighting.py",
+    "classify/model.py",
+    "classify/report.py",
+    "classify/bootstrap.py",
+    "extract/codec.py",
+    "extract/lsuv.py",
+    "extract/run.py",
+    "extract/encoder.py",
+    "pipeline/cluster.py",
+    "pipeline/commands/sweep.py",
+]
+
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_results.run(main, "sweep", MODULES))

@@ -60,6 +60,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
 import torch
 import torch.nn.functional as F
 
@@ -415,6 +416,7 @@ def main() -> None:
                             "speedup_wall": fast_fly / fast_wall, "speedup_cpu": fast_fly_cpu / fast_cpu,
                             "max_logit_diff_vs_packed": fast_diff},
                   total_s=time.perf_counter() - started)
+    bench_results.record(raw=json.loads(json.dumps(report, default=str)))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_report(report)
@@ -512,5 +514,17 @@ def print_profiler(prof: dict, what: str) -> None:
         print(f"torch.profiler, one epoch, {what}, CPU time of the record_function ranges: {parts}.  ")
 
 
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "classify/train.py",
+    "classify/heads.py",
+    "classify/data.py",
+    "classify/weighting.py",
+    "classify/model.py",
+    "extract/encoder.py",
+    "extract/audio.py",
+    "extract/codec.py",
+]
+
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_results.run(main, "train", MODULES))

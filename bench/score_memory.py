@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -41,7 +43,21 @@ def main() -> None:
     malloc = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")) or "(none)"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"batch_seconds {args.batch_seconds:g}; {malloc}; {len(files)} files; {wall:.1f} s; peak RSS {peak:,.0f} MiB")
+    bench_results.record(batch_seconds=args.batch_seconds, malloc=malloc, files=len(files), wall_s=round(wall, 2), peak_rss_mib=round(peak))
 
+
+# The code whose figures this benchmark measures (bench/figures.py marks them stale when it changes)
+MODULES = [
+    "classify/detector.py",
+    "classify/model.py",
+    "extract/encoder.py",
+    "extract/codec.py",
+    "extract/lsuv.py",
+    "extract/audio.py",
+    "extract/frontend.py",
+    "extract/malloc.py",
+    "pipeline/commands/score.py",
+]
 
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_results.run(main, "score_memory", MODULES))
