@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torchaudio.models import Wav2Vec2Model, wavlm_model
 
+from .weights import UNTRAINED, WeightSource, file_sha256
+
 SSL_SAMPLE_RATE = 16_000
 SSL_HOP = 320
 """Samples at 16 kHz between SSL frames (20 ms)."""
@@ -215,14 +217,6 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class SSLWeights:
     """Provenance of SSL weights: ``source`` pretrained | file | untrained; ``origin`` the path or
@@ -236,12 +230,12 @@ class SSLWeights:
 
     @property
     def trained(self) -> bool:
-        return self.source != "untrained" and not architecture(self.model).test_only
+        return self.source != UNTRAINED and not architecture(self.model).test_only
 
     @property
     def label(self) -> str:
         arch = architecture(self.model)
-        if self.source == "untrained":
+        if self.source == UNTRAINED:
             kind = f"UNTRAINED {arch.title} (seeded random weights; not real SSL features)"
         elif arch.test_only:
             kind = f"{arch.title} weights from {self.source} (a TEST architecture; not real SSL features)"
@@ -311,28 +305,25 @@ def _untrained(arch: SSLArchitecture, num_layers: int, seed: int) -> Wav2Vec2Mod
     return new_model(arch, num_layers)
 
 
-def resolve_weights(model: str, weights: str, num_layers: int, seed: int = 0, download: bool = True) -> SSLWeights:
-    """Provenance of ``weights`` (pretrained | untrained | FILE) for ``model`` used up to layer
-    ``num_layers``: the file's sha256, or (untrained) that of the seeded model built with
+def resolve_weights(model: str, weights: str | WeightSource, num_layers: int, seed: int = 0,
+                    download: bool = True) -> SSLWeights:
+    """Provenance of ``weights`` (pretrained | untrained | FILE, `extract.weights`) for ``model`` used
+    up to layer ``num_layers``: the file's sha256, or (untrained) that of the seeded model built with
     ``num_layers`` layers."""
     arch = architecture(model)
-    if weights == "untrained":
+    source = weights if isinstance(weights, WeightSource) else WeightSource.parse(weights)
+    if source.untrained:
         state = _untrained(arch, num_layers, seed).state_dict()
-        return SSLWeights(model, "untrained", state_sha256(state), f"seed={seed}, {num_layers} layers", seed)
-    if weights == "pretrained":
-        path, source = pretrained_path(arch, download), "pretrained"
-    else:
-        path, source = Path(weights), "file"
-        if not path.is_file():
-            raise SSLWeightsError(f"{path}: SSL weights file not found")
-    return SSLWeights(model, source, file_sha256(path), str(Path(path).resolve()), seed)
+        return SSLWeights(model, UNTRAINED, state_sha256(state), f"seed={seed}, {num_layers} layers", seed)
+    path, kind = source.locate(lambda fetch: pretrained_path(arch, fetch), download, SSLWeightsError, "SSL weights")
+    return SSLWeights(model, kind, file_sha256(path), str(Path(path).resolve()), seed)
 
 
 def build(weights: SSLWeights, num_layers: int) -> Wav2Vec2Model:
     """The model of ``weights`` truncated to ``num_layers`` layers; SSLWeightsError when the weights
     found now differ from the recorded ones (another file, or another torch's random numbers)."""
     arch = architecture(weights.model)
-    if weights.source == "untrained":
+    if weights.source == UNTRAINED:
         model = _untrained(arch, num_layers, weights.seed)
         if state_sha256(model.state_dict()) != weights.sha256:
             raise SSLWeightsError(f"untrained {arch.title} ({weights.origin}) built with {num_layers} layers is not "
