@@ -56,7 +56,8 @@ from .ssl import (
 from .unit import length_batches
 from .weights import PRETRAINED, UNTRAINED, file_sha256
 
-__all__ = ["Features", "FrontEnd", "build_codec", "codec_codebooks", "crop_or_tile", "find_audio", "ssl_front_end"]
+__all__ = ["AUDIO_EXTENSIONS", "MIN_BATCH_SECONDS", "WINDOW_SECONDS", "Features", "FrontEnd", "build_codec",
+           "codec_codebooks", "crop_or_tile", "find_audio", "ssl_front_end"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
                     ".caf", ".w64", ".rf64", ".sph", ".nist")

@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torchaudio.models import Wav2Vec2Model, wavlm_model
 
+from common.selection import format_layers, parse_layers  # noqa: F401 - the selections of --ssl-layers, read here
+
 from .weights import UNTRAINED, WeightSource, file_sha256
 
 SSL_SAMPLE_RATE = 16_000
@@ -115,35 +117,6 @@ def architecture(name: str) -> SSLArchitecture:
         return ARCHITECTURES[name]
     except KeyError:
         raise SSLWeightsError(f"unknown SSL model {name!r}; valid choices: {', '.join(ARCHITECTURES)}") from None
-
-
-def parse_layers(text: str | list[int] | tuple[int, ...], num_layers: int) -> tuple[int, ...]:
-    """``"1-12"``, ``"1,3,5-8"`` or a list of 1-based layers -> sorted distinct layers; ValueError
-    for anything outside 1..``num_layers``."""
-    if isinstance(text, (list, tuple)):
-        layers = [int(v) for v in text]
-    else:
-        layers = []
-        for part in str(text).replace(" ", "").split(","):
-            match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-            if not match:
-                raise ValueError(f"SSL layers {text!r}: write them as 1-12 or 1,3,5-8")
-            first, last = int(match[1]), int(match[2] or match[1])
-            layers.extend(range(first, last + 1))
-    layers = sorted(set(layers))
-    if not layers or layers[0] < 1 or layers[-1] > num_layers:
-        raise ValueError(f"SSL layers {text!r}: each must be in 1..{num_layers}")
-    return tuple(layers)
-
-
-def format_layers(layers: tuple[int, ...]) -> str:
-    """(1, 2, 3, 5) -> "1-3,5"."""
-    runs, start = [], layers[0]
-    for prev, cur in zip(layers, [*layers[1:], None]):
-        if cur != prev + 1:
-            runs.append(f"{start}-{prev}" if prev != start else f"{start}")
-            start = cur
-    return ",".join(runs)
 
 
 def ssl_frames(n_samples: int) -> int:
