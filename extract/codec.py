@@ -34,13 +34,19 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from encodec import EncodecModel
 from encodec.model import ROOT_URL
 from encodec.quantization.core_vq import sample_vectors
+from fsspec.implementations.local import LocalFileSystem
+
+from store.format import StoreFiles
+from store.verify import register_codebook_reader
 
 from .audio import CODEC_SAMPLE_RATE
 from .lsuv import calibration_batch, normalise_encoder
+from .weights import UNTRAINED, file_sha256
 
 CODEC_NAME = "encodec_24khz"
 CHECKPOINT_NAME = "encodec_24khz-d7cc33bc.th"
@@ -101,12 +107,24 @@ def n_quantizers(bandwidth: float) -> int:
         raise WeightsError(f"bandwidth {bandwidth} kbps is not one of EnCodec 24 kHz's: {sorted(BANDWIDTHS)}") from None
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def codec_codebooks(model: EncodecModel, n_q: int) -> np.ndarray:
+    """float32 [n_q, 1024, 128]: the first ``n_q`` RVQ codebooks (what a store's ``codebooks`` holds)."""
+    return np.stack([layer._codebook.embed.detach().cpu().numpy() for layer in model.quantizer.vq.layers[:n_q]])
+
+
+def saved_codebooks(files: StoreFiles, name: str, n_q: int) -> list[np.ndarray | None]:
+    """The first ``n_q`` codebooks in a store's weights file ``name`` (None for a level it lacks),
+    for `store.verify` (registered below). The file is memory-mapped when local: only the codebooks
+    are read. Never executes code (weights_only=True)."""
+    if isinstance(files.fs, LocalFileSystem):
+        state = torch.load(files.path(name), map_location="cpu", weights_only=True, mmap=True)
+    else:
+        state = torch.load(io.BytesIO(files.read_bytes(name)), map_location="cpu", weights_only=True)
+    keys = [f"quantizer.vq.layers.{q}._codebook.embed" for q in range(n_q)]
+    return [state[key].numpy() if key in state else None for key in keys]
+
+
+register_codebook_reader(CODEC_NAME, saved_codebooks)
 
 
 def state_dict_bytes(model: EncodecModel, untrained_origin: str | None = None) -> bytes:
@@ -183,7 +201,7 @@ def pretrained_file(download: bool = True) -> Path:
                 f"cannot download {PRETRAINED_URL} ({err}). Put the file at {dest}, pass it with "
                 "--weights FILE, or use --weights untrained for an offline (untrained) codec."
             ) from None
-    actual = sha256_file(dest)
+    actual = file_sha256(dest)
     if not actual.startswith(expected):
         raise WeightsError(f"{dest}: sha256 {actual[:8]}... does not match the expected {expected}; delete it and retry")
     return dest
@@ -286,4 +304,4 @@ def build_untrained(
         torch.set_num_threads(threads)
     origin = f"{how}, k-means on {used} frames of {dataset}"
     data = state_dict_bytes(model, untrained_origin=origin)
-    return model.eval(), data, WeightsInfo("untrained", hashlib.sha256(data).hexdigest(), False, origin)
+    return model.eval(), data, WeightsInfo(UNTRAINED, hashlib.sha256(data).hexdigest(), False, origin)

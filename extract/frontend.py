@@ -18,13 +18,13 @@ a file that changes or vanishes while it is read) becomes that file's error; the
 Models of the SSL variants (``ssl``, ``ssl+V``) also need the SSL stream: with an
 `extract.ssl.SSLFrontEnd` (:func:`ssl_front_end` finds its weights by sha256), each file is also
 decoded at 16 kHz (`extract.audio.load_audio`, as `extract.ssl_stream` decodes it), run through
-the SSL model whole, as extraction does for dev and eval utterances (one file per batch with
-``batch_seconds`` 0), and its layers kept as float16, as the store keeps them.
+the SSL model uncropped, as extraction runs dev and eval utterances: in one pass up to 34 s, a longer
+file in the windows the stream recorded (`extract.ssl.ssl_windows`, 30 s of frames each with 2 s of
+context either side), and its layers kept as float16, as the store keeps them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import threading
@@ -39,7 +39,7 @@ import torch
 from encodec import EncodecModel
 
 from .audio import CODEC_SAMPLE_RATE, AudioError, frame_energy, load_audio, probe, resampled_length, to_codec_audio
-from .codec import HOP_LENGTH, WeightsError, n_quantizers, new_model
+from .codec import HOP_LENGTH, WeightsError, codec_codebooks, n_quantizers, new_model
 from .encoder import BatchEncoder, Encoded
 from .ssl import (
     SSL_RECEPTIVE_FIELD,
@@ -48,13 +48,16 @@ from .ssl import (
     SSLWeights,
     SSLWeightsError,
     architecture,
-    file_sha256,
     front_end,
     load_model,
     pretrained_path,
     recorded_windows,
 )
 from .unit import length_batches
+from .weights import PRETRAINED, UNTRAINED, file_sha256
+
+__all__ = ["AUDIO_EXTENSIONS", "MIN_BATCH_SECONDS", "WINDOW_SECONDS", "Features", "FrontEnd", "build_codec",
+           "codec_codebooks", "crop_or_tile", "find_audio", "ssl_front_end"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
                     ".caf", ".w64", ".rf64", ".sph", ".nist")
@@ -86,15 +89,6 @@ def build_codec(data: bytes, bandwidth: float, n_q: int, where: str) -> EncodecM
     return model.eval()
 
 
-def codec_codebooks(model: EncodecModel, n_q: int) -> np.ndarray:
-    """float32 [n_q, 1024, 128]: the first ``n_q`` RVQ codebooks (what a store's ``codebooks`` holds)."""
-    return np.stack([layer._codebook.embed.detach().cpu().numpy() for layer in model.quantizer.vq.layers[:n_q]])
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def ssl_front_end(source: dict, override: str | Path | None = None, device: str = "cpu",
                   download: bool = True) -> tuple[SSLFrontEnd, str]:
     """(the SSL front end of an SSL stream ``source`` record, where its weights came from). Untrained
@@ -106,14 +100,14 @@ def ssl_front_end(source: dict, override: str | Path | None = None, device: str 
     layers = tuple(source["layers"])
     arch = architecture(weights.model)
     windows = recorded_windows(source)
-    if weights.source == "untrained" and override is None:
+    if weights.source == UNTRAINED and override is None:
         return front_end(weights, layers, device, *windows), f"rebuilt from {weights.origin} (UNTRAINED)"
     candidates: list[tuple[str, object]] = []
     if override is not None:
         candidates.append((f"--ssl-weights {override}", lambda: Path(override)))
     else:
         candidates.append((f"the file the SSL stream was extracted with, {weights.origin}", lambda: Path(weights.origin)))
-        if weights.source == "pretrained":
+        if weights.source == PRETRAINED:
             candidates.append(("the torch hub cache", lambda: pretrained_path(arch, download=False)))
             if download:
                 candidates.append(("torchaudio's URL", lambda: pretrained_path(arch, download=True)))

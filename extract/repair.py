@@ -5,8 +5,8 @@ rewrite those chunks in place.
 frames it holds and to their work units (`store.verify.Affected`). A stream's final array is sharded
 and contiguous, so a repair rewrites each damaged stored object whole: it re-runs every work unit that
 has frames in it, exactly as the extraction ran it (same codec weights, read from the store; same
-unit, hence the same encoder batches; the settings recorded in the store's config), into a scratch
-group ``repair/`` of the store, then:
+unit, hence the same encoder batches; the settings recorded in the store's config; planned and run by
+the extraction driver, `extract.driver`), into a scratch group ``repair/`` of the store, then:
 
 1. checks the re-extraction against the store where the store is intact: the same frame counts for
    every utterance, and the same values on every intact frame of those units. When they differ (the
@@ -29,8 +29,10 @@ from store import format as sf
 from store.format import StoreFiles
 from store.verify import Affected, VerifyReport, unit_size, verify_store
 
+from .codec_stream import CodecBackend
+from .driver import SKIPPED, plan_units
 from .run import resolve_device
-from .unit import EncoderSettings, UnitTask, run_unit
+from .unit import run_unit
 
 SCRATCH = "repair"
 
@@ -49,40 +51,38 @@ class RepairResult:
     report: VerifyReport | None = None  # verify after the repair
 
 
-def _settings(url: str, attrs: dict, config: dict, streams: tuple[str, ...], lease: Lease) -> EncoderSettings:
+def _backend(url: str, attrs: dict, config: dict, streams: tuple[str, ...], lease: Lease) -> CodecBackend:
+    """The codec back-end that wrote ``streams``, rebuilt from the store's records, writing into the
+    scratch group."""
     root_config = attrs.get("config", {})
-    return EncoderSettings(
+    return CodecBackend(
         store=url,
+        group=SCRATCH,
+        lease=lease.token,
+        batch_seconds=config["batch_seconds"],
+        max_seconds=config["max_seconds"],
+        torch_threads=root_config.get("torch_threads"),
         weights_sha256=attrs["weights"]["sha256"],
         bandwidth=attrs["codec"]["bandwidth"],
         device=resolve_device(root_config.get("device", "auto")),
         window_seconds=config["window_seconds"],
         min_batch_seconds=config["min_batch_seconds"],
-        batch_seconds=config["batch_seconds"],
-        max_seconds=config["max_seconds"],
-        torch_threads=root_config.get("torch_threads"),
         streams=streams,
-        group=SCRATCH,
-        lease=lease.token,
     )
 
 
-def _reextract(url: str, units: list[int], size: int, table, skip: set[int], settings: EncoderSettings,
+def _reextract(url: str, units: list[int], size: int, table, skip: set[int], backend: CodecBackend,
                log: Callable[[str], None]) -> dict[str, dict[int, np.ndarray]]:
     """Run ``units`` again into the scratch group; return stream -> row -> frames of its ok rows."""
-    n = len(table)
-    paths = table["path"].tolist()
-    out: dict[str, dict[int, np.ndarray]] = {name: {} for name in settings.streams}
+    rows = list(zip(range(len(table)), table["path"].tolist(), table["split"].astype(str).tolist()))
+    out: dict[str, dict[int, np.ndarray]] = {name: {} for name in backend.streams}
     root = zarr.open_group(url, mode="r")
-    for unit in units:
-        rows = range(unit * size, min(n, (unit + 1) * size))
-        task = UnitTask(unit, tuple((r, paths[r]) for r in rows if r not in skip), settings,
-                        tuple((r, "extraction failed in this store") for r in rows if r in skip))
-        log(f"re-extracting work unit {unit} ({len(task.rows)} utterance(s))")
+    for task in plan_units(backend, rows, size, skip={r: SKIPPED for r in skip}, units=units):
+        log(f"re-extracting work unit {task.unit} ({len(task.rows)} utterance(s))")
         run_unit(task)
-        part = root[sf.part_name(unit, SCRATCH)]
+        part = root[sf.part_name(task.unit, SCRATCH)]
         ok = [(r["row"], r["n_frames"]) for r in part.attrs["records"] if r["status"] == "ok"]
-        for name in settings.streams:
+        for name in backend.streams:
             data = part[name][...] if ok else None
             start = 0
             for row, frames in ok:
@@ -190,7 +190,7 @@ def repair_store(url: str, log: Callable[[str], None] = print) -> RepairResult:
                 units = sorted({u for a in items for u in a.units})
                 skip = set(np.flatnonzero(table["status"].to_numpy() != "ok").tolist()) if group else set()
                 streams = tuple(a.stream for a in items)
-                fresh = _reextract(url, units, size, table, skip, _settings(url, attrs, config, streams, lease), log)
+                fresh = _reextract(url, units, size, table, skip, _backend(url, attrs, config, streams, lease), log)
                 for affected in items:
                     spec = specs[affected.array]
                     built, compared = _check_and_build(files, root, affected, spec, table, fresh[spec.name], units, size)

@@ -8,7 +8,6 @@ does not depend on how many workers ran the units, nor on the order they finishe
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
@@ -26,14 +25,7 @@ from common.provenance import device_label, provenance
 from store import format as sf
 from store.format import StoreFiles
 from store.reader import FeatureStore
-from store.writer import (
-    StoreError,
-    create_store,
-    create_stream,
-    done_units,
-    finish_store,
-    finish_stream,
-)
+from store.writer import StoreError, create_store, done_units, finish_store
 
 from .audio import CODEC_SAMPLE_RATE, AudioError, load_audio, probe
 from .codec import (
@@ -41,14 +33,18 @@ from .codec import (
     CODEC_NAME,
     DIM,
     FRAME_RATE,
+    WeightsError,
     WeightsInfo,
     build_untrained,
+    codec_codebooks,
     n_quantizers,
     pretrained_file,
     read_weights,
 )
+from .codec_stream import CodecBackend
 from .datasets import get_dataset
-from .unit import EncoderSettings, UnitTask, iter_units
+from .driver import Submit, add_stream, differences, n_units, plan_units, run_tasks
+from .weights import UNTRAINED, WeightSource, file_sha256
 
 
 @dataclass
@@ -160,16 +156,16 @@ def _kmeans_audio(plan: pd.DataFrame, max_seconds: float, window_seconds: float)
 
 def _codec_for_new_store(config: ExtractConfig, plan: pd.DataFrame, n_q: int, log: Callable[[str], None]):
     """Build the codec the config asks for; return (model, weights bytes, provenance)."""
-    if config.weights == "untrained":
+    source = WeightSource.parse(config.weights)
+    if source.untrained:
         log(f"untrained codec: seed {config.seed}, {'LSUV, ' if config.lsuv else ''}k-means on up to {config.kmeans_frames} frames of the corpus")
         return build_untrained(
             _kmeans_audio(plan, config.max_seconds, config.window_seconds), n_q, seed=config.seed,
             kmeans_frames=config.kmeans_frames, kmeans_iters=config.kmeans_iters,
             lsuv=config.lsuv, lsuv_seconds=config.lsuv_seconds, dataset=config.dataset,
         )
-    if config.weights == "pretrained":
-        return read_weights(pretrained_file(download=config.download), source="pretrained")
-    return read_weights(config.weights)
+    path, kind = source.locate(pretrained_file, config.download, WeightsError, "codec weights")
+    return read_weights(path, source=kind)
 
 
 def _fingerprint(config: ExtractConfig) -> dict:
@@ -183,19 +179,15 @@ def _check_resume(files: StoreFiles, attrs: dict, config: ExtractConfig) -> Weig
     if attrs.get("format_version", 0) > sf.FORMAT_VERSION:
         raise StoreError(f"{files.url} has store format version {attrs['format_version']}, newer than this tool's "
                          f"{sf.FORMAT_VERSION}; upgrade rvq-antispoof")
-    stored = attrs.get("config", {})
-    wanted = _fingerprint(config)
-    differ = [k for k in wanted if stored.get(k) != wanted[k]]
-    if differ:
-        detail = ", ".join(f"{k}: store has {stored.get(k)!r}, asked {wanted[k]!r}" for k in differ)
+    detail = differences(attrs.get("config", {}), _fingerprint(config))
+    if detail:
         raise StoreError(f"{files.url} was made with other settings ({detail}); use another --out or the same settings")
     info = WeightsInfo(**{k: attrs["weights"][k] for k in ("source", "sha256", "trained", "origin")})
-    if config.weights == "untrained" and info.source != "untrained":
+    source = WeightSource.parse(config.weights)
+    if source.untrained and info.source != UNTRAINED:
         raise StoreError(f"{files.url} holds {info.source} codec weights, but --weights untrained was asked for")
-    if config.weights not in ("untrained", "pretrained"):
-        sha = hashlib.sha256(Path(config.weights).read_bytes()).hexdigest()
-        if sha != info.sha256:
-            raise StoreError(f"{config.weights}: sha256 differs from the weights {files.url} was started with")
+    if source.file and file_sha256(source.path) != info.sha256:
+        raise StoreError(f"{config.weights}: sha256 differs from the weights {files.url} was started with")
     return info
 
 
@@ -203,22 +195,24 @@ def _requested_streams(config: ExtractConfig) -> list[str]:
     return [sf.CODES] + [name for name, on in ((sf.LATENT, config.latent), (sf.ENERGY, config.energy)) if on]
 
 
-def _settings(config: ExtractConfig, weights: WeightsInfo, device: str, streams: tuple[str, ...],
-              group: str = "", lease: Lease | None = None) -> EncoderSettings:
-    return EncoderSettings(
+def codec_backend(config: ExtractConfig, weights: WeightsInfo, device: str, streams: tuple[str, ...],
+                  group: str = "", lease: Lease | None = None) -> CodecBackend:
+    """The codec's back-end for ``streams`` of the extraction ``config`` (its settings resolved)."""
+    return CodecBackend(
         store=config.out,
-        weights_sha256=weights.sha256,
-        bandwidth=config.bandwidth,
-        device=device,
-        decode_threads=config.decode_threads or _default_decode_threads(device),
-        window_seconds=config.window_seconds,
-        min_batch_seconds=config.min_batch_seconds,
+        group=group,
+        lease=lease.token if lease is not None else None,
         batch_seconds=config.batch_seconds,
         max_seconds=config.max_seconds,
         torch_threads=config.torch_threads,
+        decode_threads=config.decode_threads or _default_decode_threads(device),
+        label=weights.label,
+        weights_sha256=weights.sha256,
+        bandwidth=config.bandwidth,
+        device=device,
+        window_seconds=config.window_seconds,
+        min_batch_seconds=config.min_batch_seconds,
         streams=streams,
-        group=group,
-        lease=lease.token if lease is not None else None,
     )
 
 
@@ -226,63 +220,9 @@ def _default_decode_threads(device: str) -> int:
     return max(1, (os.cpu_count() or 2) - 1) if device.startswith("cuda") else 1
 
 
-def _run_units(tasks: list[UnitTask], submit, progress, lease: Lease | None = None) -> None:
-    results = submit(tasks) if submit is not None else iter_units(tasks)
-    for result in results:
-        if lease is not None:
-            lease.check()  # another process took the store over: stop before finishing anything
-        if progress is not None:
-            progress(result)
-
-
-def _unit_tasks(n_rows: int, unit_size: int, done: dict, settings: EncoderSettings, paths: list[str],
-                skip: dict[int, str] | None = None) -> list[UnitTask]:
-    skip = skip or {}
-    tasks = []
-    for unit in range(-(-n_rows // unit_size)):
-        if unit in done:
-            continue
-        rows = range(unit * unit_size, min(n_rows, (unit + 1) * unit_size))
-        tasks.append(UnitTask(unit, tuple((r, paths[r]) for r in rows if r not in skip), settings,
-                              tuple((r, skip[r]) for r in rows if r in skip)))
-    return tasks
-
-
-def _add_stream(config: ExtractConfig, name: str, weights: WeightsInfo, device: str, submit, log, progress,
-                lease: Lease | None = None) -> int:
-    """Add stream ``name`` to the finished store ``config.out`` (or finish adding it); returns the
-    number of units run. The store's other streams, tables and attributes are not touched."""
-    files = StoreFiles(config.out)
-    group = sf.added_stream_group(name)
-    attrs = files.read_group_attrs()
-    codec = attrs["codec"]
-    spec = next(s for s in sf.codec_stream_specs(codec, latent=True, energy=True) if s.name == name)
-    spec = sf.added_stream_spec(name, spec.frame_rate, spec.dtype, spec.frame_shape, spec.about)
-    if files.exists(f"{group}/zarr.json"):
-        stream_attrs = files.read_group_attrs(group)
-        if stream_attrs.get("state") == sf.STATE_COMPLETE:
-            return 0
-        log(f"resuming the addition of stream {name!r} to {config.out}")
-    else:
-        create_stream(config.out, spec, {"config": _fingerprint(config),
-                                         "provenance": provenance(device_label(device))})
-        log(f"adding stream {spec.describe()} to {config.out}; its other streams are not touched")
-    table = files.read_table(sf.UTTERANCES)
-    skip = {int(r): "extraction failed in this store" for r in np.flatnonzero(table["status"].to_numpy() != "ok")}
-    n_units = -(-len(table) // config.unit_size)
-    done = done_units(config.out, n_units, group)
-    tasks = _unit_tasks(len(table), config.unit_size, done, _settings(config, weights, device, (name,), group, lease),
-                        table["path"].tolist(), skip)
-    _run_units(tasks, submit, progress, lease)
-    records = finish_stream(config.out, name, n_units, {"finished_by": provenance(device_label(device))})
-    failed = int((records["status"] != "ok").sum()) - len(skip)
-    log(f"stream {name!r} added" + (f"; {failed} utterance(s) failed (streams/{name}/failures.parquet)" if failed else ""))
-    return len(tasks)
-
-
 def extract(
     config: ExtractConfig,
-    submit: Callable[[list[UnitTask]], Iterator[dict]] | None = None,
+    submit: Submit | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[dict], None] | None = None,
 ) -> ExtractResult:
@@ -343,16 +283,16 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
             if plan.empty:
                 raise StoreError(f"{config.root}: no usable utterances in {config.dataset}")
             weights = _create(config, plan, loaded, n_q, device, log)
-        streams = tuple(sf.stream_specs(files.read_group_attrs()))
-        n_units = -(-len(plan) // config.unit_size)
-        done = done_units(config.out, n_units)
-        tasks = _unit_tasks(len(plan), config.unit_size, done, _settings(config, weights, device, streams, "", lease),
-                            plan["path"].tolist())
+        backend = codec_backend(config, weights, device, tuple(sf.stream_specs(files.read_group_attrs())), "", lease)
+        units = n_units(len(plan), config.unit_size)
+        done = done_units(config.out, units)
+        rows = list(zip(range(len(plan)), plan["path"].tolist(), plan["split"].astype(str).tolist()))
+        tasks = plan_units(backend, rows, config.unit_size, done)
         if done:
-            log(f"{len(done)} of {n_units} work units already done; running {len(tasks)}")
-        _run_units(tasks, submit, progress, lease)
+            log(f"{len(done)} of {units} work units already done; running {len(tasks)}")
+        run_tasks(tasks, submit, progress, lease)
         lease.check()
-        finish_store(config.out, n_units, {"weights": weights.label}, {"finished_by": provenance(device_label(device))})
+        finish_store(config.out, units, {"weights": weights.label}, {"finished_by": provenance(device_label(device))})
         ran, resumed = len(tasks), len(done)
     else:
         files.remove(sf.PARTS)  # left over if a finish was killed after it marked the store complete
@@ -361,12 +301,15 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
     have = FeatureStore(config.out).streams
     added = [name for name in _requested_streams(config) if name not in have]
     for name in added:
-        ran += _add_stream(config, name, weights, device, submit, log, progress, lease)
+        backend = codec_backend(config, weights, device, (name,), sf.added_stream_group(name), lease)
+        ran += add_stream(backend, config.unit_size, device, submit, log, progress, lease)
     ssl_label = ""
     if config.ssl:  # the SSL stream of the paper's full system, added like the others
-        from .ssl_stream import add_ssl_stream  # noqa: PLC0415
-        ssl_ran, ssl_weights = add_ssl_stream(config, device, submit, log, progress, lease)
-        ran, ssl_label = ran + ssl_ran, ssl_weights.label
+        from .ssl_stream import ssl_backend  # noqa: PLC0415
+        backend = ssl_backend(config, device, config.decode_threads or _default_decode_threads(device),
+                              lease.token if lease is not None else None)
+        ssl_ran = add_stream(backend, config.unit_size, device, submit, log, progress, lease)
+        ran, ssl_label = ran + ssl_ran, backend.label
         added += [config.ssl_stream] if ssl_ran else []
     if attrs is not None and attrs.get("state") == sf.STATE_COMPLETE and not added:
         log(f"{config.out} is already complete; nothing to do")
@@ -386,7 +329,7 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
 def _create(config: ExtractConfig, plan: pd.DataFrame, loaded, n_q: int, device: str, log) -> WeightsInfo:
     """Create the store: build the codec, lay down attributes, plan, codebooks and weights."""
     model, weights_bytes, weights = _codec_for_new_store(config, plan, n_q, log)
-    codebooks = np.stack([layer._codebook.embed.detach().numpy() for layer in model.quantizer.vq.layers[:n_q]])
+    codebooks = codec_codebooks(model, n_q)
     problems = pd.DataFrame([asdict(p) for p in loaded.problems], columns=list(sf.FAILURE_COLUMNS))
     codec = {
         "name": CODEC_NAME,

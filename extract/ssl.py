@@ -52,6 +52,10 @@ import torch
 import torch.nn.functional as F
 from torchaudio.models import Wav2Vec2Model, wavlm_model
 
+from common.selection import format_layers, parse_layers  # noqa: F401 - the selections of --ssl-layers, read here
+
+from .weights import UNTRAINED, WeightSource, file_sha256
+
 SSL_SAMPLE_RATE = 16_000
 SSL_HOP = 320
 """Samples at 16 kHz between SSL frames (20 ms)."""
@@ -113,35 +117,6 @@ def architecture(name: str) -> SSLArchitecture:
         return ARCHITECTURES[name]
     except KeyError:
         raise SSLWeightsError(f"unknown SSL model {name!r}; valid choices: {', '.join(ARCHITECTURES)}") from None
-
-
-def parse_layers(text: str | list[int] | tuple[int, ...], num_layers: int) -> tuple[int, ...]:
-    """``"1-12"``, ``"1,3,5-8"`` or a list of 1-based layers -> sorted distinct layers; ValueError
-    for anything outside 1..``num_layers``."""
-    if isinstance(text, (list, tuple)):
-        layers = [int(v) for v in text]
-    else:
-        layers = []
-        for part in str(text).replace(" ", "").split(","):
-            match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-            if not match:
-                raise ValueError(f"SSL layers {text!r}: write them as 1-12 or 1,3,5-8")
-            first, last = int(match[1]), int(match[2] or match[1])
-            layers.extend(range(first, last + 1))
-    layers = sorted(set(layers))
-    if not layers or layers[0] < 1 or layers[-1] > num_layers:
-        raise ValueError(f"SSL layers {text!r}: each must be in 1..{num_layers}")
-    return tuple(layers)
-
-
-def format_layers(layers: tuple[int, ...]) -> str:
-    """(1, 2, 3, 5) -> "1-3,5"."""
-    runs, start = [], layers[0]
-    for prev, cur in zip(layers, [*layers[1:], None]):
-        if cur != prev + 1:
-            runs.append(f"{start}-{prev}" if prev != start else f"{start}")
-            start = cur
-    return ",".join(runs)
 
 
 def ssl_frames(n_samples: int) -> int:
@@ -215,14 +190,6 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class SSLWeights:
     """Provenance of SSL weights: ``source`` pretrained | file | untrained; ``origin`` the path or
@@ -236,12 +203,12 @@ class SSLWeights:
 
     @property
     def trained(self) -> bool:
-        return self.source != "untrained" and not architecture(self.model).test_only
+        return self.source != UNTRAINED and not architecture(self.model).test_only
 
     @property
     def label(self) -> str:
         arch = architecture(self.model)
-        if self.source == "untrained":
+        if self.source == UNTRAINED:
             kind = f"UNTRAINED {arch.title} (seeded random weights; not real SSL features)"
         elif arch.test_only:
             kind = f"{arch.title} weights from {self.source} (a TEST architecture; not real SSL features)"
@@ -311,28 +278,25 @@ def _untrained(arch: SSLArchitecture, num_layers: int, seed: int) -> Wav2Vec2Mod
     return new_model(arch, num_layers)
 
 
-def resolve_weights(model: str, weights: str, num_layers: int, seed: int = 0, download: bool = True) -> SSLWeights:
-    """Provenance of ``weights`` (pretrained | untrained | FILE) for ``model`` used up to layer
-    ``num_layers``: the file's sha256, or (untrained) that of the seeded model built with
+def resolve_weights(model: str, weights: str | WeightSource, num_layers: int, seed: int = 0,
+                    download: bool = True) -> SSLWeights:
+    """Provenance of ``weights`` (pretrained | untrained | FILE, `extract.weights`) for ``model`` used
+    up to layer ``num_layers``: the file's sha256, or (untrained) that of the seeded model built with
     ``num_layers`` layers."""
     arch = architecture(model)
-    if weights == "untrained":
+    source = weights if isinstance(weights, WeightSource) else WeightSource.parse(weights)
+    if source.untrained:
         state = _untrained(arch, num_layers, seed).state_dict()
-        return SSLWeights(model, "untrained", state_sha256(state), f"seed={seed}, {num_layers} layers", seed)
-    if weights == "pretrained":
-        path, source = pretrained_path(arch, download), "pretrained"
-    else:
-        path, source = Path(weights), "file"
-        if not path.is_file():
-            raise SSLWeightsError(f"{path}: SSL weights file not found")
-    return SSLWeights(model, source, file_sha256(path), str(Path(path).resolve()), seed)
+        return SSLWeights(model, UNTRAINED, state_sha256(state), f"seed={seed}, {num_layers} layers", seed)
+    path, kind = source.locate(lambda fetch: pretrained_path(arch, fetch), download, SSLWeightsError, "SSL weights")
+    return SSLWeights(model, kind, file_sha256(path), str(Path(path).resolve()), seed)
 
 
 def build(weights: SSLWeights, num_layers: int) -> Wav2Vec2Model:
     """The model of ``weights`` truncated to ``num_layers`` layers; SSLWeightsError when the weights
     found now differ from the recorded ones (another file, or another torch's random numbers)."""
     arch = architecture(weights.model)
-    if weights.source == "untrained":
+    if weights.source == UNTRAINED:
         model = _untrained(arch, num_layers, weights.seed)
         if state_sha256(model.state_dict()) != weights.sha256:
             raise SSLWeightsError(f"untrained {arch.title} ({weights.origin}) built with {num_layers} layers is not "

@@ -1,104 +1,32 @@
-"""Work units: decode, encode and commit fixed runs of consecutive utterances.
+"""Work units: decode, compute and commit fixed runs of consecutive utterances, for any stream back-end.
 
 This is what a dask worker runs (:func:`run_units`, on a few consecutive units at a time), or the
-command itself with ``--workers 0`` (:func:`iter_units` over all of them). The codec is built once
-per process and reused. Decoding runs ahead on helper threads (:mod:`extract.prefetch`), the calling
-thread only encodes, and finished units are written by a writer thread (:mod:`extract.committer`).
-A unit writes the streams its settings name: the store's own (``codes``, ``latent``, ``energy``),
-or one stream added to a finished store (then into that stream's group).
+command itself with ``--workers 0`` (:func:`iter_units` over all of them). A unit's back-end
+(`extract.backend.StreamBackend`: the codec's streams, the SSL stream, ...) says which samples of each
+utterance it reads, how to decode them and how to compute a batch; its model is built once per
+process and reused. Decoding runs ahead on helper threads (:mod:`extract.prefetch`), the calling
+thread only computes, and finished units are written by a writer thread (:mod:`extract.committer`)
+into the back-end's group (the store's own streams, or a stream added to a finished store).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from typing import Any
 
 import numpy as np
-import torch
 
-from store.format import CODES, ENERGY, LATENT, WEIGHTS, StoreFiles
 from store.writer import PartData
 
-from .audio import (
-    CODEC_SAMPLE_RATE,
-    AudioError,
-    frame_energy,
-    load_audio,
-    probe,
-    resampled_length,
-)
-from .codec import HOP_LENGTH, WeightsError, new_model
+from .audio import AudioError
+from .backend import UnitTask
 from .committer import UnitCommitter
-from .encoder import BatchEncoder
 from .prefetch import keep_threads, prefetch
 
-CODEC_STREAMS = (CODES, LATENT)
-"""Streams that need the codec's encoder."""
-STREAMS = (CODES, LATENT, ENERGY)
-"""Every stream a unit can write."""
-
-
-@dataclass(frozen=True)
-class EncoderSettings:
-    """Everything a worker needs to rebuild the exact codec and encoder, and what to write.
-
-    ``streams``: the streams to write (a subset of :data:`STREAMS`); ``group``: where their parts go
-    ("" for the store's own streams, ``streams/NAME`` for a stream added to a finished store);
-    ``decode_threads``: helper threads decoding audio ahead of the encoder (results do not depend
-    on it); ``torch_threads``: the encoder's (None: the process default); ``lease``: the token of the
-    store's lease held by the run (`common.lease`), checked before writing."""
-
-    store: str
-    weights_sha256: str
-    bandwidth: float
-    device: str
-    window_seconds: float
-    min_batch_seconds: float
-    batch_seconds: float
-    max_seconds: float
-    torch_threads: int | None
-    streams: tuple[str, ...] = (CODES, LATENT)
-    group: str = ""
-    decode_threads: int = 1
-    lease: str | None = None
-
-
-@dataclass(frozen=True)
-class UnitTask:
-    """``rows``: (plan row, audio path) to extract; ``skipped``: (row, reason) recorded as failed
-    without reading the audio (utterances whose extraction already failed in the store)."""
-
-    unit: int
-    rows: tuple[tuple[int, str], ...]
-    settings: EncoderSettings
-    skipped: tuple[tuple[int, str], ...] = ()
-
-
-@lru_cache(maxsize=2)
-def _encoder(store: str, weights_sha256: str, bandwidth: float, device: str, latent: bool, window_seconds: float,
-             min_batch_seconds: float, batch_seconds: float) -> BatchEncoder:
-    data = StoreFiles(store).read_bytes(WEIGHTS)
-    if hashlib.sha256(data).hexdigest() != weights_sha256:
-        raise WeightsError(f"{store}/{WEIGHTS}: sha256 differs from the store's attributes")
-    model = new_model()
-    try:  # weights_only: a crafted file never runs code, it is refused
-        model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
-    except Exception as err:  # noqa: BLE001 - torch raises several types for unsafe or damaged files
-        raise WeightsError(f"{store}/{WEIGHTS}: not a loadable EnCodec state dict ({type(err).__name__}: {err})") from None
-    return BatchEncoder(model, bandwidth, device=device, latent=latent, window_seconds=window_seconds,
-                        min_batch_seconds=min_batch_seconds, batch_seconds=batch_seconds)
-
-
-def encoder_for(settings: EncoderSettings) -> BatchEncoder:
-    """The worker's encoder for ``settings`` (built once per process and settings)."""
-    return _encoder(settings.store, settings.weights_sha256, settings.bandwidth, settings.device,
-                    LATENT in settings.streams, settings.window_seconds, settings.min_batch_seconds,
-                    settings.batch_seconds)
+__all__ = ["UnitTask", "iter_units", "length_batches", "run_unit", "run_units", "task_slices", "warm_up"]
 
 
 def length_batches(lengths: dict[int, int], budget: int) -> list[list[int]]:
@@ -114,34 +42,40 @@ def length_batches(lengths: dict[int, int], budget: int) -> list[list[int]]:
     return batches
 
 
-def _probe_rows(task: UnitTask, records: dict[int, dict]) -> dict[int, int]:
-    """Read each file's header; record the failures; return row -> samples at the codec's rate."""
-    settings = task.settings
-    lengths: dict[int, int] = {}
-    for row, path in task.rows:
+def _probe_rows(task: UnitTask, records: dict[int, dict]) -> dict[int, tuple[int, int]]:
+    """Read each file's header; record the failures; return row -> (first sample, samples) at the
+    back-end's rate."""
+    backend = task.settings
+    spans: dict[int, tuple[int, int]] = {}
+    for row, path, split in task.rows:
         try:
-            info = probe(path)
+            info = backend.audio.probe(path, row)
         except AudioError as err:
             records[row] = {"row": row, "status": "failed", "stage": "audio", "reason": str(err)}
             continue
         records[row] = {"row": row, "sample_rate": info.sample_rate, "channels": info.channels,
                         "duration": info.duration}
-        if info.duration > settings.max_seconds:
+        if info.duration > backend.max_seconds:
             records[row].update(status="failed", stage="audio",
-                                reason=f"longer than max_seconds={settings.max_seconds:g} s ({info.duration:.1f} s)")
+                                reason=f"longer than max_seconds={backend.max_seconds:g} s ({info.duration:.1f} s)")
             continue
-        lengths[row] = resampled_length(info.frames, info.sample_rate)
-    return lengths
+        span = backend.span(info, split)
+        if isinstance(span[0], str):
+            records[row].update(status="failed", stage=span[0], reason=span[1])
+            continue
+        spans[row] = span
+    return spans
 
 
 @dataclass
 class _Unit:
-    """A unit in flight: its records (row -> record), its length-sorted batches of rows, the
-    features of its encoded rows, and how many batches are still to encode."""
+    """A unit in flight: its records (row -> record), the spans of its rows to compute, its
+    length-sorted batches of rows, the arrays of its computed rows, and how many batches are still
+    to compute."""
 
     task: UnitTask
     records: dict[int, dict]
-    lengths: dict[int, int]
+    spans: dict[int, tuple[int, int]]
     batches: list[list[int]]
     features: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     remaining: int = 0
@@ -151,26 +85,21 @@ def _prepare(task: UnitTask) -> _Unit:
     """Probe a unit's files (headers only) and cut it into length-sorted batches."""
     records: dict[int, dict] = {row: {"row": row, "status": "failed", "stage": "store", "reason": reason}
                                 for row, reason in task.skipped}
-    lengths = _probe_rows(task, records)
-    batches = length_batches(lengths, max(1, int(task.settings.batch_seconds * CODEC_SAMPLE_RATE)))
-    return _Unit(task, records, lengths, batches, remaining=len(batches))
+    spans = _probe_rows(task, records)
+    budget = max(1, int(task.settings.batch_seconds * task.settings.sample_rate))
+    batches = length_batches({row: n for row, (_, n) in spans.items()}, budget)
+    return _Unit(task, records, spans, batches, remaining=len(batches))
 
 
-Decoded = tuple[torch.Tensor, np.ndarray | None]
-"""One decoded utterance: wav [1, T] at the codec's rate, and its energy stream if asked."""
-
-
-def _decode(unit: _Unit, batch: list[int], energy: bool) -> tuple[_Unit, list[int], dict[int, Decoded | AudioError]]:
+def _decode(unit: _Unit, batch: list[int]) -> tuple[_Unit, list[int], dict[int, Any]]:
     """Decode one batch's files (on a helper thread); a bad file gives its AudioError."""
-    paths = dict(unit.task.rows)
-    out: dict[int, Decoded | AudioError] = {}
+    paths = {row: path for row, path, _ in unit.task.rows}
+    out: dict[int, Any] = {}
     for row in batch:
         try:
-            wav = load_audio(paths[row])
+            out[row] = unit.task.settings.load(paths[row], row, unit.spans[row])
         except AudioError as err:
             out[row] = err
-        else:
-            out[row] = (wav, frame_energy(wav, HOP_LENGTH) if energy else None)
     return unit, batch, out
 
 
@@ -178,33 +107,29 @@ def _jobs(tasks: list[UnitTask]) -> Iterator[tuple[Callable[[], tuple], int]]:
     """Decode jobs, (function, decoded samples): one per batch, in unit order; a unit without
     batches gets one empty job so that it is still committed. Each unit is probed while the one
     before it decodes."""
-    energy = ENERGY in tasks[0].settings.streams
     for unit in prefetch(((functools.partial(_prepare, task), 0) for task in tasks), threads=1, depth=2):
         for batch in unit.batches or [[]]:
-            yield functools.partial(_decode, unit, batch, energy), sum(unit.lengths[r] for r in batch)
+            yield functools.partial(_decode, unit, batch), sum(unit.spans[r][1] for r in batch)
 
 
-def _encode_batch(unit: _Unit, batch: list[int], loaded: dict[int, Decoded | AudioError],
-                  encoder: BatchEncoder | None) -> None:
-    streams = unit.task.settings.streams
-    paths = dict(unit.task.rows)
+def _encode_batch(unit: _Unit, batch: list[int], loaded: dict[int, Any], encoder: Any) -> None:
+    """Compute one batch's arrays with the back-end's model ``encoder``; record each row."""
+    backend = unit.task.settings
+    paths = {row: path for row, path, _ in unit.task.rows}
     good = [r for r in batch if not isinstance(loaded[r], AudioError)]
     for r in batch:
         if isinstance(loaded[r], AudioError):
             unit.records[r].update(status="failed", stage="audio", reason=str(loaded[r]))
-    encoded = encoder.encode([loaded[r][0] for r in good]) if encoder is not None else [None] * len(good)
-    for r, result in zip(good, encoded):
-        out: dict[str, np.ndarray] = {}
-        if result is not None:
-            out[CODES], out[LATENT] = result.codes, result.latent
-        if ENERGY in streams:
-            out[ENERGY] = loaded[r][1]
-        unit.features[r] = {name: out[name] for name in streams}
-        n_frames = {len(a) for a in unit.features[r].values()}
+    if not good:
+        return
+    frame_arrays = backend.frame_arrays()
+    for r, (arrays, n_windows) in zip(good, backend.compute(encoder, [loaded[r] for r in good],
+                                                             [unit.spans[r] for r in good])):
+        unit.features[r] = arrays
+        n_frames = {len(arrays[name]) for name in frame_arrays}
         if len(n_frames) != 1:
-            raise RuntimeError(f"{paths[r]}: streams {list(streams)} have different frame counts {n_frames}")
-        unit.records[r].update(status="ok", n_frames=n_frames.pop(),
-                               n_windows=result.n_windows if result is not None else 1)
+            raise RuntimeError(f"{paths[r]}: streams {list(frame_arrays)} have different frame counts {n_frames}")
+        unit.records[r].update(status="ok", n_frames=n_frames.pop(), n_windows=n_windows)
 
 
 def _part(unit: _Unit) -> tuple[PartData, dict]:
@@ -215,7 +140,9 @@ def _part(unit: _Unit) -> tuple[PartData, dict]:
         if "duration" in r and not math.isfinite(r["duration"]):  # NaN is not JSON: records are zarr attributes
             r["duration"] = None
     ok_rows = [r["row"] for r in ordered if r["status"] == "ok"]
-    arrays = {name: [unit.features[r][name] for r in ok_rows] for name in unit.task.settings.streams}
+    backend = unit.task.settings
+    names = (*backend.frame_arrays(), *backend.utterance_arrays)
+    arrays = {name: [unit.features[r][name] for r in ok_rows] for name in names}
     result = {
         "unit": unit.task.unit,
         "utterances": len(ordered),
@@ -226,30 +153,28 @@ def _part(unit: _Unit) -> tuple[PartData, dict]:
 
 
 def iter_units(tasks: list[UnitTask]) -> Iterator[dict]:
-    """Extract and commit ``tasks`` (units of the same extraction) as one pipeline; yield each
-    unit's counts (for the progress bar) once it is committed, in order.
+    """Extract and commit ``tasks`` (units of the same back-end and settings) as one pipeline; yield
+    each unit's counts (for the progress bar) once it is committed, in order.
 
     Three stages overlap: helper threads probe and decode the audio ahead (a bounded queue:
     ``decode_threads`` threads, a few batches and at most two batches' worth of samples ahead),
-    this thread encodes batch after batch, and a writer thread commits each finished unit. A unit's
-    batches, and so its features, depend only on the unit, never on which units run together."""
+    this thread computes batch after batch, and a writer thread commits each finished unit. A unit's
+    batches, and so its arrays, depend only on the unit, never on which units run together."""
     if not tasks:
         return
-    if not isinstance(tasks[0], UnitTask):  # units of another kind of stream (extract.ssl_stream) run themselves
-        for task in tasks:
-            yield task.run()
-        return
-    settings = tasks[0].settings
-    budget = max(1, int(settings.batch_seconds * CODEC_SAMPLE_RATE))
-    with keep_threads(settings.torch_threads):
-        encoder = encoder_for(settings) if set(settings.streams) & set(CODEC_STREAMS) else None
-        committer = UnitCommitter(settings.store, settings.group, lease=settings.lease)
+    backend = tasks[0].settings
+    budget = max(1, int(backend.batch_seconds * backend.sample_rate))
+    with keep_threads(backend.torch_threads):
+        model, opened = None, False
+        committer = UnitCommitter(backend.store, backend.group, lease=backend.lease)
         jobs = _jobs(tasks)
         try:
-            for unit, batch, loaded in prefetch(jobs, threads=settings.decode_threads,
-                                                depth=2 * settings.decode_threads, max_cost=2 * budget):
+            for unit, batch, loaded in prefetch(jobs, threads=backend.decode_threads,
+                                                depth=2 * backend.decode_threads, max_cost=2 * budget):
                 if batch:
-                    _encode_batch(unit, batch, loaded, encoder)
+                    if not opened:  # built once the first batch needs it (cached per process)
+                        model, opened = backend.open(), True
+                    _encode_batch(unit, batch, loaded, model)
                     unit.remaining -= 1
                 if unit.remaining == 0:
                     committer.submit(*_part(unit))
@@ -279,5 +204,6 @@ def task_slices(tasks: list[UnitTask], workers: int, most: int = 8) -> list[list
 
 
 def warm_up() -> None:
-    """Nothing: sent to a fresh worker so that it imports this module (torch, the codec) before
-    its first unit arrives."""
+    """Sent to a fresh worker so that it imports this module and the stream back-ends (torch, the
+    codec, the SSL model) before its first unit arrives."""
+    from . import codec_stream, ssl_stream  # noqa: F401, PLC0415

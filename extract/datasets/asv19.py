@@ -13,19 +13,9 @@ which becomes system ``bonafide``. There is no codec condition: codec is ``-``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
-from extract.datasets.base import (
-    UNKNOWN,
-    Dataset,
-    DatasetTable,
-    PathGuard,
-    TableBuilder,
-    existing_root,
-    iter_protocol,
-    register_dataset,
-)
+from extract.datasets.base import UNKNOWN, ProtocolDataset, register_dataset
 
 PROTOCOL_DIR = "ASVspoof2019_LA_cm_protocols"
 PROTOCOL_FILES: dict[str, str] = {
@@ -47,35 +37,25 @@ def la_folder(root: Path) -> Path:
 
 
 @register_dataset
-class ASVspoof2019LA(Dataset):
+class ASVspoof2019LA(ProtocolDataset):
     """ASVspoof 2019 logical access (LA), countermeasure protocols."""
 
     name = "asv19"
+    title = "ASVspoof 2019 LA"
     splits = ("train", "dev", "eval")
     score_format = "asvspoof2019"
+    line_format = FORMAT
+    root_hint = "ROOT must be the folder that contains LA/, or LA/ itself"
 
-    def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
-        """Read the CM protocols of the selected splits under ``root``."""
-        root = existing_root(root)
-        la = la_folder(root)
-        guard = PathGuard(root)
-        builder = TableBuilder()
-        hint = "ROOT must be the folder that contains LA/, or LA/ itself"
-        for split in self.select_splits(splits):
-            protocol = la / PROTOCOL_DIR / PROTOCOL_FILES[split]
-            audio = os.path.join(la.relative_to(root), audio_dir(split), "")
-            for where, fields in iter_protocol(protocol, builder, FORMAT, hint):
-                speaker, utt_id, _, system, key = fields
-                path = builder.guarded_path(guard, f"{audio}{utt_id}.flac", where, utt_id)
-                if path is not None:
-                    builder.add(
-                        where,
-                        utt_id=utt_id,
-                        speaker=speaker,
-                        system=system,
-                        codec=UNKNOWN,
-                        label=key,
-                        split=split,
-                        path=path,
-                    )
-        return builder.build(f"ASVspoof 2019 LA at {root}")
+    def base(self, root: Path) -> Path:
+        return la_folder(root)
+
+    def protocol(self, base: Path, split: str) -> Path:
+        return base / PROTOCOL_DIR / PROTOCOL_FILES[split]
+
+    def audio_path(self, root: Path, base: Path, split: str, utt_id: str) -> str:
+        return os.path.join(base.relative_to(root), audio_dir(split), f"{utt_id}.flac")
+
+    def row(self, fields: list[str]) -> dict[str, str]:
+        speaker, utt_id, _, system, key = fields
+        return dict(utt_id=utt_id, speaker=speaker, system=system, codec=UNKNOWN, label=key)

@@ -17,18 +17,9 @@ GENDER, CODEC_Q and ATTACK_TAG follow the standard columns as extra columns ``ge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-from extract.datasets.base import (
-    Dataset,
-    DatasetTable,
-    PathGuard,
-    TableBuilder,
-    existing_root,
-    iter_protocol,
-    register_dataset,
-)
+from extract.datasets.base import ProtocolDataset, register_dataset
 
 PROTOCOL_FILES: dict[str, str] = {
     "train": "ASVspoof5.train.tsv",
@@ -41,36 +32,23 @@ EXTRA_COLUMNS: tuple[str, ...] = ("gender", "codec_q", "attack_tag")
 
 
 @register_dataset
-class ASVspoof5(Dataset):
+class ASVspoof5(ProtocolDataset):
     """ASVspoof 5 track 1 (countermeasure) protocols."""
 
     name = "asv5"
+    title = "ASVspoof 5 (track 1)"
     splits = ("train", "dev", "eval")
+    line_format = FORMAT
+    extra_columns = EXTRA_COLUMNS
+    root_hint = "ROOT must be the folder that holds the .tsv protocols and the flac_* folders"
 
-    def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
-        """Read the track 1 protocols of the selected splits under ``root``."""
-        root = existing_root(root)
-        guard = PathGuard(root)
-        builder = TableBuilder(EXTRA_COLUMNS)
-        hint = "ROOT must be the folder that holds the .tsv protocols and the flac_* folders"
-        for split in self.select_splits(splits):
-            protocol = root / PROTOCOL_FILES[split]
-            for where, fields in iter_protocol(protocol, builder, FORMAT, hint):
-                speaker, utt_id, gender, codec, codec_q, _, attack_tag, system, key, _ = fields
-                relative = f"{AUDIO_DIRS[split]}/{utt_id}.flac"
-                path = builder.guarded_path(guard, relative, where, utt_id)
-                if path is not None:
-                    builder.add(
-                        where,
-                        utt_id=utt_id,
-                        speaker=speaker,
-                        system=system,
-                        codec=codec,
-                        label=key,
-                        split=split,
-                        path=path,
-                        gender=gender,
-                        codec_q=codec_q,
-                        attack_tag=attack_tag,
-                    )
-        return builder.build(f"ASVspoof 5 (track 1) at {root}")
+    def protocol(self, base: Path, split: str) -> Path:
+        return base / PROTOCOL_FILES[split]
+
+    def audio_path(self, root: Path, base: Path, split: str, utt_id: str) -> str:
+        return f"{AUDIO_DIRS[split]}/{utt_id}.flac"
+
+    def row(self, fields: list[str]) -> dict[str, str]:
+        speaker, utt_id, gender, codec, codec_q, _, attack_tag, system, key, _ = fields
+        return dict(utt_id=utt_id, speaker=speaker, system=system, codec=codec, label=key, gender=gender,
+                    codec_q=codec_q, attack_tag=attack_tag)

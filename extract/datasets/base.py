@@ -311,3 +311,47 @@ def iter_protocol(
             builder.reject(where, f"expected {n_fields} columns ({line_format}), found {len(fields)}", path=str(protocol))
             continue
         yield where, fields
+
+
+class ProtocolDataset(Dataset):
+    """A corpus laid out as one whitespace-separated protocol file per split (columns
+    ``line_format``) naming audio files under the root: the ASVspoof releases. Subclasses say where
+    a split's protocol and an utterance's audio are, and what a protocol line means (:meth:`row`);
+    the reading (path guard, bad lines as problems, the table's rules) is this class's."""
+
+    title: ClassVar[str]
+    """The corpus's name in the table's description (``TITLE at ROOT``)."""
+    line_format: ClassVar[str]
+    extra_columns: ClassVar[tuple[str, ...]] = ()
+    root_hint: ClassVar[str] = ""
+    """Appended to the error for a missing protocol file: what ROOT must be."""
+
+    def base(self, root: Path) -> Path:
+        """The folder the protocols and audio folders are in (``root`` itself by default)."""
+        return root
+
+    @abstractmethod
+    def protocol(self, base: Path, split: str) -> Path:
+        """The protocol file of ``split``."""
+
+    @abstractmethod
+    def audio_path(self, root: Path, base: Path, split: str, utt_id: str) -> str:
+        """The audio file of utterance ``utt_id`` of ``split``, relative to ``root``."""
+
+    @abstractmethod
+    def row(self, fields: list[str]) -> dict[str, str]:
+        """A protocol line's columns -> utt_id, speaker, system, codec, label and the extra columns."""
+
+    def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
+        """Read the protocols of the selected splits under ``root``."""
+        root = existing_root(root)
+        base = self.base(root)
+        guard = PathGuard(root)
+        builder = TableBuilder(self.extra_columns)
+        for split in self.select_splits(splits):
+            for where, fields in iter_protocol(self.protocol(base, split), builder, self.line_format, self.root_hint):
+                row = self.row(fields)
+                path = builder.guarded_path(guard, self.audio_path(root, base, split, row["utt_id"]), where, row["utt_id"])
+                if path is not None:
+                    builder.add(where, **row, split=split, path=path)
+        return builder.build(f"{self.title} at {root}")

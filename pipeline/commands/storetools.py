@@ -44,6 +44,7 @@ def verify_command(store: str, as_json: bool, repair: bool) -> None:
     if repair:
         _repair(store)
         return
+    import extract.codec  # noqa: F401, PLC0415 - registers the codec's codebook reader, which the weights check uses
     report = verify_store(store)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
     sys.exit(0 if report.ok else 1)

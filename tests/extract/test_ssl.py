@@ -18,7 +18,7 @@ import torchaudio
 from extract import ssl
 from extract.audio import load_audio
 from extract.run import extract
-from extract.ssl_stream import run_ssl_unit
+from extract.unit import run_unit
 from store.reader import FeatureStore
 from store.writer import StoreError
 
@@ -102,7 +102,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tiny_corpus, tiny_store, 
 
     def dies_after_two(tasks):
         for task in tasks[:2]:
-            yield run_ssl_unit(task)
+            yield run_unit(task)
         raise Killed
 
     with pytest.raises(Killed):
@@ -112,7 +112,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tiny_corpus, tiny_store, 
 
     def counting(tasks):
         ran.extend(t.unit for t in tasks)
-        return map(run_ssl_unit, tasks)
+        return map(run_unit, tasks)
 
     result = extract(tiny_config(tiny_corpus, out, **SSL), counting, log=quiet)
     assert sorted(ran) == [2, 3] and result.added_streams == ["ssl"]

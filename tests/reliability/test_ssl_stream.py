@@ -19,7 +19,7 @@ from common.lease import Lease, LeaseLost
 from extract.datasets import generate_demo_corpus
 from extract.repair import RepairError, repair_store
 from extract.run import ExtractConfig, extract
-from extract.ssl_stream import SSLUnitTask, run_ssl_unit
+from extract.unit import UnitTask, run_unit
 from store.reader import FeatureStore
 from store.verify import verify_store
 
@@ -57,7 +57,7 @@ def store(original, tmp_path) -> Path:
 def test_a_worker_of_a_run_whose_lease_was_taken_over_writes_nothing(corpus, tmp_path):
     out = tmp_path / "s.zarr"
     extract(config(corpus, out), log=lambda _: None)  # the codec's streams only
-    seen: list[SSLUnitTask] = []
+    seen: list[UnitTask] = []
 
     def capture(tasks):
         seen.extend(tasks)
@@ -69,10 +69,10 @@ def test_a_worker_of_a_run_whose_lease_was_taken_over_writes_nothing(corpus, tmp
     assert task.settings.lease  # the units carry the run's lease token
     with Lease(str(out), "store", log=lambda _: None):  # the next run holds the store now
         with pytest.raises(LeaseLost, match="no longer held"):
-            run_ssl_unit(task)
+            run_unit(task)
         assert not list((out / "streams/ssl/parts").glob("u*"))
         fresh = dataclasses.replace(task, settings=dataclasses.replace(task.settings, lease=None))
-        run_ssl_unit(fresh)  # (the same unit without a token: written)
+        run_unit(fresh)  # (the same unit without a token: written)
         assert list((out / "streams/ssl/parts").glob("u*"))
 
 
