@@ -12,9 +12,9 @@ from classify.calibration import eer_threshold
 from classify.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from classify.data import DataError, load_split
 from classify.evaluate import apply_calibration, evaluate, fit_calibration, score_split
-from classify.sources import codec_source
 from classify.metrics import compute_actdcf, compute_cllr, compute_det_curve, compute_eer, compute_mindcf
 from classify.scorefiles import read_scores
+from classify.sources import codec_source
 from classify.train import train
 from store.reader import FeatureStore
 from tests.synthetic import synthetic_store, tiny_config
