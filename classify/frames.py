@@ -133,7 +133,6 @@ class StoredReader(FrameReader):
         if stream.data.nbytes * share <= ram_bytes:
             whole = columns is None or columns.size == stream.data.shape[1]
             self.ram = np.asarray(stream.data[...]) if whole else np.asarray(stream.data[:, columns])
-            self.columns = None if whole else columns
 
     def read(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
         index = self.offsets[rows][:, None] + relative
