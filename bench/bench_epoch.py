@@ -79,9 +79,8 @@ def measure(store: FeatureStore, head: str, kwargs: dict[str, Any], crop: float,
                          epochs=epochs + 1, patience=0, device="cpu", seed=0)
     with_tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_epoch_run"
     run = TrainingRun(config, store, with_tmp, lambda _: None)
-    from classify.data import train_batches
-    batch0, targets = next(train_batches(run.source, run.train_data, batch, run.crop, config.pad, config.balance,
-                                         torch.Generator().manual_seed(1)))
+    batch0, targets = next(run.source.train_batches(run.train_data, batch, run.crop, config.pad, config.balance,
+                                                    torch.Generator().manual_seed(1)))
     run.step(batch0, torch.from_numpy(targets))  # warm-up
     train_cpu, train_wall, dev_cpu, dev_wall = [], [], [], []
     before = loadavg()

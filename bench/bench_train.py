@@ -15,7 +15,7 @@ is CUDA-only), built by the training loop's own ``classify.train.TrainingRun``; 
 first ``--n`` ok utterances of ``--splits``, in table order); the same epoch order and crop positions
 (the run's ``torch.Generator`` is reset to the same state before every epoch of either side).
 
-1. Cached epoch: ``TrainingRun.run_epoch`` itself, the real training path: ``train_batches`` (crop
+1. Cached epoch: ``TrainingRun.run_epoch`` itself, the real training path: ``FrameSource.train_batches`` (crop
    indices, ``FrameSource.gather`` from the codes in RAM) -> model forward -> BCE -> backward ->
    AdamW step. One warm-up step, then ``--cached-epochs`` timed epochs, half before and half after
    the on-the-fly epoch (the machine's load drifts); the median is reported.
@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from classify.config import TrainConfig
-from classify.data import Batch, SplitData, crop_index, epoch_order, train_batches
+from classify.data import Batch, SplitData, crop_index, epoch_order
 from classify.heads import frame_mask
 from classify.train import TrainingRun, lr_at
 from extract.audio import load_audio
@@ -127,6 +127,7 @@ def select(store: FeatureStore, splits: list[str], n: int) -> tuple[SplitData, l
         attacks=table["system"].astype(str).tolist(),
         codecs=["-"] * len(table),
         n_failed=0,
+        rows=rows.astype(np.int64),
     )
     return data, table["path"].astype(str).tolist()
 
@@ -242,7 +243,7 @@ def step_seconds(run: TrainingRun, data: SplitData, state: torch.Tensor, max_bat
     """(wall, CPU) seconds of run.step alone (no data loading) over one epoch's cached batches."""
     run.generator.set_state(state)
     wall = cpu = 0.0
-    for k, (batch, targets) in enumerate(train_batches(run.source, data, run.config.batch_size, run.crop,
+    for k, (batch, targets) in enumerate(run.source.train_batches(data, run.config.batch_size, run.crop,
                                                        run.config.pad, run.config.balance, run.generator)):
         if max_batches is not None and k >= max_batches:
             break
@@ -257,7 +258,7 @@ def logits_agree(a: TrainingRun, b: TrainingRun, data: SplitData, state: torch.T
     """Max |logit difference| of the packed and unpacked heads with equal weights on one batch."""
     b.model.load_state_dict(a.model.state_dict())
     a.generator.set_state(state)
-    batch, _ = next(train_batches(a.source, data, a.config.batch_size, a.crop, "zero", a.config.balance,
+    batch, _ = next(a.source.train_batches(data, a.config.batch_size, a.crop, "zero", a.config.balance,
                                   a.generator))
     a.model.eval(), b.model.eval()
     with torch.no_grad():
@@ -292,7 +293,7 @@ def instrumented_epochs(run: TrainingRun, data: SplitData, state: torch.Tensor, 
                 chosen = order[first : first + bs]
                 index, valid, lengths = crop_index(data.starts[chosen], data.lengths[chosen], run.crop,
                                                    run.config.pad, positions[first : first + bs])
-                batch = run.source.gather(index, valid, lengths)
+                batch = run.source.gather(data.rows[chosen], index - data.starts[chosen][:, None], valid, lengths)
                 targets = torch.from_numpy(data.is_bonafide[chosen])
             t1 = time.perf_counter()
             with record_function("forward"):
@@ -363,7 +364,7 @@ def main() -> None:
     audio_s = float(np.minimum(data.lengths, run.crop).sum()) / store.codec.frame_rate
     short = int((data.lengths < run.crop).sum())
 
-    fly = OnTheFly(store, data, paths, run.source.codes)
+    fly = OnTheFly(store, data, paths, run.source.reader("codes").data)
     report: dict = {"machine": info, "store": args.store, "codec_weights": store.codec.weights_label,
                     "n": len(data), "splits": splits, "batch_size": config.batch_size, "crop_frames": run.crop,
                     "short_utterances": short, "audio_seconds_encoded_per_epoch": audio_s,

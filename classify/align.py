@@ -13,7 +13,7 @@ three codec frames, so the weights repeat every pair:
 Every codec frame's audio is counted once in total (its weights sum to 2/3: its 13.3 ms in units of
 an SSL hop), none is skipped (nearest-frame mapping would drop every third codec frame), and the map is linear, so it
 commutes with the level weighting. A pair of SSL frames is the unit of every crop and window: a crop
-starts on an even SSL frame and takes 3 codec frames per SSL pair (see `classify.ssldata`).
+starts on an even SSL frame and takes 3 codec frames per SSL pair (see `classify.data`).
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from classify.heads import frame_mask
+
 
 class AttentiveMerging(nn.Module):
     """x [B, T, L, H] and lengths [B] (valid frames) -> merged frames [B, T, out_dim]."""
@@ -56,7 +58,7 @@ class AttentiveMerging(nn.Module):
 
     def layer_weights(self, x: Tensor, lengths: Tensor) -> Tensor:
         """g [B, L] in (0, 1): each layer's weight for each utterance (steps 1-3)."""
-        valid = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]).to(x.dtype)
+        valid = frame_mask(lengths.to(x.device), x.shape[1]).to(x.dtype)
         mean = (x * valid[:, :, None, None]).sum(1) / lengths.to(x.device, x.dtype).clamp_min(1)[:, None, None]
         scalar = F.silu(mean @ self.w)  # [B, L]
         return torch.sigmoid(F.silu(scalar @ self.w1) @ self.w2)

@@ -1,10 +1,23 @@
-"""Batches from a feature store, in-process: random fixed-length crops for training, whole
-utterances (or evenly spread windows of long ones) for scoring.
+"""Batches from a feature store (or from files' features in RAM), in-process: random fixed-length
+crops for training, whole utterances (or evenly spread windows of long ones) for scoring.
 
-All codes sit in RAM as one uint16 array [F, Q] (F = frames of the whole store); a batch is one
-numpy fancy-indexing of a frame-index matrix [B, T], so loading costs microseconds per batch and
-needs no worker processes. The latent [F, D] (float16) is gathered the same way when it is in RAM,
-or read per crop from the store when it is too large (`TrainConfig.latent_ram_mb`).
+The frames come through the readers of `classify.frames` (one per stream: the codes, the latent or
+energy, the SSL layers cached or computed online, arrays in RAM); :class:`FrameSource` cuts the
+streams a model reads in units that span the same audio in each. The codes sit in RAM as one uint16
+array [F, Q] (F = frames of the whole store); a batch is one numpy fancy-indexing of a frame-index
+matrix [B, T], so loading costs microseconds per batch and needs no worker processes. The latent
+[F, D] (float16) is gathered the same way when it is in RAM, or read per crop from the store when it
+is too large (`TrainConfig.latent_ram_mb`); the SSL stream likewise (``ssl_kwargs.ram_mb``).
+
+The SSL variants read the SSL stream (50 Hz) beside the codec stream (75 Hz), in pairs of SSL frames:
+a pair (40 ms) spans exactly 3 codec frames (`classify.align`). Utterance r's SSL stream holds U_r
+frames starting at its SSL frame s_r (``streams/NAME/starts``: 0, or the start of the ``--ssl-crop``
+crop, always even); its pairs are k = 0 .. U_r // 2 - 1 (an odd last frame is left out), and pair k
+covers SSL stream frames 2k, 2k + 1 and the utterance's codec frames 3 (s_r / 2 + k) + {0, 1, 2}. A
+training crop of T seconds is round(25 T) consecutive pairs drawn inside the SSL stream's frames, so
+with ``--ssl-crop`` the codec crop always lies inside the SSL crop. Batch: ``codes`` [B, 3P, Q]
+(empty [B, 0] for `ssl` alone), ``latent`` [B, 3P, D] (`ssl+latent`), ``ssl`` float16 [B, 2P, L, H],
+``lengths`` [B] valid SSL frames.
 
 Randomness (crop offsets, epoch order) comes only from the ``torch.Generator`` passed in, so a
 run is reproducible from its seed and resumable from the generator's saved state.
@@ -12,30 +25,29 @@ run is reproducible from its seed and resumable from the generator's saved state
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from classify.align import CODEC_PER_PAIR, SSL_PER_PAIR
 from classify.config import BALANCE_MODES, PAD_POLICIES
+from classify.frames import DataError, FrameReader, length_batches, valid_mask
 from store.reader import FeatureStore, StoreReadError
 
 LABELS = {"bonafide": True, "spoof": False}
-
-
-class DataError(ValueError):
-    """A split or the store's arrays cannot be used for training or scoring."""
 
 
 @dataclass(frozen=True)
 class SplitData:
     """The ok utterances of one split, in the store's table order; arrays are [N].
 
-    ``starts``/``lengths``: each utterance's first frame in the store and its frame count;
+    ``starts``/``lengths``: each utterance's first codec frame in the store and its codec frame count;
     ``attacks``: the `system` column (``bonafide`` on bona fide rows); ``n_failed``: utterances of
-    the split whose extraction failed (they have no frames and are not included).
+    the split whose extraction failed (they have no frames and are not included); ``rows``: their
+    rows in the store's utterance table (the readers' utterance numbers).
     """
 
     name: str
@@ -46,9 +58,16 @@ class SplitData:
     attacks: list[str]
     codecs: list[str]
     n_failed: int
+    rows: np.ndarray
 
     def __len__(self) -> int:
         return len(self.utt_ids)
+
+    def subset(self, pick: np.ndarray, n_failed: int) -> SplitData:
+        """The utterances at positions ``pick``, with ``n_failed`` failed ones."""
+        return SplitData(self.name, [self.utt_ids[i] for i in pick], self.starts[pick], self.lengths[pick],
+                         self.is_bonafide[pick], [self.attacks[i] for i in pick], [self.codecs[i] for i in pick],
+                         n_failed, self.rows[pick])
 
 
 def load_split(store: FeatureStore, name: str, both_classes: bool = True) -> SplitData:
@@ -82,14 +101,15 @@ def load_split(store: FeatureStore, name: str, both_classes: bool = True) -> Spl
         attacks=table["system"].astype(str).tolist(),
         codecs=table["codec"].astype(str).tolist() if "codec" in table else ["-"] * len(table),
         n_failed=n_failed,
+        rows=rows.astype(np.int64),
     )
 
 
 @dataclass
 class Batch:
     """codes int64 [B, T, Q]; lengths int64 [B] (valid frames per row, the rest is padding);
-    latent float16 [B, T, D] or None; ssl float16 [B, T', L, H] or None (the SSL variants:
-    `classify.ssldata`, whose lengths count SSL frames)."""
+    latent float16 [B, T, D] or None; ssl float16 [B, T', L, H] or None (the SSL variants, whose
+    lengths count SSL frames: see the module docstring)."""
 
     codes: Tensor
     lengths: Tensor
@@ -106,84 +126,134 @@ class Batch:
         return (self.codes, self.lengths, self.latent) + ((self.ssl,) if self.ssl is not None else ())
 
 
-class FrameSource:
-    """A store's codes in RAM (and the continuous stream a variant reads, in RAM or read lazily)
-    gathered by frame index.
+@dataclass(frozen=True)
+class Track:
+    """One stream of a batch: the Batch field it fills (``codes``, ``latent`` or ``ssl``), its reader,
+    and its frames per unit (see :class:`FrameSource`)."""
 
-    ``stream``: the frame stream to gather beside the codes (None, or `latent` / `energy`: the
-    variants of `classify.variants` that read one; it must share the codes' frames), carried in
-    ``Batch.latent``; ``ram_bytes``: read it into RAM when it is no larger, else per crop from the
-    store. Codes are checked once: every code must be below the codebook size.
+    slot: str
+    reader: FrameReader
+    per_unit: int
+
+
+class FrameSource:
+    """Batches of the streams a model reads, cut in units that span the same audio in each.
+
+    The first track leads: utterance r has ``units[r]`` = its lead frames // the lead's frames per
+    unit (0 when its lead stream holds none, ``starts`` -1), and unit k takes frames ``first[r] +
+    per_unit * k + (0 .. per_unit - 1)`` of every track (clipped to the utterance's last frame), where
+    ``first`` is 0 for the lead and, for the others, where the lead's stream begins (its ``starts``,
+    e.g. a cropped SSL stream) in their frames. The codec variants: the codes lead, one codec frame per
+    unit (and the latent or energy beside them). The SSL variants (:meth:`of` with ``ssl``): the SSL
+    layers lead, a unit is a pair of SSL frames and its 3 codec frames (`classify.align`). Batch
+    ``lengths`` count lead frames; ``codec_per_unit`` converts crops, windows and budgets given in
+    codec frames into units.
     """
 
-    def __init__(self, store: FeatureStore, stream: str | None = None, ram_bytes: float = 0) -> None:
-        info = store.codec
-        expected = (info.n_q, info.codebook_size, info.dim)
-        if tuple(store.codebooks.shape) != expected:
-            raise DataError(f"{store.url}: codebooks have shape {tuple(store.codebooks.shape)}, but the "
-                            f"codec attributes say {expected}")
-        self.codes = np.asarray(store.codes)
-        if self.codes.ndim != 2 or self.codes.shape[1] != info.n_q:
-            raise DataError(f"{store.url}: codes have shape {self.codes.shape}, expected [frames, {info.n_q}]")
-        top = int(self.codes.max()) if self.codes.size else 0
-        if top >= info.codebook_size:
-            raise DataError(f"{store.url}: a code equals {top}, but codes must be below the codebook size "
-                            f"{info.codebook_size}; the store is damaged or its codebooks do not match its codes")
-        self.stream = stream
-        self.latent: np.ndarray | None = None
-        self._lazy_latent = None
-        if stream is not None:
-            hint = (f"the {stream!r} variant needs it: re-extract with --{stream} (an existing store gets the "
-                    "stream added, untouched otherwise)")
-            try:
-                array = store.aligned(stream, hint).data
-            except StoreReadError as err:
-                raise DataError(str(err)) from None
-            if array.nbytes <= ram_bytes:
-                self.latent = np.asarray(array[...])
-            else:
-                self._lazy_latent = array
+    def __init__(self, tracks: Sequence[Track], codec_per_unit: int) -> None:
+        self.tracks = {t.slot: t for t in tracks}
+        self.lead = tracks[0]
+        self.codec_per_unit = codec_per_unit
+        starts = self.lead.reader.starts
+        self.units = np.where(starts >= 0, self.lead.reader.counts // self.lead.per_unit, 0)
+        unit_start = np.maximum(starts, 0) // self.lead.per_unit
+        self.first = {t.slot: np.zeros_like(unit_start) if t is self.lead else unit_start * t.per_unit for t in tracks}
+        self.last = {t.slot: t.reader.counts - 1 for t in tracks}
+
+    @classmethod
+    def of(cls, codes: FrameReader | None = None, latent: FrameReader | None = None,
+           ssl: FrameReader | None = None) -> FrameSource:
+        """The source of a model's readers: the codes (and the latent or energy: ``latent``) at the
+        codec's rate, or with ``ssl`` the SSL layers in pairs of frames, with the codec's beside them."""
+        if ssl is None:
+            return cls([Track("codes", codes, 1)] + ([Track("latent", latent, 1)] if latent is not None else []), 1)
+        codec = [Track(slot, reader, CODEC_PER_PAIR) for slot, reader in (("codes", codes), ("latent", latent))
+                 if reader is not None]
+        return cls([Track("ssl", ssl, SSL_PER_PAIR), *codec], CODEC_PER_PAIR)
+
+    def reader(self, slot: str) -> FrameReader:
+        return self.tracks[slot].reader
+
+    # -- splits -----------------------------------------------------------------------------------
+
+    def split(self, store: FeatureStore, name: str, both_classes: bool = True) -> SplitData:
+        """The ok utterances of split ``name`` (`load_split`) that have at least one unit here."""
+        return self.keep(load_split(store, name, both_classes), store.url, both_classes)
+
+    def keep(self, split: SplitData, where: str, both_classes: bool = True) -> SplitData:
+        """``split`` without its utterances that have no unit here (counted as failed); DataError
+        when none is left or (``both_classes``) one class only."""
+        keep = self.units[split.rows] > 0
+        if keep.all():
+            return split
+        stream = self.lead.reader.name
+        if not keep.any():
+            raise DataError(f"{where}: split {split.name!r} has no utterance with frames in stream {stream!r}")
+        split = split.subset(np.flatnonzero(keep), split.n_failed + int((~keep).sum()))
+        if both_classes and (split.is_bonafide.all() or not split.is_bonafide.any()):
+            raise DataError(f"{where}: split {split.name!r} has utterances of one class only with frames in "
+                            f"stream {stream!r}")
+        return split
 
     def stream_moments(self, split: SplitData) -> tuple[np.ndarray, float]:
-        """(mean [S], standard deviation over frames and dims) of the stream over ``split``'s frames
-        (float64), to standardise it (`HierarchyWeighting.fit_stream`)."""
+        """(mean [S], standard deviation over frames and dims) of the stream beside the codes
+        (``latent``: the latent or energy) over ``split``'s frames (float64), to standardise it
+        (`HierarchyWeighting.fit_stream`)."""
+        reader = self.reader("latent")
         total, square, count = 0.0, 0.0, 0
-        for start, length in zip(split.starts, split.lengths):
-            rows = np.arange(start, start + length)
-            x = (self.latent[rows] if self.latent is not None else self._read_latent(rows)).astype(np.float64)
+        for row in split.rows:
+            x = reader.read(np.array([row]), np.arange(reader.counts[row])[None])[0].astype(np.float64)
             total, square, count = total + x.sum(0), square + np.square(x).sum(0), count + len(x)
         if count == 0:
-            raise DataError(f"split {split.name!r} has no frames to standardise the {self.stream!r} stream with")
+            raise DataError(f"split {split.name!r} has no frames to standardise the {reader.name!r} stream with")
         mean = np.asarray(total / count)
         return mean, float(np.sqrt(np.maximum(np.mean(square / count - np.square(mean)), 0.0)))
 
-    def split(self, store: FeatureStore, name: str, both_classes: bool = True) -> SplitData:
-        """The split's data for this source (`load_split`; the SSL variants' source has its own)."""
-        return load_split(store, name, both_classes)
+    # -- batches ----------------------------------------------------------------------------------
 
-    @property
-    def with_latent(self) -> bool:
-        return self.latent is not None or self._lazy_latent is not None
+    def gather(self, rows: np.ndarray, unit: np.ndarray, valid: np.ndarray, n_units: np.ndarray) -> Batch:
+        """Units ``unit`` [B, P] (counted from each utterance's first) of utterances ``rows`` [B];
+        where ``valid`` [B, P] is False the frames become 0 (padding, masked by the batch's lengths,
+        ``n_units`` [B] units each)."""
+        frames = {}
+        for slot, track in self.tracks.items():
+            k = track.per_unit
+            relative = (self.first[slot][rows][:, None, None] + k * unit[:, :, None] + np.arange(k)).reshape(len(rows), -1)
+            x = track.reader.read(rows, np.minimum(relative, self.last[slot][rows][:, None]))
+            x = x.astype(np.int64) if slot == "codes" else x
+            x[~np.repeat(valid, k, axis=1)] = 0
+            frames[slot] = torch.from_numpy(np.ascontiguousarray(x))
+        codes = frames.get("codes", torch.zeros((len(rows), 0), dtype=torch.int64))
+        lengths = torch.from_numpy(self.lead.per_unit * n_units.astype(np.int64))
+        return Batch(codes, lengths, frames.get("latent"), frames.get("ssl"))
 
-    def gather(self, index: np.ndarray, valid: np.ndarray, lengths: np.ndarray) -> Batch:
-        """Frames at ``index`` int64 [B, T] (store frame numbers); frames where ``valid`` [B, T]
-        is False become code 0 and latent 0 (padding, masked by ``lengths`` [B])."""
-        codes = self.codes[index].astype(np.int64)  # [B, T, Q]
-        codes[~valid] = 0
-        latent = None
-        if self.latent is not None:
-            latent = self.latent[index]
-        elif self._lazy_latent is not None:
-            latent = np.stack([self._read_latent(row) for row in index])
-        if latent is not None:
-            latent[~valid] = 0
-            latent = torch.from_numpy(latent)
-        return Batch(torch.from_numpy(codes), torch.from_numpy(lengths.astype(np.int64)), latent)
+    def train_batches(self, split: SplitData, batch_size: int, crop: int, pad: str, balance: str,
+                      generator: torch.Generator) -> Iterator[tuple[Batch, np.ndarray]]:
+        """One epoch of random crops of ``crop`` codec frames (whole units): (batch, bona fide
+        targets bool [B]). The epoch order and every crop position are drawn from ``generator``
+        before the first batch."""
+        crop_units = max(1, round(crop / self.codec_per_unit))
+        order = epoch_order(split.is_bonafide, balance, generator)
+        positions = torch.rand(order.size, generator=generator, dtype=torch.float64).numpy()
+        units = self.units[split.rows]
+        for first in range(0, order.size, batch_size):
+            chosen = order[first : first + batch_size]
+            unit, valid, n_units = crop_index(np.zeros(chosen.size, dtype=np.int64), units[chosen], crop_units, pad,
+                                              positions[first : first + batch_size])
+            yield self.gather(split.rows[chosen], unit, valid, n_units), split.is_bonafide[chosen]
 
-    def _read_latent(self, row: np.ndarray) -> np.ndarray:
-        """Latent [T, D] at the frame numbers ``row`` [T] of one utterance: one contiguous read."""
-        first, last = int(row.min()), int(row.max())
-        return np.asarray(self._lazy_latent[first : last + 1])[row - first]
+    def eval_batches(self, split: SplitData, window: int, frame_budget: int) -> Iterator[tuple[Batch, np.ndarray]]:
+        """Every utterance of ``split`` as segments of at most ``window`` codec frames (see
+        :func:`eval_segments`), longest first, in zero-padded batches of at most ``frame_budget``
+        codec frames (B * T_max; at least one segment). Yields (batch, utterance index of each row [B])."""
+        window_units = max(1, window // self.codec_per_unit)
+        budget = max(window_units, frame_budget // self.codec_per_unit)
+        utt, start, length = eval_segments(self.units[split.rows], window_units)
+        for chosen in length_batches(length, budget):
+            t_max = int(length[chosen[0]])
+            valid = valid_mask(length[chosen], t_max)
+            unit = start[chosen][:, None] + np.where(valid, np.arange(t_max)[None, :], 0)
+            yield self.gather(split.rows[utt[chosen]], unit, valid, length[chosen]), utt[chosen]
 
 
 def crop_index(starts: np.ndarray, lengths: np.ndarray, crop: int, pad: str,
@@ -238,25 +308,6 @@ def epoch_order(is_bonafide: np.ndarray, balance: str, generator: torch.Generato
     return torch.randperm(n, generator=generator).numpy()
 
 
-def train_batches(source: FrameSource, split: SplitData, batch_size: int, crop: int, pad: str,
-                  balance: str, generator: torch.Generator) -> Iterator[tuple[Batch, np.ndarray]]:
-    """One epoch of random crops: (batch with T = ``crop``, bona fide targets bool [B]).
-
-    The epoch order and every crop position are drawn from ``generator`` before the first batch.
-    A source with batches of its own (the SSL variants', `classify.ssldata`) makes them.
-    """
-    if not isinstance(source, FrameSource):
-        yield from source.train_batches(split, batch_size, crop, pad, balance, generator)
-        return
-    order = epoch_order(split.is_bonafide, balance, generator)
-    positions = torch.rand(order.size, generator=generator, dtype=torch.float64).numpy()
-    for first in range(0, order.size, batch_size):
-        chosen = order[first : first + batch_size]
-        index, valid, lengths = crop_index(split.starts[chosen], split.lengths[chosen], crop, pad,
-                                           positions[first : first + batch_size])
-        yield source.gather(index, valid, lengths), split.is_bonafide[chosen]
-
-
 def n_train_batches(split: SplitData, batch_size: int) -> int:
     return -(-len(split) // batch_size)
 
@@ -273,24 +324,3 @@ def eval_segments(lengths: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
     span = np.maximum(lengths[utt] - window, 0)
     start = np.rint(span * within / np.maximum(counts[utt] - 1, 1)).astype(np.int64)
     return utt, start, np.minimum(lengths[utt], window)
-
-
-def eval_batches(source: FrameSource, split: SplitData, window: int,
-                 frame_budget: int) -> Iterator[tuple[Batch, np.ndarray]]:
-    """Every utterance of ``split`` as segments (see :func:`eval_segments`), longest first, in
-    zero-padded batches of at most ``frame_budget`` frames (B * T_max; at least one segment).
-    Yields (batch, utterance index of each row [B]). A source with batches of its own makes them."""
-    if not isinstance(source, FrameSource):
-        yield from source.eval_batches(split, window, frame_budget)
-        return
-    utt, start, length = eval_segments(split.lengths, window)
-    order = np.argsort(-length, kind="stable")
-    first = 0
-    while first < order.size:
-        t_max = int(length[order[first]])
-        chosen = order[first : first + max(1, frame_budget // t_max)]
-        steps = np.arange(t_max)[None, :]
-        valid = steps < length[chosen][:, None]
-        index = split.starts[utt[chosen]][:, None] + start[chosen][:, None] + np.where(valid, steps, 0)
-        yield source.gather(index, valid, length[chosen]), utt[chosen]
-        first += chosen.size

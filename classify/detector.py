@@ -10,15 +10,19 @@ it from a store.
 No train/serve skew: the front end is the extraction's own code (`extract.frontend`: decoding,
 resampling, windowing of long files, the codec with the model's weights and bandwidth, checked by
 sha256 and by the codebooks in the model), and the codes are scored by `classify.evaluate.score_split`
-over `classify.data.eval_batches`, the functions `evaluate` uses. This module is DESIGN.md's one
+over `classify.data.FrameSource`, as `evaluate` scores them (the features in RAM read by the
+`memory` frame reader, `classify.frames`). This module is DESIGN.md's one
 exception to "classify never imports extract": it rebuilds the codec front end, and imports
 `extract` lazily, inside :meth:`Detector.load` only, so that importing `classify` still loads no
 codec code.
 
 Models of the SSL variants (``ssl``, ``ssl+V``, `classify.fusion`) score the same way: the front
 end also runs the frozen SSL model the training store's SSL stream was made with (found by its
-sha256, `extract.frontend.ssl_front_end`) over each whole file, and the pairs of SSL frames and
-their codec frames are scored by the same `score_split` over `classify.ssldata.SSLSource`.
+sha256, `extract.frontend.ssl_front_end`) over each file, as extraction runs it (a long file in
+windows, `extract.ssl.ssl_windows`), and the pairs of SSL frames and their codec frames are scored
+by the same `score_split` over the same `FrameSource`.
+
+Decisions are `classify.thresholds`; explanations (`explain`) are `classify.explain`.
 
 Thread safety: :meth:`Detector.score`, :meth:`Detector.score_files` and :meth:`Detector.explain`
 may be called from several threads at once; encoding is serialised by the front end's lock (the
@@ -27,12 +31,10 @@ codec already uses every core through torch's threads), decoding and the head ru
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,13 @@ from classify.checkpoint import CheckpointError
 from classify.config import TrainConfig, amp_dtype, resolve_device
 from classify.data import FrameSource, SplitData
 from classify.evaluate import apply_calibration, frame_window, score_split
-from classify.explain import occlusion, window_starts
+from classify.explain import Explanation, explain
+from classify.frames import ArrayReader
 from classify.fusion import FusedDetector, fused_detector, saved_config, ssl_label
 from classify.model import SpoofDetector, build_model
 from classify.score_rows import ScoreRow
-from classify.ssldata import SSLFrames, SSLSource, SSLSplit
+from classify.sources import model_streams
+from classify.thresholds import Threshold, make_threshold
 from classify.variants import split_ssl
 from store.reader import CodecInfo
 
@@ -59,85 +63,6 @@ BATCH_SECONDS = {"cpu": 0.0, "cuda": 120.0}
 """Default padded audio seconds per encoder batch. On CPUs one file at a time: about as fast as 8 s
 batches there (BENCHMARKS.md section 6: 17 % more CPU seconds, 2.4x less peak memory), and a file's codes are then EnCodec's own for that file alone, whatever it is
 scored with (in a padded batch, float rounding can flip a code between near-equidistant codewords)."""
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """The decision threshold: bona fide when the value ``on`` ("llr" or "score") is >= ``value``;
-    ``value`` None: no decision (the model lacks the calibration the threshold needs)."""
-
-    kind: str
-    value: float | None
-    on: str
-    description: str
-
-    def decide(self, score: float, llr: float | None) -> str:
-        value = llr if self.on == "llr" else score
-        if self.value is None or value is None:
-            return ""
-        return "bonafide" if value >= self.value else "spoof"
-
-
-def make_threshold(spec: str | float, calibration: dict[str, Any] | None) -> Threshold:
-    """``eer``: the dev EER threshold of the calibrated score (LLR); ``bayes``: the Bayes threshold
-    of the LLR for the ASVspoof5 costs; a number: a threshold of the raw score. Both named ones come
-    from the model's calibration record: a model without one gets no decision (a Threshold whose
-    value is None, whose description says why). ValueError for anything else."""
-    if not isinstance(spec, str) or spec not in ("eer", "bayes"):
-        try:
-            value = float(spec)
-        except (TypeError, ValueError):
-            raise ValueError(f"threshold {spec!r}: use eer, bayes or a number (a raw-score threshold)") from None
-        return Threshold("value", value, "score", f"raw score >= {value:g}")
-    thresholds = (calibration or {}).get("thresholds")
-    if not thresholds:
-        return Threshold(spec, None, "llr", f"none: --threshold {spec} needs the model's dev calibration, which "
-                                            "this model lacks (last.pt, or trained before calibrations were saved); "
-                                            "give a raw-score threshold instead")
-    if spec == "eer":
-        return Threshold("eer", thresholds["eer_llr"], "llr",
-                         f"LLR >= {thresholds['eer_llr']:.4g}: the dev EER threshold of the calibrated score "
-                         f"(raw score {thresholds['eer_score']:.4g}; dev EER {100 * thresholds['dev_eer']:.2f} %)")
-    return Threshold("bayes", thresholds["bayes_llr"], "llr",
-                     f"LLR >= {thresholds['bayes_llr']:.4g}: the Bayes threshold -ln(Cmiss (1 - Pspoof) / "
-                     "(Cfa Pspoof)) for Pspoof 0.05, Cmiss 1, Cfa 10")
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """:meth:`Detector.explain`'s result. ``levels`` [Q]: score change when level q (1-based index
-    q + 1) is occluded by its mean codeword (empty for the `latent` variant); ``times`` [W]: centres
-    (seconds) of the occluded windows; ``over_time`` [W]: score change when that window is occluded;
-    ``waveform`` [T]: the mono 24 kHz audio the codec saw. Change = score - occluded score: positive
-    means that part pushed the score towards bona fide."""
-
-    score: float
-    llr: float | None
-    decision: str
-    levels: np.ndarray
-    times: np.ndarray
-    over_time: np.ndarray
-    window_seconds: float
-    hop_seconds: float
-    waveform: np.ndarray
-    sample_rate: int
-    codec_weights: str
-    method: str
-
-
-class _ArraySource(FrameSource):
-    """A FrameSource over codes [F, Q] (and latent [F, D]) already in RAM, not read from a store."""
-
-    def __init__(self, codes: np.ndarray, latent: np.ndarray | None) -> None:  # no store, nothing to check
-        self.codes, self.latent, self._lazy_latent = codes, latent, None
-
-
-class _ArraySSLFrames(SSLFrames):
-    """SSLFrames over the SSL stream's layers [F, L, H] already in RAM (the model's layers chosen)."""
-
-    def __init__(self, frames: np.ndarray, layer_index: np.ndarray) -> None:  # no store
-        self.layer_index, self.lazy = layer_index, None
-        self.ram = frames if layer_index.size == frames.shape[1] else frames[:, layer_index]
 
 
 def _groups(paths: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -240,7 +165,7 @@ class Detector:
         if isinstance(model, FusedDetector):
             ssl, ssl_where = frontend.ssl_front_end(state["ssl"], ssl_weights, str(torch_device), download)
         extraction = state.get("store", {}).get("extraction", {})
-        stream = _stream(model)
+        stream = model_streams(model)[1]
         front_end = frontend.FrontEnd(codec_model, codec.bandwidth, device=str(torch_device), latent=stream == "latent",
                                       energy=stream == "energy",
                                       window_seconds=extraction.get("window_seconds", frontend.WINDOW_SECONDS),
@@ -298,33 +223,23 @@ class Detector:
 
     def score_features(self, features: list[Any], model: SpoofDetector | FusedDetector | None = None) -> np.ndarray:
         """Logits [N] of N files' features (`extract.frontend.Features` from ``front_end.encode_files``),
-        scored as evaluate scores a store's utterances (by ``model``: default the Detector's own)."""
+        scored as evaluate scores a store's utterances (by ``model``: default the Detector's own): the
+        same streams, through readers of the features in RAM (`classify.frames`)."""
         model = self.model if model is None else model
         started = time.perf_counter()
+        codes, stream, ssl = model_streams(self.model)
+        source = FrameSource.of(
+            codes=ArrayReader([f.codes for f in features]) if codes else None,
+            latent=ArrayReader([f.latent for f in features], name=stream) if stream else None,
+            ssl=ArrayReader([f.ssl for f in features], self.model.layer_index, "ssl") if ssl else None)
+        n = len(features)
         lengths = np.array([f.codes.shape[0] for f in features], dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
-        latent = np.concatenate([f.latent for f in features]) if _needs_latent(self.model) else None
-        source = _ArraySource(np.concatenate([f.codes for f in features]), latent)
-        split = SplitData("files", [f.path for f in features], starts, lengths, np.zeros(len(features), bool),
-                          [], [], 0)
-        if isinstance(self.model, FusedDetector):
-            source, split = self._ssl_split(features, source, split)
+        split = SplitData("files", [f.path for f in features], starts, lengths, np.zeros(n, bool), ["-"] * n,
+                          ["-"] * n, 0, np.arange(n))
         logits = score_split(model, source, split, self.window, self.frame_budget, self.device, self.dtype)
         self.front_end.add_time("head", time.perf_counter() - started)
         return logits
-
-    def _ssl_split(self, features: list[Any], codec: FrameSource, split: SplitData) -> tuple[SSLSource, SSLSplit]:
-        """The SSLSource and SSLSplit of N files' features, as `classify.ssldata.SSLSource.split` makes
-        them for a store's utterances (every file's SSL stream starts at its frame 0: never cropped)."""
-        counts = np.array([f.ssl.shape[0] for f in features], dtype=np.int64)
-        offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        frames = _ArraySSLFrames(np.concatenate([f.ssl for f in features]), self.model.layer_index)
-        source = SSLSource(None, "files", frames, codec if self.model.weighting is not None else None, offsets,
-                           np.zeros(len(features), np.int64))
-        fields = {f.name: getattr(split, f.name) for f in dataclasses.fields(SplitData)}
-        return source, SSLSplit(**fields, rows=np.arange(len(features)), ssl_first=offsets[:-1],
-                                pairs=counts // SSL_PER_PAIR, codec_base=split.starts,
-                                codec_last=split.starts + split.lengths - 1)
 
     def _too_short(self, features: Any) -> str:
         """Why a file's features cannot be scored by an SSL variant ("" when they can)."""
@@ -404,72 +319,12 @@ class Detector:
     def explain(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, window_seconds: float = 0.5,
                 hop_seconds: float | None = None) -> Explanation:
         """Each quantizer level's contribution and a score over time, by occlusion (`classify.explain`):
-        windows of ``window_seconds`` every ``hop_seconds`` (default: half a window)."""
+        windows of ``window_seconds`` every ``hop_seconds`` (default: half a window). The explanation's
+        score is :meth:`score`'s (the same scoring)."""
         if not window_seconds > 0 or (hop_seconds is not None and not hop_seconds > 0):
             raise ValueError("window_seconds and hop_seconds must be > 0")
         features, wav = self._encode_waveform(waveform, sample_rate)
-        if isinstance(self.model, FusedDetector):
-            return self._explain_fused(features, wav, window_seconds, hop_seconds)
-        rate = self.codec.frame_rate
-        window = max(1, round(window_seconds * rate))
-        hop = max(1, round((hop_seconds or window_seconds / 2) * rate))
-        result = occlusion(self.model, features.codes, features.latent, self.window, window, hop, self.frame_budget,
-                           self.device)
-        llr = self.llr(result.score)
-        times = (result.starts + min(window, features.codes.shape[0]) / 2) / rate
-        return Explanation(
-            score=result.score, llr=llr, decision=self.threshold.decide(result.score, llr), levels=result.levels,
-            times=times, over_time=result.over_time, window_seconds=window / rate, hop_seconds=hop / rate,
-            waveform=wav[0].numpy(), sample_rate=self.front_end.sample_rate, codec_weights=self.codec_label,
-            method=(f"occlusion: a level's embeddings, or every level in a {window / rate:.2f} s window every "
-                    f"{hop / rate:.2f} s, replaced by the mean codeword; change = score - occluded score"))
-
-    def _explain_fused(self, features: Any, wav: torch.Tensor, window_seconds: float,
-                       hop_seconds: float | None) -> Explanation:
-        """:meth:`explain` for the SSL variants, through :meth:`score_features` (evaluate's scoring):
-        a codec level is occluded as for the codec variants (its rows of the model's tables set to
-        the level's mean codeword, in a copy of the model); a window is occluded by deleting it from
-        both streams (whole 40 ms pairs: 2 SSL frames and their 3 codec frames), the rest scored as
-        one file. The SSL stream has no neutral value to put in a window's place; deletion needs none."""
-        import copy  # noqa: PLC0415
-
-        from classify.align import CODEC_PER_PAIR, PAIR_SECONDS  # noqa: PLC0415
-
-        score = float(self.score_features([features])[0])
-        weighting = self.model.weighting
-        levels = np.empty(0)
-        if weighting is not None and weighting.spec.stream is None:
-            occluded = copy.deepcopy(self.model)  # one copy; each level's rows are set, scored and restored
-            table = occluded.weighting.table.view(weighting.n_q, weighting.n_codes, weighting.dim)
-            changed = []
-            for q in range(weighting.n_q):
-                with torch.no_grad():
-                    rows = table[q].clone()
-                    table[q] = rows.mean(dim=0)
-                changed.append(float(self.score_features([features], occluded)[0]))
-                with torch.no_grad():
-                    table[q] = rows
-            levels = score - np.array(changed)
-        pairs = features.ssl.shape[0] // SSL_PER_PAIR
-        window = min(max(1, round(window_seconds / PAIR_SECONDS)), pairs - 1)  # at least one pair stays
-        hop = max(1, round((hop_seconds or window_seconds / 2) / PAIR_SECONDS))
-        starts = window_starts(pairs, window, hop) if window > 0 else np.empty(0, np.int64)
-        cut = []
-        for p0 in starts.tolist():
-            p1 = p0 + window
-            keep = lambda a, per: None if a is None else np.concatenate([a[: p0 * per], a[p1 * per :]])  # noqa: B023, E731
-            cut.append(dataclasses.replace(features, codes=keep(features.codes, CODEC_PER_PAIR),
-                                           latent=keep(features.latent, CODEC_PER_PAIR), ssl=keep(features.ssl, SSL_PER_PAIR)))
-        over_time = score - self.score_features(cut) if cut else np.empty(0)
-        llr = self.llr(score)
-        return Explanation(
-            score=score, llr=llr, decision=self.threshold.decide(score, llr), levels=levels,
-            times=(starts + window / 2) * PAIR_SECONDS, over_time=np.asarray(over_time, dtype=np.float64),
-            window_seconds=window * PAIR_SECONDS, hop_seconds=hop * PAIR_SECONDS, waveform=wav[0].numpy(),
-            sample_rate=self.front_end.sample_rate, codec_weights=self.weights_label,
-            method=(f"occlusion: a codec level's embeddings replaced by its mean codeword; a {window * PAIR_SECONDS:.2f} s "
-                    f"window every {hop * PAIR_SECONDS:.2f} s deleted from both streams (the SSL stream has no neutral "
-                    "value); change = score - occluded score"))
+        return explain(self, features, wav, window_seconds, hop_seconds)
 
     def explain_file(self, path: str | Path, **kwargs: Any) -> Explanation:
         """:meth:`explain` of an audio file, decoded as every file is (AudioError for a bad one)."""
@@ -477,18 +332,6 @@ class Detector:
 
         wav = load_audio(path)
         return self.explain(wav, self.front_end.sample_rate, **kwargs)
-
-
-def _needs_latent(model: SpoofDetector | FusedDetector) -> bool:
-    """True when the model reads a continuous stream (`latent` or `energy`, carried as the latent)."""
-    return _stream(model) is not None
-
-
-def _stream(model: SpoofDetector | FusedDetector) -> str | None:
-    """The continuous stream the model's weighting reads instead of the codes (`latent`, `energy`), or None."""
-    if model.weighting is None or model.weighting.spec.stream is None:
-        return None
-    return model.weighting.spec.stream.name
 
 
 def _rebuild(model_file: ModelFile, codebooks: torch.Tensor, where: str) -> SpoofDetector | FusedDetector:

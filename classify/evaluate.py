@@ -41,8 +41,8 @@ from classify.checkpoint import (
     model_from_checkpoint,
 )
 from classify.config import TrainConfig, amp_dtype, resolve_device
-from classify.data import DataError, FrameSource, SplitData, eval_batches
-from classify.fusion import make_source, ssl_label, ssl_provenance
+from classify.data import DataError, FrameSource, SplitData
+from classify.fusion import ssl_label, ssl_provenance
 from classify.metrics import (
     compute_actdcf,
     compute_cllr,
@@ -52,6 +52,7 @@ from classify.metrics import (
 from classify.model import SpoofDetector
 from classify.plots import plot_det
 from classify.scorefiles import read_asv_scores, write_scores
+from classify.sources import make_source
 from common.provenance import device_label, provenance
 from store.reader import FeatureStore
 
@@ -82,7 +83,7 @@ def score_split(model: SpoofDetector, source: FrameSource, split: SplitData, win
     sums = np.zeros(len(split))
     counts = np.zeros(len(split))
     with torch.no_grad(), autocast(device, dtype):
-        for batch, utt in eval_batches(source, split, window, frame_budget):
+        for batch, utt in source.eval_batches(split, window, frame_budget):
             batch = batch.to(device)
             logits = model(*batch.inputs()).float().cpu().numpy()
             np.add.at(sums, utt, logits)

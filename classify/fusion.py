@@ -26,10 +26,8 @@ from torch import Tensor, nn
 
 from classify.align import align_codec_to_ssl
 from classify.attm import AttentiveMerging
-from classify.data import FrameSource
 from classify.heads import build_head
 from classify.model import build_model
-from classify.ssldata import SSLFrames, SSLSource
 from classify.ssloptions import SSLOptions
 from classify.variants import split_ssl
 from classify.weighting import HierarchyWeighting
@@ -133,30 +131,6 @@ def saved_config(config: dict[str, Any], model_state: dict[str, Any]) -> dict[st
     if split_ssl(config["variant"])[0] and "norm" not in kwargs and "attm.norm.weight" not in model_state:
         kwargs["norm"] = False
     return {**config, "ssl_kwargs": kwargs}
-
-
-def make_source(store: FeatureStore, model: nn.Module, config: dict[str, Any]):
-    """The batches' source for ``model``: a FrameSource for the codec variants, an SSLSource for the
-    SSL ones (the SSL frames cached in the store, or computed online)."""
-    latent_ram = config["latent_ram_mb"] * 2**20
-    weighting = model.weighting
-    codec = None
-    if weighting is not None:
-        stream = weighting.spec.stream
-        codec = FrameSource(store, stream.name if stream else None, ram_bytes=latent_ram)
-    if not isinstance(model, FusedDetector):
-        return codec
-    options = SSLOptions.from_dict(config.get("ssl_kwargs"))
-    if options.online:
-        from classify.online import OnlineSSLFrames  # noqa: PLC0415 - lazy: imports the extraction code
-
-        frames = OnlineSSLFrames(store, model.ssl_source, model.layer_index, options, config.get("device", "cpu"))
-        return SSLSource(store, options.stream, frames, codec, frames.offsets, frames.starts)
-    stream = store.stream(options.stream)
-    starts_path = f"{stream.spec.array.rsplit('/', 1)[0]}/starts"
-    starts = store.root[starts_path][...] if starts_path in stream.spec.tables else np.zeros(len(stream.offsets) - 1, np.int64)
-    frames = SSLFrames(store, options.stream, model.layer_index, options.ram_mb * 2**20)
-    return SSLSource(store, options.stream, frames, codec, stream.offsets, starts)
 
 
 def ssl_provenance(model: nn.Module) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from classify.frames import FrameReader, length_batches, register_reader
 from classify.ssloptions import SSLOptions
 from store.reader import FeatureStore
 
@@ -41,10 +42,11 @@ def online_source(options: SSLOptions) -> dict[str, Any]:
     return stream_source(weights, layers, options.crop_seconds, CROP_SPLITS if options.crop_seconds else ())
 
 
-class OnlineSSLFrames:
-    """SSL frames computed from the store's audio files: ``frames(rows, first, relative)`` -> float16
-    [B, T, L', H], like `classify.ssldata.SSLFrames`; ``offsets`` and ``starts`` are those the cached
-    stream would have."""
+@register_reader("ssl-online")
+class OnlineSSLReader(FrameReader):
+    """SSL frames computed from the store's audio files: float16 [B, T, L', H] (the layers
+    ``layer_index`` of the ``source`` record's), as the `store` reader gives a cached stream's;
+    ``offsets`` and ``starts`` are those the cached stream would have."""
 
     def __init__(self, store: FeatureStore, source: dict[str, Any], layer_index: np.ndarray, options: SSLOptions,
                  device: str = "cpu") -> None:
@@ -58,6 +60,7 @@ class OnlineSSLFrames:
         device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
         self.model = ssl_model.front_end(weights, tuple(source["layers"]), device, *ssl_model.recorded_windows(source))
         self.layer_index = layer_index
+        self.name = f"{options.stream} (online)"
         self.batch_samples = int(options.batch_seconds * self.rate)
         table = store.utterances
         crop, splits = source.get("crop_seconds"), tuple(source.get("crop_splits") or ())
@@ -85,22 +88,12 @@ class OnlineSSLFrames:
             start, length = self.spans[int(row)]
             wavs.append(self._load(self.paths[int(row)], target_rate=self.rate)[0][start : start + length])
         results: dict[int, torch.Tensor] = {}
-        batch: list[int] = []
-
-        def flush() -> None:
-            for index, layers in zip(batch, self.model([wavs[i] for i in batch])):
+        for chosen in length_batches([w.numel() for w in wavs], self.batch_samples):  # longest first, padded budget
+            for index, layers in zip(chosen.tolist(), self.model([wavs[i] for i in chosen])):
                 results[index] = layers
-
-        for index in sorted(range(len(wavs)), key=lambda i: -wavs[i].numel()):  # longest first, padded budget
-            if batch and (len(batch) + 1) * wavs[batch[0]].numel() > self.batch_samples:
-                flush()
-                batch = []
-            batch.append(index)
-        if batch:
-            flush()
         return [results[i] for i in range(len(wavs))]
 
-    def frames(self, rows: np.ndarray, first: np.ndarray, relative: np.ndarray) -> np.ndarray:
+    def read(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
         per_row = self.features(rows)
         return np.stack([layers[torch.from_numpy(rel)][:, self.layer_index].to(torch.float16).numpy()
                          for layers, rel in zip(per_row, relative)])

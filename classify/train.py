@@ -51,14 +51,12 @@ from classify.data import (
     class_weights,
     load_split,
     n_train_batches,
-    train_batches,
 )
 from classify.evaluate import autocast, frame_window, score_split
 from classify.fusion import (
     FusedDetector,
     build_detector,
     check_ssl_compatible,
-    make_source,
     saved_config,
     ssl_label,
     ssl_provenance,
@@ -66,6 +64,7 @@ from classify.fusion import (
 from classify.metrics import compute_eer, compute_mindcf
 from classify.model import SpoofDetector
 from classify.plots import plot_level_weights, plot_training_curves
+from classify.sources import make_source
 from common.provenance import device_label, provenance
 from store.reader import FeatureStore
 
@@ -165,7 +164,7 @@ class TrainingRun:
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model: SpoofDetector | FusedDetector = build_detector(dataclasses.asdict(config), store).to(self.device)
-        self.source = make_source(store, self.model, dataclasses.asdict(config))  # SSL variants: classify.ssldata
+        self.source = make_source(store, self.model, dataclasses.asdict(config))
         self.train_data = self.source.split(store, config.train_split)
         self.dev_data = self.source.split(store, config.dev_split)
         self.fit_stream()
@@ -189,8 +188,7 @@ class TrainingRun:
         stream = weighting.spec.stream if weighting is not None else None
         if stream is None or stream.norm != "train":
             return
-        codec = getattr(self.source, "codec", None) or self.source  # SSLSource wraps the FrameSource
-        mean, std = codec.stream_moments(self.train_data)
+        mean, std = self.source.stream_moments(self.train_data)
         weighting.fit_stream(torch.from_numpy(mean).float(), torch.tensor(std, dtype=torch.float32))
 
     @property
@@ -256,8 +254,8 @@ class TrainingRun:
         """Train one epoch: (mean loss, last learning rate, seconds spent gathering batches).
         Raises NonFiniteLoss at the first NaN or infinite loss."""
         self.model.train()
-        batches = train_batches(self.source, self.train_data, self.config.batch_size, self.crop, self.config.pad,
-                                self.config.balance, self.generator)
+        batches = self.source.train_batches(self.train_data, self.config.batch_size, self.crop, self.config.pad,
+                                            self.config.balance, self.generator)
         losses: list[float] = []
         load_seconds = 0.0
         lr = self.config.lr

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from classify.heads import frame_mask
 from classify.variants import VariantSpec, parse_variant
 
 
@@ -136,7 +137,7 @@ class HierarchyWeighting(nn.Module):
         standardised stream [B, T, S] of the stream variants, as one level ([B, 1, S])."""
         if self.spec.stream is not None:
             x = self.forward(codes, latent)
-            weights = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device).unsqueeze(1)).to(x.dtype)
+            weights = frame_mask(lengths.to(x.device), x.shape[1]).to(x.dtype)
             weights = (weights / lengths.to(x.device, x.dtype).unsqueeze(1)).unsqueeze(2)  # [B, T, 1]
             return (x * weights).sum(1, keepdim=True), (x.square() * weights).sum(1, keepdim=True)
         if codes.dim() != 3 or codes.shape[-1] != self.n_q:
@@ -144,7 +145,7 @@ class HierarchyWeighting(nn.Module):
         batch, frames, _ = codes.shape
         table = self.scaled_table()
         bags = (codes.long() + self.offsets).permute(0, 2, 1).reshape(batch * self.n_q, frames)  # (row, level)
-        valid = torch.arange(frames, device=codes.device) < lengths.to(codes.device).unsqueeze(1)  # [B, T]
+        valid = frame_mask(lengths.to(codes.device), frames)  # [B, T]
         weights = valid.to(table.dtype) / lengths.to(codes.device, table.dtype).unsqueeze(1)
         weights = weights.unsqueeze(1).expand(batch, self.n_q, frames).reshape(batch * self.n_q, frames)
         mean = F.embedding_bag(bags, table, per_sample_weights=weights, mode="sum")

@@ -66,3 +66,19 @@ def build(root: Path) -> Scoring:
     finally:
         torch.set_num_threads(threads)
     return Scoring(corpus, str(traindev), str(eval_store), root / "run")
+
+
+def assert_explains_as_scored(detector, data, rate: int) -> None:
+    """One scoring path: ``detector``'s explanation of the samples has score()'s score, in float32 and
+    under the scoring's autocast (bfloat16 here on the CPU, as a CUDA detector runs), which does
+    change the score."""
+    import numpy as np  # noqa: PLC0415
+
+    scores = {}
+    for dtype in (None, torch.bfloat16):
+        detector.dtype = dtype
+        explanation = detector.explain(data, rate, window_seconds=0.3)
+        scores[dtype] = detector.score(data, rate)
+        assert explanation.score == scores[dtype]
+        assert np.isfinite(explanation.levels).all() and np.isfinite(explanation.over_time).all()
+    assert scores[None] != scores[torch.bfloat16]

@@ -9,15 +9,13 @@ import zarr
 
 from classify.data import (
     DataError,
-    FrameSource,
     class_weights,
     crop_index,
     epoch_order,
-    eval_batches,
     eval_segments,
     load_split,
-    train_batches,
 )
+from classify.sources import codec_source
 from store.reader import FeatureStore
 from tests.synthetic import synthetic_store
 
@@ -57,13 +55,13 @@ def test_code_out_of_range_is_refused(tmp_path):
     path = synthetic_store(str(tmp_path / "bad.zarr"), n_per_split=4, codebook_size=64)
     zarr.open_group(path, mode="r+")["codes"][5, 3] = 64
     with pytest.raises(DataError, match=r"bad\.zarr: a code equals 64.*below the codebook size 64"):
-        FrameSource(FeatureStore(path))
+        codec_source(FeatureStore(path))
 
 
 def test_latent_variant_needs_a_latent(tmp_path):
     store = FeatureStore(synthetic_store(str(tmp_path / "nolat.zarr"), n_per_split=4, latent=False))
     with pytest.raises(DataError, match="no(ne)?.*--latent"):
-        FrameSource(store, "latent")
+        codec_source(store, "latent")
 
 
 def test_long_utterance_crop_is_contiguous_at_the_drawn_offset():
@@ -81,14 +79,14 @@ def test_repeat_tiles_short_utterances_from_their_start():
 
 
 def test_zero_pads_short_utterances_and_masks_them(store):
-    source = FrameSource(store, "latent", ram_bytes=1e9)
+    source = codec_source(store, "latent", ram_bytes=1e9)
     split = load_split(store, "train")
     short = int(np.argmin(split.lengths))
     n = int(split.lengths[short])
     crop = n + 5
     index, valid, lengths = crop_index(split.starts[[short]], split.lengths[[short]], crop, "zero", np.array([0.3]))
     assert lengths.tolist() == [n] and valid[0, :n].all() and not valid[0, n:].any()
-    batch = source.gather(index, valid, lengths)
+    batch = source.gather(split.rows[[short]], index - split.starts[[short], None], valid, lengths)
     start = int(split.starts[short])
     assert torch.equal(batch.codes[0, :n], torch.from_numpy(store.codes[start : start + n].astype(np.int64)))
     assert (batch.codes[0, n:] == 0).all() and (batch.latent[0, n:] == 0).all()
@@ -98,8 +96,9 @@ def test_zero_pads_short_utterances_and_masks_them(store):
 def test_lazy_latent_equals_latent_in_ram(store):
     split = load_split(store, "train")
     index, valid, lengths = crop_index(split.starts, split.lengths, 40, "zero", np.linspace(0, 0.99, len(split)))
-    in_ram = FrameSource(store, "latent", ram_bytes=1e9).gather(index, valid, lengths)
-    lazy = FrameSource(store, "latent", ram_bytes=0).gather(index, valid, lengths)
+    relative = index - split.starts[:, None]
+    in_ram = codec_source(store, "latent", ram_bytes=1e9).gather(split.rows, relative, valid, lengths)
+    lazy = codec_source(store, "latent", ram_bytes=0).gather(split.rows, relative, valid, lengths)
     assert torch.equal(in_ram.latent, lazy.latent) and torch.equal(in_ram.codes, lazy.codes)
 
 
@@ -119,10 +118,10 @@ def test_sampler_balances_classes_and_permutation_covers_all():
 
 
 def test_train_batches_are_reproducible_from_the_generator(store):
-    source, split = FrameSource(store), load_split(store, "train")
+    source, split = codec_source(store), load_split(store, "train")
 
     def epoch(seed):
-        return list(train_batches(source, split, 5, 30, "repeat", "none", torch.Generator().manual_seed(seed)))
+        return list(source.train_batches(split, 5, 30, "repeat", "none", torch.Generator().manual_seed(seed)))
 
     first, again, other = epoch(0), epoch(0), epoch(1)
     assert [b.codes.shape for b, _ in first] == [(5, 30, 8), (5, 30, 8), (2, 30, 8)]
@@ -139,9 +138,9 @@ def test_eval_segments_cover_long_utterances_with_full_windows():
 
 
 def test_eval_batches_score_every_segment_once_within_budget(store):
-    source, split = FrameSource(store), load_split(store, "eval")
+    source, split = codec_source(store), load_split(store, "eval")
     seen = []
-    for batch, utt in eval_batches(source, split, 50, 120):
+    for batch, utt in source.eval_batches(split, 50, 120):
         assert batch.codes.shape[0] * batch.codes.shape[1] <= 120 or batch.codes.shape[0] == 1
         assert batch.lengths.max() == batch.codes.shape[1]
         seen.extend(utt.tolist())
@@ -150,8 +149,8 @@ def test_eval_batches_score_every_segment_once_within_budget(store):
 
 
 def test_eval_batch_rows_are_the_utterance_frames(store):
-    source, split = FrameSource(store), load_split(store, "eval")
-    for batch, utt in eval_batches(source, split, 1000, 10_000):
+    source, split = codec_source(store), load_split(store, "eval")
+    for batch, utt in source.eval_batches(split, 1000, 10_000):
         for row, u in enumerate(utt):
             n, start = int(split.lengths[u]), int(split.starts[u])
             assert int(batch.lengths[row]) == n

@@ -26,7 +26,7 @@ from extract.audio import load_audio
 from extract.frontend import crop_or_tile
 from store.format import WEIGHTS
 from store.reader import FeatureStore
-from tests.scoring import quiet, train_config
+from tests.scoring import assert_explains_as_scored, quiet, train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,6 +275,11 @@ def test_explanations_match_an_independent_occlusion(scoring):
         occluded[start : start + frames] = means[None]
         assert explanation.over_time[k] == pytest.approx(base - logit(occluded), abs=1e-5)
     assert explanation.codec_weights == detector.codec_label and explanation.waveform.shape == (round(14000 * 1.5),)
+
+
+def test_an_explanation_scores_as_score_does_also_under_autocast(scoring):
+    detector = Detector.load(scoring.run, batch_seconds=0)
+    assert_explains_as_scored(detector, *sf.read(scoring.files("eval")[2], dtype="float32"))
 
 
 def test_thresholds_decide_as_stated(scoring):

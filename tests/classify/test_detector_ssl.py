@@ -24,7 +24,7 @@ from extract.run import extract
 from extract.ssl import SSLWeightsError
 from store.format import WEIGHTS
 from store.reader import FeatureStore
-from tests.scoring import extract_config, quiet, train_config
+from tests.scoring import assert_explains_as_scored, extract_config, quiet, train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained")
@@ -127,6 +127,11 @@ def _check_explanation(detector: Detector, data: np.ndarray, rate: int, score: f
     finally:
         detector.model = original
     assert again.levels[1] == pytest.approx(0.0, abs=1e-6) and abs(again.score - explanation.score) > 1e-6
+
+
+def test_an_ssl_explanation_scores_as_score_does_also_under_autocast(ssl_scoring, scoring):
+    detector = Detector.load(ssl_scoring["run"], batch_seconds=0)
+    assert_explains_as_scored(detector, *sf.read(scoring.files("eval")[2], dtype="float32"))
 
 
 def test_ssl_weights_that_are_not_the_models_are_refused(ssl_scoring, tmp_path):

@@ -10,10 +10,11 @@ import torch
 
 from classify.calibration import eer_threshold
 from classify.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from classify.data import DataError, FrameSource, load_split
+from classify.data import DataError, load_split
 from classify.evaluate import apply_calibration, evaluate, fit_calibration, score_split
 from classify.metrics import compute_actdcf, compute_cllr, compute_det_curve, compute_eer, compute_mindcf
 from classify.scorefiles import read_scores
+from classify.sources import codec_source
 from classify.train import train
 from store.reader import FeatureStore
 from tests.synthetic import synthetic_store, tiny_config
@@ -126,7 +127,7 @@ def test_long_utterances_average_the_logits_of_their_windows(trained):
     store, checkpoint = trained
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state, store)
-    source, split = FrameSource(store), load_split(store, "eval")
+    source, split = codec_source(store), load_split(store, "eval")
     cpu = torch.device("cpu")
     windowed = score_split(model, source, split, 40, 4000, cpu)
     u = int(np.argmax(split.lengths))
@@ -175,7 +176,7 @@ def test_training_fits_the_calibration_on_dev_and_saves_it(trained):
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state, store)
     dev = load_split(store, "dev")
-    scores = score_split(model, FrameSource(store), dev, 10**6, 10**6, torch.device("cpu"))
+    scores = score_split(model, codec_source(store), dev, 10**6, 10**6, torch.device("cpu"))
     record = state["calibration"]
     expected = fit_calibration(scores, dev.is_bonafide)
     assert record["calibration"]["coef"] == pytest.approx(expected["coef"], rel=1e-6)

@@ -15,7 +15,8 @@ from classify.attm import AttentiveMerging
 from classify.checkpoint import CheckpointError, load_checkpoint
 from classify.config import TrainConfig
 from classify.evaluate import evaluate
-from classify.fusion import FusedDetector, build_detector, make_source
+from classify.fusion import FusedDetector, build_detector
+from classify.sources import make_source
 from classify.train import train
 from store.reader import FeatureStore
 from tests.synthetic import add_ssl_stream, synthetic_store, tiny_config
@@ -70,7 +71,7 @@ def test_a_fused_crop_takes_the_same_audio_from_both_streams(ssl_store):
                         assert pair / 50 <= t / 75 and (t + 1) / 75 <= (pair + 2) / 50 + 1e-12
                     checked += 1
     assert checked > 500
-    assert 0 in split.rows and split.codec_base[list(split.rows).index(0)] == 6  # crop at SSL frame 4 -> codec 6
+    assert 0 in split.rows and source.first["codes"][0] == 6  # crop at SSL frame 4 -> codec 6
 
 
 def test_attm_starts_uniform_ignores_padding_and_has_the_sizes_chosen():

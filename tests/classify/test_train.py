@@ -254,8 +254,7 @@ def test_fp16_gradient_scaler_skips_an_overflowing_step_and_backs_off(store, tmp
     run = TrainingRun(tiny_config(amp_cpu=True, amp_dtype="fp16"), store, tmp_path, quiet)
     assert run.scaler.is_enabled() and run.dtype == torch.float16
     run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=1000)
-    from classify.data import train_batches
-    batch, targets = next(train_batches(run.source, run.train_data, 8, run.crop, "repeat", "none", run.generator))
+    batch, targets = next(run.source.train_batches(run.train_data, 8, run.crop, "repeat", "none", run.generator))
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     run.step(batch, torch.from_numpy(targets))
     assert same_parameters(before, run.model.state_dict()) and run.scaler.get_scale() == 2.0**39

@@ -233,7 +233,8 @@ def test_layers_are_parsed_and_checked():
 def assert_same_batches(store: FeatureStore, config: dict, online_kwargs: dict, splits=("train", "dev")) -> None:
     """Training and scoring batches from the cached stream and from online features: the same
     frames, codes and lengths; SSL features equal to float16 rounding."""
-    from classify.fusion import build_detector, make_source
+    from classify.fusion import build_detector
+    from classify.sources import make_source
 
     online_config = {**config, "ssl_kwargs": online_kwargs}
     cached_model, online_model = build_detector(config, store), build_detector(online_config, store)
@@ -241,8 +242,8 @@ def assert_same_batches(store: FeatureStore, config: dict, online_kwargs: dict, 
         assert online_model.ssl_source[key] == cached_model.ssl_source[key], key
     cached = make_source(store, cached_model, config)
     online = make_source(store, online_model, online_config)
-    assert np.array_equal(cached.ssl_offsets, online.ssl_offsets)
-    assert np.array_equal(cached.ssl_starts, online.ssl_starts)
+    assert np.array_equal(cached.reader("ssl").offsets, online.reader("ssl").offsets)
+    assert np.array_equal(cached.reader("ssl").starts, online.reader("ssl").starts)
     for name in splits:
         a, b = cached.split(store, name), online.split(store, name)
         runs = [(x.train_batches(s, 4, 30, "repeat", "none", torch.Generator().manual_seed(0)))

@@ -1,0 +1,54 @@
+"""Which streams a model reads, and their frame readers opened over a store: the one place that
+picks the backends (`classify.frames`) for training and evaluation; the Detector opens the same
+streams over files' features in RAM (`classify.detector`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from classify import online  # noqa: F401 - registers the ssl-online reader (it imports `extract` only when used)
+from classify.data import FrameSource
+from classify.frames import FrameReader, open_reader
+from classify.fusion import FusedDetector
+from classify.ssloptions import SSLOptions
+from store.reader import FeatureStore
+
+
+def model_streams(model: nn.Module) -> tuple[bool, str | None, bool]:
+    """(reads the codes, the continuous stream it reads beside them (`latent`, `energy`) or None,
+    reads the SSL layers) for a SpoofDetector or FusedDetector."""
+    weighting = model.weighting
+    stream = weighting.spec.stream if weighting is not None else None
+    return weighting is not None, stream.name if stream is not None else None, isinstance(model, FusedDetector)
+
+
+def stream_reader(store: FeatureStore, stream: str, ram_bytes: float) -> FrameReader:
+    """The reader of ``stream`` (`latent`, `energy`), which must have the codes' frames."""
+    hint = (f"the {stream!r} variant needs it: re-extract with --{stream} (an existing store gets the "
+            "stream added, untouched otherwise)")
+    return open_reader("store", store, stream, ram_bytes, aligned=True, hint=hint)
+
+
+def codec_source(store: FeatureStore, stream: str | None = None, ram_bytes: float = 0) -> FrameSource:
+    """The codec variants' source: the codes (checked), and ``stream`` beside them (in RAM when it
+    is no larger than ``ram_bytes``, else read per crop)."""
+    latent = None if stream is None else stream_reader(store, stream, ram_bytes)
+    return FrameSource.of(codes=open_reader("codes", store), latent=latent)
+
+
+def make_source(store: FeatureStore, model: nn.Module, config: dict[str, Any]) -> FrameSource:
+    """The batches' source for ``model`` (a training config as a dict): the codec's streams, and for
+    the SSL variants the SSL layers, cached in the store or computed online (``ssl_kwargs.online``)."""
+    codes, stream, ssl = model_streams(model)
+    if not ssl:
+        return codec_source(store, stream, config["latent_ram_mb"] * 2**20)
+    latent = None if stream is None else stream_reader(store, stream, config["latent_ram_mb"] * 2**20)
+    options = SSLOptions.from_dict(config.get("ssl_kwargs"))
+    if options.online:
+        layers = open_reader("ssl-online", store, model.ssl_source, model.layer_index, options,
+                             config.get("device", "cpu"))
+    else:
+        layers = open_reader("store", store, options.stream, options.ram_mb * 2**20, columns=model.layer_index)
+    return FrameSource.of(open_reader("codes", store) if codes else None, latent, layers)
