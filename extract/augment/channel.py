@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from scipy import signal
 
 from extract import avio
@@ -19,8 +19,7 @@ from extract.augment.base import Augmentation, IntRange, Range, as_float32, draw
 TELEPHONE_RATE = 8000
 
 
-def _codec_names(value: str | list[str]) -> tuple[str, ...]:
-    names = (value,) if isinstance(value, str) else tuple(value)
+def _codec_names(names: tuple[str, ...]) -> tuple[str, ...]:
     if not names:
         raise ValueError("give at least one codec")
     for name in names:
@@ -28,7 +27,8 @@ def _codec_names(value: str | list[str]) -> tuple[str, ...]:
     return names
 
 
-Codecs = Annotated[str | list[str], AfterValidator(_codec_names)]
+Codecs = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v), AfterValidator(_codec_names)]
+"""One codec name or a list of them (recorded as a list)."""
 
 
 def _check_rates(codec: str, bitrate: tuple[int, int] | None, rates: tuple[int, ...] | None) -> None:
@@ -58,8 +58,7 @@ class Codec(Augmentation):
         return self
 
     def __call__(self, wav: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-        codecs = tuple(self.codec)
-        name = codecs[int(rng.integers(len(codecs)))]
+        name = self.codec[int(rng.integers(len(self.codec)))]
         bits = draw_int(rng, self.bitrate) if self.bitrate else None
         rate = self.rates[int(rng.integers(len(self.rates)))] if self.rates else None
         return avio.round_trip(as_float32(wav), sample_rate, name, bits, rate)
