@@ -105,7 +105,7 @@ class Noise(_FromFolder):
     noise (one drawn per utterance)."""
 
     name = "noise"
-    speed = 2000.0
+    speed = 260.0
     snr_db: Range = (5.0, 20.0)
     subsets: tuple[str, ...] = ("noise",)
     kinds: tuple[Literal["white", "pink", "brown"], ...] = ("white", "pink", "brown")
@@ -161,7 +161,7 @@ class Reverb(_FromFolder):
     response's direct path (its largest tap), cut to the input's length, scaled to the input's peak."""
 
     name = "reverb"
-    speed = 40.0
+    speed = 120.0  # simulated rooms of the default sizes
     exclude = "noise"
     subsets: tuple[str, ...] = ("simulated_rirs",)
     rt60_s: Range = (0.2, 0.8)

@@ -51,12 +51,18 @@ class Augmentation(BaseModel):
 
     name: ClassVar[str] = ""
     speed: ClassVar[float] = 100.0
-    """Audio seconds per second on one core (bench/bench_augment.py, 16 kHz), for the estimate."""
+    """Audio seconds per second on one core (bench/results/augment.json, 16 kHz, measured on the
+    shared 2-core VM at load 8.8: lower bounds), for the estimate (:meth:`audio_per_second`)."""
     origin: ClassVar[str] = "signal processing"
     """What its material is: "generated", "simulated", "files" (recorded in the recipe)."""
 
     def __call__(self, wav: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
+
+    def audio_per_second(self) -> float:
+        """This instance's measured speed (audio s per s, one core): :attr:`speed` unless its
+        parameters change the cost."""
+        return self.speed
 
     def recipe(self) -> dict[str, Any]:
         """Every parameter, defaults resolved, JSON-able, with the augmentation's name and origin."""

@@ -17,6 +17,9 @@ from extract import avio
 from extract.augment.base import Augmentation, IntRange, Range, as_float32, draw, draw_int, register
 
 TELEPHONE_RATE = 8000
+CODEC_SPEED = {"mp3": 35.0, "aac": 38.0, "opus": 22.0, "vorbis": 38.0, "alaw": 250.0, "ulaw": 250.0, "g722": 120.0,
+               "g726": 110.0, "amrnb": 65.0}
+"""Audio s per s of each codec's round trip from 16 kHz, one core (bench/results/augment.json)."""
 
 
 def _codec_names(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -46,7 +49,7 @@ class Codec(Augmentation):
     (omitted: the codec's default rate). Length and rate are kept (avio.round_trip)."""
 
     name = "codec"
-    speed = 150.0
+    speed = 22.0
     codec: Codecs
     bitrate: IntRange | None = None
     rates: tuple[int, ...] | None = None
@@ -56,6 +59,9 @@ class Codec(Augmentation):
         for name in self.codec:
             _check_rates(name, self.bitrate, self.rates)
         return self
+
+    def audio_per_second(self) -> float:
+        return min(CODEC_SPEED.get(c, self.speed) for c in self.codec)
 
     def __call__(self, wav: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         name = self.codec[int(rng.integers(len(self.codec)))]
@@ -73,7 +79,7 @@ class Telephony(Augmentation):
     one) and resampled back to the input's rate: the band above 4 kHz is gone."""
 
     name = "telephony"
-    speed = 150.0
+    speed = 240.0  # with A-law or none; AMR-NB 42
     codec: str = "alaw"
     bitrate: IntRange | None = None
     band_hz: Range = (300.0, 3400.0)
@@ -88,6 +94,9 @@ class Telephony(Augmentation):
         if not 0 < self.band_hz[0] < self.band_hz[1] < TELEPHONE_RATE / 2:
             raise ValueError(f"band_hz: {list(self.band_hz)} must lie inside (0, {TELEPHONE_RATE // 2}) Hz")
         return self
+
+    def audio_per_second(self) -> float:
+        return min(self.speed, 1.0 / (1.0 / 300.0 + 1.0 / CODEC_SPEED.get(self.codec, 1e9)))
 
     def __call__(self, wav: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         x = as_float32(wav)
@@ -118,7 +127,7 @@ class Speed(Augmentation):
     moves by the factor. The length changes."""
 
     name = "speed"
-    speed = 300.0
+    speed = 5000.0
     factor: Range | None = None
     factors: tuple[float, ...] | None = None
 

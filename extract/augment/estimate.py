@@ -10,7 +10,7 @@ on this project's reference machine (BENCHMARKS.md; a 2-core AMD EPYC VM, no GPU
   scaled by the layers kept;
 * time: the codec streams at 17.7 audio s per wall s (``pipeline extract``, untrained codec, both
   cores, section 1), the SSL stream at 5.2 (12 layers, section 5), each augmentation at its
-  measured speed on one core (``Augmentation.speed``, bench/bench_augment.py).
+  measured speed on one core (``Augmentation.audio_per_second``, bench/results/augment.json).
 
 An estimate, not a promise: a GPU runs the encoders tens of times faster; the augmentations then
 dominate (they run on the CPU).
@@ -51,7 +51,7 @@ def estimate(views: dict[str, View], audio_seconds: dict[str, float], ssl_layers
         audio = sum(audio_seconds.get(split, 0.0) for split in view.splits)
         rates = dict(BYTES_PER_SECOND, ssl=BYTES_PER_SECOND["ssl"] * ssl_layers / SSL_LAYERS_MEASURED)
         sizes = {stream: int(round(audio * rates[stream])) for stream in view.streams}
-        seconds = sum(audio / step.speed for step in view.chain)
+        seconds = sum(audio / step.audio_per_second() for step in view.chain)
         if set(view.streams) & {"codes", "latent", "energy"}:
             seconds += audio / CODEC_SPEED
         if "ssl" in view.streams:
@@ -68,14 +68,18 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def format_estimate(costs: list[ViewCost]) -> str:
     """One line per view and a total, e.g. ``view mp3: 4362 audio s, codes+latent+energy 74.5 MB, ~5 min``."""
     lines = []
     for c in costs:
         streams = "+".join(c.bytes) or "no streams"
-        lines.append(f"view {c.view}: {c.audio_seconds:.0f} audio s, {streams} {_size(c.total_bytes)}, ~{c.seconds / 60:.1f} min")
+        lines.append(f"view {c.view}: {c.audio_seconds:.0f} audio s, {streams} {_size(c.total_bytes)}, ~{_duration(c.seconds)}")
     total_bytes = sum(c.total_bytes for c in costs)
     total_s = sum(c.seconds for c in costs)
-    lines.append(f"views: {len(costs)}, about {_size(total_bytes)} and {total_s / 60:.1f} min on a 2-core CPU "
+    lines.append(f"views: {len(costs)}, about {_size(total_bytes)} and {_duration(total_s)} on a 2-core CPU "
                  "(BENCHMARKS.md rates; a GPU runs the encoders far faster)")
     return "\n".join(lines)

@@ -137,8 +137,11 @@ class RawBoost(RawBoostParams):
     """``{augment = "rawboost", algo = 1..8, ...}``: the paper's algorithm ``algo`` (module docstring)."""
 
     name = "rawboost"
-    speed = 60.0
+    speed = 30.0  # with LnL (algorithms 1, 4, 5, 6, 8); 240 without (2, 3, 7)
     algo: Literal[1, 2, 3, 4, 5, 6, 7, 8] = 5
+
+    def audio_per_second(self) -> float:
+        return self.speed if self.algo in (1, 4, 5, 6, 8) else 240.0
 
     def __call__(self, wav: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         x = as_float32(wav)
