@@ -20,6 +20,9 @@ TELEPHONE_RATE = 8000
 CODEC_SPEED = {"mp3": 35.0, "aac": 38.0, "opus": 22.0, "vorbis": 38.0, "alaw": 250.0, "ulaw": 250.0, "g722": 120.0,
                "g726": 110.0, "amrnb": 65.0}
 """Audio s per s of each codec's round trip from 16 kHz, one core (bench/results/augment.json)."""
+MODES = {"amrnb": (4750, 5150, 5900, 6700, 7400, 7950, 10200, 12200), "g726": (16000, 24000, 32000, 40000)}
+"""Codecs whose bit rate takes discrete modes (FFmpeg snaps any other request to one): a bit-rate
+range draws among the modes inside it."""
 
 
 def _codec_names(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -35,17 +38,35 @@ Codecs = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance
 
 
 def _check_rates(codec: str, bitrate: tuple[int, int] | None, rates: tuple[int, ...] | None) -> None:
-    """avio.check for both ends of the bit-rate range and every sample rate (ValueError, one line)."""
+    """avio.check for both ends of the bit-rate range and every sample rate, and a mode inside the
+    range for a codec with modes (ValueError, one line)."""
     for rate in rates or (None,):
         for bits in bitrate or (None,):
             avio.check(codec, bits, rate)
+    if bitrate is not None and codec in MODES and not _modes(codec, bitrate):
+        raise ValueError(f"bitrate: no {codec} mode in {list(bitrate)}; its modes: {', '.join(map(str, MODES[codec]))} bit/s")
+
+
+def _modes(codec: str, bitrate: tuple[int, int]) -> tuple[int, ...]:
+    return tuple(m for m in MODES[codec] if bitrate[0] <= m <= bitrate[1])
+
+
+def draw_bitrate(rng: np.random.Generator, codec: str, bitrate: tuple[int, int] | None) -> int | None:
+    """A bit rate drawn in ``bitrate`` (uniform; among the codec's modes inside it where it has modes)."""
+    if bitrate is None:
+        return None
+    if codec in MODES:
+        modes = _modes(codec, bitrate)
+        return modes[int(rng.integers(len(modes)))]
+    return draw_int(rng, bitrate)
 
 
 @register
 class Codec(Augmentation):
     """``{augment = "codec", codec = "mp3" | ["mp3", "aac", ...], bitrate = [low, high], rates = [...]}``:
     a round trip through one codec (drawn per utterance when several), at a bit rate drawn in
-    ``bitrate`` (bit/s; omitted: the codec's default) and a sample rate drawn from ``rates``
+    ``bitrate`` (bit/s, uniform; among the modes inside it for AMR-NB and G.726; omitted: the
+    codec's default) and a sample rate drawn from ``rates``
     (omitted: the codec's default rate). Length and rate are kept (avio.round_trip)."""
 
     name = "codec"
@@ -65,7 +86,7 @@ class Codec(Augmentation):
 
     def __call__(self, wav: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         name = self.codec[int(rng.integers(len(self.codec)))]
-        bits = draw_int(rng, self.bitrate) if self.bitrate else None
+        bits = draw_bitrate(rng, name, self.bitrate)
         rate = self.rates[int(rng.integers(len(self.rates)))] if self.rates else None
         return avio.round_trip(as_float32(wav), sample_rate, name, bits, rate)
 
@@ -105,7 +126,7 @@ class Telephony(Augmentation):
             sos = signal.butter(4, self.band_hz, btype="bandpass", fs=TELEPHONE_RATE, output="sos")
             narrow = signal.sosfilt(sos, narrow).astype(np.float32)
         if self.codec != "none":
-            bits = draw_int(rng, self.bitrate) if self.bitrate else None
+            bits = draw_bitrate(rng, self.codec, self.bitrate)
             narrow = avio.round_trip(narrow, TELEPHONE_RATE, self.codec, bits, TELEPHONE_RATE)
         out = avio.resample(narrow, TELEPHONE_RATE, sample_rate) if sample_rate != TELEPHONE_RATE else narrow
         return _fit(out, x.size)

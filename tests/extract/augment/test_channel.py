@@ -51,6 +51,14 @@ def test_bit_rate_and_codec_are_drawn_per_utterance():
     assert np.array_equal(again, outs[0])
 
 
+def test_amr_nb_bit_rates_are_drawn_among_its_modes():
+    from extract.augment.channel import MODES, draw_bitrate  # noqa: PLC0415
+
+    drawn = {draw_bitrate(np.random.default_rng(s), "amrnb", (5000, 10200)) for s in range(60)}
+    assert drawn == {5150, 5900, 6700, 7400, 7950, 10200} and drawn <= set(MODES["amrnb"])
+    assert {draw_bitrate(np.random.default_rng(s), "mp3", (8000, 9000)) for s in range(20)} <= set(range(8000, 9001))
+
+
 def test_the_telephone_band_drops_what_lies_above_4_khz_and_below_300_hz():
     x = noise(1.0)
     for codec in ("alaw", "amrnb", "none"):
@@ -89,6 +97,7 @@ def test_gain_is_a_constant_factor_inside_its_range():
     ({"augment": "codec", "codec": "opus", "rates": [44100]}, ["44100", "opus"]),
     ({"augment": "codec", "codec": "alaw", "bitrate": [8000, 9000]}, ["fixed bit rate"]),
     ({"augment": "telephony", "codec": "g722"}, ["8000"]),
+    ({"augment": "telephony", "codec": "amrnb", "bitrate": [8000, 9000]}, ["no amrnb mode in [8000, 9000]", "7950"]),
     ({"augment": "telephony", "band_hz": [300, 5000]}, ["band_hz"]),
     ({"augment": "speed"}, ["exactly one of"]),
     ({"augment": "gain", "db": [6, -6]}, ["db", "upside down"]),

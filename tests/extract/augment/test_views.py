@@ -167,3 +167,22 @@ def test_the_estimate_is_audio_of_the_views_splits_times_the_measured_rates(tmp_
     text = format_estimate([a, b])
     assert "view a: 100 audio s" in text and "views: 2" in text
     assert BYTES_PER_SECOND["codes"] == 1_204
+
+
+def test_another_process_makes_the_same_samples(tmp_path):
+    """Nothing hangs on process state (hash seeds, caches, import order): a fresh interpreter with
+    another hash seed makes the same bytes."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    view = chain_view(tmp_path)
+    x = speechlike()
+    np.save(tmp_path / "x.npy", x)
+    script = ("import sys, numpy as np; from extract.augment import load_views, apply_view; "
+              "v = load_views(sys.argv[1])['mix']; x = np.load(sys.argv[2]); "
+              "np.save(sys.argv[3], apply_view(v, 'LA_E_5', x, 16000))")
+    env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "views.toml"), str(tmp_path / "x.npy"),
+                    str(tmp_path / "y.npy")], check=True, env=env, timeout=120)
+    assert np.load(tmp_path / "y.npy").tobytes() == apply_view(view, "LA_E_5", x, RATE).tobytes()
