@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from extract.augment import AugmentError, build
-from extract.augment.acoustic import coloured_noise, simulated_rir
+from extract.augment.acoustic import bank_rir, coloured_noise, simulated_rir
 
 RATE = 16_000
 
@@ -95,10 +95,20 @@ def test_simulated_rooms_reverberate_for_the_rt60_drawn():
 
 def test_simulated_reverberation_is_labelled_and_seeded():
     x = speechlike()
-    aug = build({"augment": "reverb", "rt60_s": [0.3, 0.5]})
+    aug = build({"augment": "reverb", "rt60_s": [0.3, 0.5], "rooms": 3, "max_order": 20})
     a, b = aug(x, RATE, np.random.default_rng(4)), aug(x, RATE, np.random.default_rng(4))
     assert np.array_equal(a, b) and a.shape == x.shape and not np.allclose(a, x, atol=1e-3)
     assert aug.recipe()["origin"].startswith("simulated (pyroomacoustics")
+    bank_rir.cache_clear()  # the bank is made again from its seed, not from what this process kept
+    assert np.array_equal(aug(x, RATE, np.random.default_rng(4)), a)
+    outputs = {aug(x, RATE, np.random.default_rng(s)).tobytes() for s in range(12)}
+    assert len(outputs) == 3  # a bank of 3 rooms
+
+
+def test_the_bank_rooms_are_the_seeded_simulations():
+    rir = bank_rir(RATE, ((4, 6), (3, 5), (2.5, 3)), (0.3, 0.6), 20, 7, 2)
+    again = simulated_rir(np.random.default_rng(np.random.SeedSequence([7, 2])), RATE, ((4, 6), (3, 5), (2.5, 3)), (0.3, 0.6), 20)
+    assert np.array_equal(rir, again)
 
 
 def test_reverb_from_a_rirs_noises_folder_is_the_convolution_aligned_on_the_direct_path(tmp_path):
