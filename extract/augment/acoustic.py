@@ -35,6 +35,8 @@ from extract import avio
 from extract.augment.base import Augmentation, Range, as_float32, draw, match_peak, register, scale_to_snr
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+ROOM_SECONDS = 0.4
+"""Seconds to simulate one room of the defaults at 16 kHz, one core (bench/results/augment.json)."""
 
 
 def listing(folder: str, subsets: tuple[str, ...], exclude: str | None = None) -> tuple[Path, ...]:
@@ -194,6 +196,9 @@ class Reverb(_FromFolder):
 
     def describe_origin(self) -> str:
         return "files" if self.folder else f"simulated (pyroomacoustics {pra.__version__})"
+
+    def setup_seconds(self) -> float:
+        return 0.0 if self.folder else ROOM_SECONDS * self.rooms
 
     def __call__(self, wav: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         x = as_float32(wav)

@@ -64,6 +64,10 @@ class Augmentation(BaseModel):
         parameters change the cost."""
         return self.speed
 
+    def setup_seconds(self) -> float:
+        """Seconds it spends once per process whatever the audio (a bank of simulated rooms)."""
+        return 0.0
+
     def recipe(self) -> dict[str, Any]:
         """Every parameter, defaults resolved, JSON-able, with the augmentation's name and origin."""
         return {"augment": self.name, **self.model_dump(mode="json"), "origin": self.describe_origin()}

@@ -51,7 +51,7 @@ def estimate(views: dict[str, View], audio_seconds: dict[str, float], ssl_layers
         audio = sum(audio_seconds.get(split, 0.0) for split in view.splits)
         rates = dict(BYTES_PER_SECOND, ssl=BYTES_PER_SECOND["ssl"] * ssl_layers / SSL_LAYERS_MEASURED)
         sizes = {stream: int(round(audio * rates[stream])) for stream in view.streams}
-        seconds = sum(audio / step.audio_per_second() for step in view.chain)
+        seconds = sum(audio / step.audio_per_second() + step.setup_seconds() for step in view.chain)
         if set(view.streams) & {"codes", "latent", "energy"}:
             seconds += audio / CODEC_SPEED
         if "ssl" in view.streams:
