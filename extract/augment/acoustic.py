@@ -177,7 +177,7 @@ class Reverb(_FromFolder):
     response's direct path (its largest tap), cut to the input's length, scaled to the input's peak."""
 
     name = "reverb"
-    speed = 600.0  # once the rooms drawn are made (each about 0.4 s at the defaults, once per process)
+    speed = 600.0  # once the rooms drawn are made (each 0.25-0.4 s at the defaults, once per process)
     exclude = "noise"
     subsets: tuple[str, ...] = ("simulated_rirs",)
     rt60_s: Range = (0.2, 0.8)
