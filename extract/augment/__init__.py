@@ -16,6 +16,7 @@ from extract.augment.views import (
     apply_view,
     load_views,
     parse_views,
+    recipe_differences,
     select,
     step_generators,
     utterance_seed,
@@ -25,5 +26,5 @@ from extract.augment.views import (
 )
 
 __all__ = ["AUGMENTS", "DEFAULT_STREAMS", "STREAMS", "AugmentError", "Augmentation", "View", "ViewCost", "apply_view",
-           "build", "estimate", "format_estimate", "load_views", "parse_views", "select", "step_generators",
+           "build", "estimate", "format_estimate", "load_views", "parse_views", "recipe_differences", "select", "step_generators",
            "utterance_seed", "version_differences", "versions", "view_from_recipe"]

@@ -21,8 +21,9 @@ copy. **Reproducibility**: the random stream of utterance ``utt_id`` in a view o
 the order utterances are processed in, the worker, or the other steps' parameters. The view's
 :meth:`View.recipe` (a JSON-able dict: name, splits, seed, streams, the chain with every parameter
 resolved, the rng rule and the library versions) is what the store records; :func:`view_from_recipe`
-makes the same view from it, and :func:`version_differences` says which libraries differ from the
-ones that made it (a codec or resampler of another version may not give the same samples).
+makes the same view from it, and :func:`recipe_differences` says what differs from what made it
+(library versions: a codec or resampler of another version may not give the same samples; a noise or
+RIR folder whose files changed).
 """
 
 from __future__ import annotations
@@ -93,6 +94,19 @@ def version_differences(recipe: dict[str, Any]) -> list[str]:
     here = versions()
     return [f"{k} {here.get(k)} here, {v} in the recipe" for k, v in sorted(recipe.get("versions", {}).items())
             if k != "rvq-antispoof" and here.get(k) != v]
+
+
+def recipe_differences(recipe: dict[str, Any]) -> list[str]:
+    """What would keep the view a recipe describes from being made again here, bit for bit: the
+    libraries that differ (:func:`version_differences`) and the noise or RIR folders whose listing
+    changed (other files, or files renamed). Empty: it will be the same."""
+    differences = version_differences(recipe)
+    here = view_from_recipe(recipe).recipe()["chain"]
+    for k, (then, now) in enumerate(zip(recipe["chain"], here, strict=True)):
+        if then.get("files") != now.get("files"):
+            differences.append(f"chain[{k}] ({then['augment']}): the files under {then.get('folder')!r} are not those "
+                               f"the recipe lists ({now.get('files')} here, {then.get('files')} in the recipe)")
+    return differences
 
 
 def utterance_seed(seed: int, utt_id: str) -> np.random.SeedSequence:
@@ -201,4 +215,4 @@ def select(views: dict[str, View], names: str) -> dict[str, View]:
 
 
 __all__ = ["AUGMENTS", "DEFAULT_STREAMS", "STREAMS", "View", "apply_view", "load_views", "parse_view", "parse_views",
-           "select", "step_generators", "utterance_seed", "version_differences", "versions", "view_from_recipe"]
+           "recipe_differences", "select", "step_generators", "utterance_seed", "version_differences", "versions", "view_from_recipe"]

@@ -14,7 +14,7 @@ import pytest
 
 from extract.augment import AugmentError, apply_view, estimate, format_estimate, load_views, parse_views, select
 from extract.augment.estimate import BYTES_PER_SECOND
-from extract.augment.views import step_generators, version_differences, view_from_recipe
+from extract.augment.views import recipe_differences, step_generators, version_differences, view_from_recipe
 
 REPO = Path(__file__).resolve().parents[3]
 RATE = 16_000
@@ -186,3 +186,17 @@ def test_another_process_makes_the_same_samples(tmp_path):
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "views.toml"), str(tmp_path / "x.npy"),
                     str(tmp_path / "y.npy")], check=True, env=env, timeout=120)
     assert np.load(tmp_path / "y.npy").tobytes() == apply_view(view, "LA_E_5", x, RATE).tobytes()
+
+
+def test_a_recipe_whose_noise_folder_changed_is_told(tmp_path):
+    import soundfile as sf  # noqa: PLC0415
+
+    folder = tmp_path / "musan" / "noise" / "a"
+    folder.mkdir(parents=True)
+    sf.write(folder / "1.wav", np.random.default_rng(0).standard_normal(800) * 0.1, RATE)
+    text = f'[view.n]\nseed = 1\nsplits = ["train"]\nchain = [{{augment = "noise", folder = "{tmp_path / "musan"}"}}]\n'
+    recipe = json.loads(json.dumps(load_views(write(tmp_path, text))["n"].recipe()))
+    assert recipe_differences(recipe) == []
+    sf.write(folder / "2.wav", np.random.default_rng(1).standard_normal(800) * 0.1, RATE)
+    (message,) = recipe_differences(recipe)
+    assert message.startswith("chain[0] (noise): the files under") and "'count': 2" in message
