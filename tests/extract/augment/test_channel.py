@@ -8,6 +8,7 @@ import pytest
 
 from extract import avio
 from extract.augment import AugmentError, build
+from tests.extract.augment.errors import assert_one_line_error
 
 RATE = 16_000
 
@@ -104,11 +105,7 @@ def test_gain_is_a_constant_factor_inside_its_range():
     ({"augment": "gain", "dB": [6, -6]}, ["'dB'", "allowed: db"]),
 ])
 def test_bad_channel_requests_are_one_line_before_any_audio(spec, words):
-    with pytest.raises(AugmentError) as err:
-        build(spec, "view.y: chain[1]")
-    text = str(err.value)
-    assert "\n" not in text and text.startswith("view.y: chain[1]")
-    assert all(w in text for w in words), text
+    assert_one_line_error(spec, "view.y: chain[1]", words)
 
 
 def test_a_codec_the_installed_ffmpeg_lacks_is_refused(monkeypatch):
