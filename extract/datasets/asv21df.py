@@ -58,5 +58,5 @@ class ASVspoof2021DF(Dataset):
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
         self.select_splits(splits)
         loaded = load_2021(LAYOUT, root, "ASVspoof 2021 DF")
-        loaded.attrs["track"] = "DF"
+        loaded.attrs.update({"track": "DF", "conditions": CONDITIONS})
         return loaded

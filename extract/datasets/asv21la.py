@@ -56,5 +56,5 @@ class ASVspoof2021LA(Dataset):
         self.select_splits(splits)
         loaded = load_2021(LAYOUT, root, "ASVspoof 2021 LA")
         asv = {"asv_keys": str(Path(root).absolute() / ASV_KEYS), "asv_scores": str(Path(root).absolute() / ASV_SCORES)}
-        loaded.attrs.update({"track": "LA", **asv})
+        loaded.attrs.update({"track": "LA", "conditions": CONDITIONS, **asv})
         return loaded
