@@ -306,3 +306,15 @@ def run_matrix(runs: Sequence[str | Path], stores: Sequence[str], out: str | Pat
     weights = "; ".join(dict.fromkeys(f"codec weights: {r.codec_weights}" for r in read))
     plot_matrix(table, out / "matrix.png", note=weights)
     return table
+
+
+def dev_selected_runs(results: pd.DataFrame) -> tuple[str, list[str]]:
+    """The sweep's dev-selected setting: its finished trials grouped by config without the seed,
+    the group of the lowest mean dev EER; (its config as JSON, its trial folders)."""
+    ok = results[results["status"] == "ok"].copy()
+    if ok.empty:
+        raise ValueError("no finished trial to test: every trial of the sweep failed")
+    ok["setting"] = [json.dumps({k: v for k, v in json.loads(c).items() if k not in NOT_SETTING}, sort_keys=True)
+                     for c in ok["config_json"]]
+    best = ok.groupby("setting", sort=False)["dev_eer"].mean().idxmin()
+    return best, ok.loc[ok["setting"] == best, "trial_dir"].tolist()

@@ -8,7 +8,7 @@ from classify.config import DEVICES
 from classify.matrix import run_matrix
 
 
-def _many(values: tuple[str, ...]) -> list[str]:
+def many_values(values: tuple[str, ...]) -> list[str]:
     """Values given as repeated flags, each possibly holding several (space or comma separated)."""
     return [v for value in values for v in value.replace(",", " ").split()]
 
@@ -28,7 +28,7 @@ def command(runs, features, out_dir, n_boot, device):
     cells = mean EER over seeds, spread and a bootstrap interval, plus pooled and average columns.
     A run whose codec or SSL weights differ from a store's gets an empty cell saying why."""
     try:
-        table = run_matrix(_many(runs), _many(features), out_dir, device=device, n_boot=n_boot, log=click.echo)
+        table = run_matrix(many_values(runs), many_values(features), out_dir, device=device, n_boot=n_boot, log=click.echo)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"wrote {out_dir}/matrix.md, matrix.parquet, matrix.png ({len(table)} cells)")

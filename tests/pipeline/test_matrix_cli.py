@@ -82,3 +82,37 @@ def test_matrix_two_seeds_three_corpora(setup):
     assert cells[columns.index("average")].startswith(f"{100 * np.mean(list(means.values())):.2f}")
     assert "codec weights: SYNTHETIC" in text
     assert (out / "matrix.png").stat().st_size > 1000
+
+
+SWEEP = """[base]
+epochs = 1
+batch_size = 8
+lr = 1e-2
+warmup_steps = 0
+crop_seconds = 0.4
+device = "cpu"
+head_kwargs = {proj_dim = 8, hidden_dim = 8}
+
+[grid]
+variant = ["mean", "scalar"]
+seed = [0, 1]
+"""
+
+
+def test_sweep_test_features_reports_the_dev_selected_setting(setup, tmp_path):
+    from pipeline.commands.sweep import command as sweep
+
+    root, _, tests, _ = setup
+    config = tmp_path / "sweep.toml"
+    config.write_text(SWEEP)
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(sweep, ["--features", str(root / "train.zarr"), "--config", str(config), "--out", str(out),
+                                        "--workers", "0", "--test-features", tests[0], "--test-features", tests[2]])
+    assert result.exit_code == 0, result.output
+    results = pd.read_parquet(out / "results.parquet")
+    best = results.groupby("variant")["dev_eer"].mean().idxmin()
+    frame = pd.read_parquet(out / "matrix" / "matrix.parquet")
+    assert set(frame["seed"]) == {0, 1} and frame["setting"].nunique() == 1
+    assert frame["setting"].iloc[0].startswith(f"{best}/lstm on asv19")
+    assert set(frame["corpus"]) == {"asv21la", "itw"}
+    assert (out / "matrix" / "matrix.md").is_file()
