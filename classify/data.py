@@ -82,6 +82,10 @@ def load_split(store: FeatureStore, name: str, both_classes: bool = True) -> Spl
     if table.empty:
         raise DataError(f"{store.url}: split {name!r} has no usable utterances ({n_failed} failed extraction)")
     unknown = sorted(set(table["label"]) - set(LABELS))
+    if unknown == ["-"]:  # a trial list extracted without its keys (ASVspoof 2021 before the keys' release)
+        keys = store.attrs.get("dataset", {}).get("keys", "the dataset's keys file")
+        raise DataError(f"{store.url}: split {name!r} was extracted without keys: evaluation needs {keys}; put the "
+                        "keys package there and extract again into a new --out")
     if unknown:
         raise DataError(f"{store.url}: split {name!r} has unknown label(s) {', '.join(map(repr, unknown))}; "
                         f"expected {', '.join(LABELS)}")

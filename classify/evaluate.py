@@ -51,13 +51,13 @@ from classify.metrics import (
 )
 from classify.model import SpoofDetector
 from classify.plots import plot_det
-from classify.scorefiles import read_asv_scores, write_scores
+from classify.scorefiles import SCORE_FORMAT_REGISTRY, SCORE_FORMATS, read_asv_scores, score_format_of, write_scores
 from classify.sources import make_source
+from classify.tables import headline_mask, store_tables
 from common.provenance import device_label, provenance
 from store.reader import FeatureStore
 
-FORMATS = ("auto", "asvspoof2019", "asvspoof5")
-_SUFFIX = {"asvspoof2019": ".txt", "asvspoof5": ".tsv"}
+FORMATS = ("auto", *SCORE_FORMATS)
 _CALIBRATION_C = 1e4
 
 
@@ -97,10 +97,7 @@ def resolve_format(fmt: str, store: FeatureStore) -> str:
         raise ValueError(f"unknown score format {fmt!r}; valid choices: {', '.join(FORMATS)}")
     if fmt != "auto":
         return fmt
-    if store.score_format is None:
-        raise ValueError(f"{store.url}: no official score format known for dataset "
-                         f"{store.attrs.get('dataset', {}).get('name')!r}; choose --format asvspoof2019 or asvspoof5")
-    return store.score_format
+    return score_format_of(store.attrs.get("dataset", {}).get("name"), store.score_format).name
 
 
 def fit_calibration(scores: np.ndarray, is_bonafide: np.ndarray) -> dict[str, Any]:
@@ -178,9 +175,11 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
             "they have no features and are not scored")
     window, budget = frame_window(config, store.codec.frame_rate)
     scores = score_split(model, source, data, window, budget, torch_device, dtype)
-    scores_path = write_scores(out_dir / f"scores{_SUFFIX[score_format]}", data.utt_ids, scores, score_format)
+    scores_path = write_scores(out_dir / f"scores{SCORE_FORMAT_REGISTRY[score_format].suffix}", data.utt_ids, scores, score_format)
 
-    raw = metrics_table(scores, data.is_bonafide, data.attacks, data.codecs)
+    headline = headline_mask(store, data.utt_ids)  # ASVspoof 2021: the eval phase; others: every trial
+    attacks, codecs = [a for a, h in zip(data.attacks, headline) if h], [c for c, h in zip(data.codecs, headline) if h]
+    raw = metrics_table(scores[headline], data.is_bonafide[headline], attacks, codecs)
     result: dict[str, Any] = {
         "split": split,
         "checkpoint": str(ckpt_path),
@@ -216,24 +215,32 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
             log(f"warning: the calibration fitted on split {config.dev_split!r} has slope "
                 f"{calibration['coef']:.4g} <= 0: the dev scores do not rank bona fide above spoof")
         llr = apply_calibration(calibration, scores)
-        calibrated_path = write_scores(out_dir / f"scores_calibrated{_SUFFIX[score_format]}",
+        calibrated_path = write_scores(out_dir / f"scores_calibrated{SCORE_FORMAT_REGISTRY[score_format].suffix}",
                                        data.utt_ids, llr, score_format)
         calibration["scores_file"] = str(calibrated_path)
-        metrics = _with_calibrated_costs(raw, metrics_table(llr, data.is_bonafide, data.attacks, data.codecs))
+        metrics = _with_calibrated_costs(raw, metrics_table(llr[headline], data.is_bonafide[headline], attacks, codecs))
     else:
         calibration = {"applied": False}
         metrics = raw
-    bona, spoof = scores[data.is_bonafide], scores[~data.is_bonafide]
+    bona, spoof = scores[data.is_bonafide & headline], scores[~data.is_bonafide & headline]
     result.update(metrics)
+    if not headline.all():
+        result["headline"] = f"phase eval ({int(headline.sum())} of {len(headline)} trials); phases apart below"
+    tables = store_tables(store, data.utt_ids, scores, str(asv_scores) if asv_scores else None, log=log)
+    if tables is not None:
+        result.update(tables)
+        la = tables.get("phases", {}).get("eval", {}).get("tables", {}).get("attack x condition", {})
+        if la.get("min_tdcf") and la["min_tdcf"][-1][-1] is not None:
+            result["min_tdcf"] = la["min_tdcf"][-1][-1]  # the eval phase, pooled (2021 revised t-DCF)
     result["raw"] = {"act_dcf": compute_actdcf(bona, spoof)[0], "cllr": compute_cllr(bona, spoof)}
     result["calibration"] = calibration
-    if asv_scores is not None:
+    if asv_scores is not None and "phases" not in result:
         result.update(_tdcf(scores, data.is_bonafide, Path(asv_scores)))
     note = store.codec.weights_label + (f"; SSL: {ssl_label(model)}" if ssl_label(model) else "")
     result["det_plot"] = str(plot_det({f"{config.variant} / {config.head} ({split})": (bona, spoof)},
                                       out_dir / "det.png", title=f"DET, split {split}", note=note))
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    tdcf = f", min t-DCF {result['min_tdcf']:.4f}" if "min_tdcf" in result else ""
+    tdcf = f", min t-DCF {result['min_tdcf']:.4f}" if result.get("min_tdcf") is not None else ""
     log(f"{split}: EER {100 * result['eer']:.2f} %, minDCF {result['min_dcf']:.4f}, actDCF "
         f"{result['act_dcf']:.4f}, Cllr {result['cllr']:.4f}{tdcf} ({len(data)} utterances; "
         f"codec weights: {note})")

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from scipy.special import ndtri
@@ -221,4 +222,35 @@ def plot_explanation(explanation: Any, path: str | Path, title: str = "Explanati
     llr = "" if e.llr is None else f", LLR {e.llr:.3f}"
     verdict = f", {e.decision}" if e.decision else ""
     _titled(fig, f"{title}: score {e.score:.4f}{llr}{verdict}", f"codec weights: {e.codec_weights}")
+    return _save(fig, path)
+
+
+def plot_matrix(table: Any, path: str | Path, title: str = "Train x test EER (%)", note: str = "") -> Path:
+    """Heat-map of a train x test summary (`classify.matrix.summary`: columns setting, test, mean,
+    sd, low, high, empty): rows = setting, columns = test corpus (then pooled and average), each
+    cell's mean EER in %, its spread and interval; empty cells grey, marked "empty"."""
+    settings = list(dict.fromkeys(table["setting"]))
+    tests = list(dict.fromkeys(table["test"]))
+    values = np.full((len(settings), len(tests)), np.nan)
+    texts = [["empty"] * len(tests) for _ in settings]
+    for row in table.itertuples(index=False):
+        i, j = settings.index(row.setting), tests.index(row.test)
+        if row.mean == row.mean:  # not NaN
+            values[i, j] = 100 * row.mean
+            spread = f"\n±{100 * row.sd:.1f}" if row.sd == row.sd else ""
+            interval = f"\n[{100 * row.low:.1f}, {100 * row.high:.1f}]" if row.low == row.low else ""
+            texts[i][j] = f"{100 * row.mean:.1f}{spread}{interval}"
+    fig = Figure(figsize=(1.6 + 1.3 * len(tests), 1.2 + 0.9 * len(settings)), layout="constrained")
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["viridis_r"].with_extremes(bad="0.85")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=max(50.0, np.nanmax(values, initial=0)),
+                      aspect="auto")
+    for i in range(len(settings)):
+        for j in range(len(tests)):
+            ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=7, color="black")
+    ax.set_xticks(range(len(tests)), tests, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(settings)), [textwrap.shorten(s, 40) for s in settings], fontsize=8)
+    ax.set_xlabel("test corpus")
+    fig.colorbar(image, ax=ax, label="mean EER (%)")
+    _titled(fig, title, note)
     return _save(fig, path)

@@ -22,6 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
+from classify.scorefiles import SCORE_FORMAT_REGISTRY
+
+_ASVSPOOF = SCORE_FORMAT_REGISTRY["asvspoof5"]
+
 FORMATS = ("csv", "jsonl", "asvspoof", "table")
 COLUMNS = ("path", "score", "llr", "decision", "duration", "error", "codec_weights")
 _BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".txt": "asvspoof", ".tsv": "asvspoof", ".csv": "csv"}
@@ -69,7 +73,7 @@ class RowWriter:
         if self._csv is not None:
             self._csv.writerow(COLUMNS)
         elif fmt == "asvspoof":
-            handle.write("filename\tcm-score\n")
+            handle.writelines(_ASVSPOOF.lines([], []))
         elif fmt == "table":
             handle.write(f"# codec weights: {codec_label}\n{'score':>10} {'llr':>9} {'decision':<9} "
                          f"{'seconds':>8}  path\n")
@@ -88,7 +92,7 @@ class RowWriter:
                     raise ValueError(f"{row.path} and {self._ids[utt]} have the same name {utt!r}, the id of the "
                                      "ASVspoof score file; use --format csv or jsonl, which keep whole paths")
                 self._ids[utt] = row.path
-                self.handle.write(f"{utt}\t{float(row.score)!r}\n")
+                self.handle.writelines(_ASVSPOOF.lines([utt], [float(row.score)])[1:])
         else:
             result = f"  ERROR: {row.error}" if row.error else ""
             self.handle.write(f"{_number(row.score, 4):>10} {_number(row.llr, 3):>9} {row.decision:<9} "

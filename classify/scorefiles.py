@@ -1,8 +1,12 @@
 """Score and key files in the official ASVspoof formats.
 
-Score files (higher score = more bona fide):
+Score files (higher score = more bona fide), one registry (:data:`SCORE_FORMAT_REGISTRY`) that
+`pipeline evaluate`, `pipeline score` and the sweeps write through, keyed by dataset
+(:data:`DATASET_SCORE_FORMATS`):
 
 * ``asvspoof2019``: one ``UTT_ID SCORE`` per line, space separated, no header.
+* ``asvspoof2021``: the same lines (``TRIAL SCORE``), as the ASVspoof 2021 evaluation package reads
+  them; also the score file of In-the-Wild, MLAAD and Codecfake.
 * ``asvspoof5``: tab-separated with a header; the columns ``filename`` (or ``trial_anon``) and
   ``cm-score`` are used, others (e.g. ``spk``, ``asv-score`` of SASV files) are ignored.
 
@@ -31,7 +35,48 @@ from pathlib import Path
 
 import numpy as np
 
-SCORE_FORMATS = ("asvspoof2019", "asvspoof5")
+
+@dataclass(frozen=True)
+class ScoreFormat:
+    """One official score file format: file suffix, field separator, header line (None: none)."""
+
+    name: str
+    suffix: str
+    separator: str
+    header: str | None
+    description: str
+
+    def lines(self, utt_ids: Sequence[str], values: Sequence[float]) -> list[str]:
+        """The file's lines (header first), scores written with ``repr`` (read back bit-exact)."""
+        head = [f"{self.header}\n"] if self.header else []
+        return head + [f"{utt}{self.separator}{value!r}\n" for utt, value in zip(utt_ids, values, strict=True)]
+
+
+SCORE_FORMAT_REGISTRY: dict[str, ScoreFormat] = {f.name: f for f in (
+    ScoreFormat("asvspoof2019", ".txt", " ", None, "ASVspoof 2019: UTT_ID SCORE"),
+    ScoreFormat("asvspoof2021", ".txt", " ", None, "ASVspoof 2021 evaluation package: TRIAL SCORE, every trial, "
+                "all phases"),
+    ScoreFormat("asvspoof5", ".tsv", "\t", "filename\tcm-score", "ASVspoof 5: filename<TAB>cm-score, with header"),
+)}
+SCORE_FORMATS = tuple(SCORE_FORMAT_REGISTRY)
+DATASET_SCORE_FORMATS: dict[str, str] = {
+    "asv19": "asvspoof2019", "demo": "asvspoof2019", "asv5": "asvspoof5", "manifest": "asvspoof5",
+    "asv21la": "asvspoof2021", "asv21df": "asvspoof2021", "itw": "asvspoof2021", "mlaad": "asvspoof2021",
+    "codecfake": "asvspoof2021",
+}
+"""The official score format of each dataset's results (a store records its own at extraction; this
+serves stores that did not, and datasets registered without one get ASVspoof 5's)."""
+DEFAULT_SCORE_FORMAT = "asvspoof5"
+
+
+def score_format_of(dataset: str | None, recorded: str | None = None) -> ScoreFormat:
+    """The score format of results on ``dataset``: the one the store ``recorded``, else the
+    dataset's entry in :data:`DATASET_SCORE_FORMATS`, else ASVspoof 5's."""
+    name = recorded or DATASET_SCORE_FORMATS.get(dataset or "", DEFAULT_SCORE_FORMAT)
+    if name not in SCORE_FORMAT_REGISTRY:
+        raise ValueError(f"unknown score format {name!r}; known: {', '.join(SCORE_FORMAT_REGISTRY)}")
+    return SCORE_FORMAT_REGISTRY[name]
+
 _ID_COLUMNS = ("filename", "trial_anon")
 _SCORE_COLUMN = "cm-score"
 _LABEL_COLUMNS = ("cm-label", "cm_label")
@@ -240,7 +285,7 @@ def write_scores(
     Raises ValueError for unequal lengths, duplicate or whitespace-containing ids, or
     non-finite scores.
     """
-    if fmt not in SCORE_FORMATS:
+    if fmt not in SCORE_FORMAT_REGISTRY:
         raise ValueError(f"unknown score format {fmt!r}; choose one of {', '.join(SCORE_FORMATS)}")
     values = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(utt_ids) != values.size:
@@ -252,13 +297,9 @@ def write_scores(
     bad = [utt for utt in utt_ids if not utt or utt != "".join(utt.split())]
     if bad:
         raise ValueError(f"utterance ids must be non-empty without whitespace: {_examples(bad)}")
-    sep = "\t" if fmt == "asvspoof5" else " "
-    rows = [f"{utt}{sep}{value!r}\n" for utt, value in zip(utt_ids, values.tolist())]
     path = Path(path)
     with path.open("w", encoding="utf-8") as handle:
-        if fmt == "asvspoof5":
-            handle.write(f"filename\t{_SCORE_COLUMN}\n")
-        handle.writelines(rows)
+        handle.writelines(SCORE_FORMAT_REGISTRY[fmt].lines(list(utt_ids), values.tolist()))
     return path
 
 

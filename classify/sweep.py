@@ -355,8 +355,9 @@ def _trial_logger(path: Path) -> Callable[[str], None]:
 
 
 def _score_format(store: FeatureStore) -> str:
-    """The dataset's official score format, or ASVspoof5's for a dataset without one."""
-    return "auto" if store.score_format else "asvspoof5"
+    """The dataset's official score format (`classify.scorefiles.score_format_of`: ASVspoof 5's for a
+    dataset without one)."""
+    return "auto"
 
 
 def run_trial(task: TrialTask) -> dict[str, Any]:

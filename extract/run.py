@@ -80,6 +80,10 @@ class ExtractConfig:
     ssl_weights: str = "pretrained"
     ssl_crop: float | None = None
     ssl_stream: str = "ssl"
+    # dataset options (a dataset's `options`): MLAAD's second root for its bona fide files, and the
+    # split it makes on request (model | language)
+    bonafide_root: str | None = None
+    split_by: str | None = None
 
     def __post_init__(self):
         n_quantizers(self.bandwidth)  # raises WeightsError naming the valid bandwidths
@@ -267,7 +271,11 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
     files = StoreFiles(config.out)
 
     dataset = get_dataset(config.dataset)
-    loaded = dataset.load(Path(config.root), config.splits)
+    options = {name: getattr(config, name) for name in dataset.options if getattr(config, name) is not None}
+    unused = [name for name in ("bonafide_root", "split_by") if getattr(config, name) is not None and name not in options]
+    if unused:
+        raise StoreError(f"dataset {config.dataset!r} takes no setting {', '.join(unused)}")
+    loaded = dataset.load(Path(config.root), config.splits, **options)
     log(f"{loaded.description}: {len(loaded.table)} utterances, {len(loaded.problems)} protocol problems")
 
     ran = resumed = 0
@@ -345,7 +353,8 @@ def _create(config: ExtractConfig, plan: pd.DataFrame, loaded, n_q: int, device:
         "codec": codec,
         "weights": {**weights.to_dict(), "file": sf.WEIGHTS},
         "dataset": {"name": config.dataset, "root": config.root, "splits": sorted(plan["split"].unique().tolist()),
-                    "description": loaded.description, "score_format": get_dataset(config.dataset).score_format},
+                    "description": loaded.description, "score_format": get_dataset(config.dataset).score_format,
+                    **loaded.attrs},
         "config": asdict(config),
         "versions": package_versions(),
         "provenance": provenance(device_label(device)),

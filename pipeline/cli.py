@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "train": "pipeline.commands.train:command",
     "evaluate": "pipeline.commands.evaluate:command",
     "sweep": "pipeline.commands.sweep:command",
+    "matrix": "pipeline.commands.matrix:command",
     "score": "pipeline.commands.score:command",
     "export-model": "pipeline.commands.export_model:command",
     "metrics": "pipeline.commands.metrics:command",

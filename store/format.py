@@ -12,7 +12,12 @@
       streams/NAME/             a stream added to a finished store later (e.g. `extract --latent` on a
         zarr.json                 store made without it, or the SSL layers): attributes stream, state, config,
         data, offsets             provenance, summary; its own frame rate and offsets; parts/ while extracting
-      utterances.parquet        one row per utterance of the protocol (status "ok" or "failed")
+      utterances.parquet        one row per utterance of the protocol (status "ok" or "failed"): the
+                                dataset's columns (utt_id, speaker, system, codec, label, split, path,
+                                duration, then its metadata columns, e.g. condition, phase, vocoder,
+                                language, model: named in the ``dataset.metadata`` attribute; stores
+                                older than that attribute simply have none) and the extraction's
+                                records (status, n_frames, sample_rate, ..., frame_offset)
       failures.parquet          utt_id, path, stage, reason
       codec_weights.th          the codec's state dict (torch.save; load with weights_only=True)
       plan.parquet, problems.parquet, parts/   working files while state == "extracting"

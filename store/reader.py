@@ -213,6 +213,13 @@ class FeatureStore:
         """Every utterance of the protocol; rows with status "failed" have no frames."""
         return self.files.read_table(sf.UTTERANCES)
 
+    @property
+    def metadata_columns(self) -> list[str]:
+        """The dataset's metadata columns of the utterance table (condition, phase, vocoder, ...),
+        as recorded at extraction; ``[]`` for datasets and stores without them."""
+        names = self.attrs.get("dataset", {}).get("metadata") or []
+        return [name for name in names if name in self.utterances.columns]
+
     @cached_property
     def failures(self) -> pd.DataFrame:
         return self.files.read_table(sf.FAILURES)

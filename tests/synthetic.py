@@ -108,6 +108,7 @@ def synthetic_store(
     unit_size: int = 8,
     chunk_frames: dict[str, int] | None = None,
     shard_chunks: int = sf.SHARD_CHUNKS,
+    metadata: bool = False,
 ) -> str:
     """Write a synthetic finished store at ``path`` through `store.writer` and return ``path``.
 
@@ -118,7 +119,8 @@ def synthetic_store(
     values look like different codecs). ``dataset`` is the dataset name in the attributes (it decides
     the official score format). ``real_codec_weights``: 1024 x 128 codebooks of a real EnCodec state
     dict, saved as the weights file. ``unit_size``, ``chunk_frames`` and ``shard_chunks`` set the
-    writer's work units and array layout (tiny chunks make a small store span many)."""
+    writer's work units and array layout (tiny chunks make a small store span many). ``metadata``:
+    the ``dataset``'s metadata columns as its reader writes them (:func:`cross_metadata`)."""
     path = str(path)
     rng = np.random.default_rng(seed)
     if real_codec_weights:
@@ -134,7 +136,8 @@ def synthetic_store(
         info = WeightsInfo("synthetic", sha, False, "synthetic test codebooks")
         label = f"SYNTHETIC test codebooks, weights sha256 {sha[:12]}"
     rows = _utterances(rng, splits, n_per_split, bonafide_share, spoof_only, failed_per_split, frames)
-    plan = pd.DataFrame([{c: r[c] for c in COLUMNS} for r in rows])
+    extra = cross_metadata(dataset, rows, np.random.default_rng(seed + 1)) if metadata else []
+    plan = pd.DataFrame([{c: r[c] for c in (*COLUMNS, *extra)} for r in rows])
     problem_rows = pd.DataFrame([(None, "/synthetic/protocol.txt", "dataset", f"/synthetic/protocol.txt:{k + 1}: bad line")
                                  for k in range(problems)], columns=list(sf.FAILURE_COLUMNS))
     codec = {"name": CODEC_NAME, "sample_rate": 24000, "frame_rate": 75, "n_q": n_q,
@@ -144,7 +147,8 @@ def synthetic_store(
         "codec": codec,
         "weights": {**asdict(info), "label": label, **({"file": sf.WEIGHTS} if weights else {})},
         "dataset": {"name": dataset, "root": "/synthetic", "splits": sorted(splits), "description": "synthetic test store",
-                    "score_format": DATASETS[dataset].score_format if dataset in DATASETS else None},
+                    "score_format": DATASETS[dataset].score_format if dataset in DATASETS else None,
+                    **({"metadata": extra} if metadata else {})},
         "config": {"latent": latent, "energy": energy, "unit_size": unit_size},
         "versions": {"torch": torch.__version__},
     }
@@ -176,6 +180,33 @@ def synthetic_store(
         write_part(path, PartData(unit, records, arrays))
     finish_store(path, len(units), {"weights": label}, chunk_frames=chunk_frames, shard_chunks=shard_chunks)
     return path
+
+
+CROSS_METADATA = {
+    "asv21la": {"condition": [f"C{k}" for k in range(1, 8)], "phase": ["eval", "progress", "hidden"],
+                "system": [f"A{k:02d}" for k in range(7, 20)]},
+    "asv21df": {"condition": [f"C{k}" for k in range(1, 10)], "phase": ["eval", "progress", "hidden"],
+                "vocoder": ["traditional_vocoder", "waveform_concatenation", "neural_vocoder_autoregressive",
+                            "neural_vocoder_nonautoregressive", "unknown"]},
+    "itw": {"speaker": ["Alec Guinness", "Barack Obama", "Ayn Rand"]},
+    "mlaad": {"language": ["de", "en", "fr"], "model": ["tts_a", "tts_b", "tts_c"]},
+    "codecfake": {"condition": ["C1", "C2", "A1"]},
+}
+"""Values of the metadata columns of synthetic cross-corpus stores (spoof-only ones: system,
+vocoder, model; bona fide rows get ``bonafide`` or ``-`` there, as the readers write them)."""
+
+
+def cross_metadata(dataset: str, rows: list[dict], rng) -> list[str]:
+    """Give ``rows`` (in place) the metadata columns of ``dataset``'s reader; returns their names."""
+    spoof_only = {"system": "bonafide", "vocoder": "bonafide", "model": "-"}
+    columns = CROSS_METADATA.get(dataset, {})
+    for row in rows:
+        for column, values in columns.items():
+            if row["label"] == "bonafide" and column in spoof_only:
+                row[column] = spoof_only[column]
+            else:
+                row[column] = str(values[int(rng.integers(len(values)))])
+    return [c for c in columns if c not in COLUMNS]
 
 
 def tiny_config(**overrides) -> TrainConfig:

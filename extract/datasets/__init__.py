@@ -2,10 +2,21 @@
 
 Every dataset yields a :class:`DatasetTable` whose ``table`` has the columns :data:`COLUMNS` (extra,
 dataset-specific columns may follow) and whose ``problems`` list the protocol lines left out.
-Importing this package registers ``asv19``, ``asv5``, ``manifest`` and ``demo``.
+Importing this package registers ``asv19``, ``asv5``, ``asv21la``, ``asv21df``, ``itw``, ``mlaad``,
+``codecfake``, ``manifest`` and ``demo``.
 """
 
-from extract.datasets import asv5, asv19, demo, manifest  # noqa: F401  (registration)
+from extract.datasets import (  # noqa: F401  (registration)
+    asv5,
+    asv19,
+    asv21df,
+    asv21la,
+    codecfake,
+    demo,
+    itw,
+    manifest,
+    mlaad,
+)
 from extract.datasets.base import (
     COLUMNS,
     DATASETS,

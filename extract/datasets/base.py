@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
@@ -39,6 +39,10 @@ BONAFIDE = "bonafide"
 SPOOF = "spoof"
 LABELS: tuple[str, ...] = (BONAFIDE, SPOOF)
 UNKNOWN = "-"
+UNLABELLED = UNKNOWN
+"""Label of a trial whose key is not (yet) known: a trial list without its keys (ASVspoof 2021
+before the keys were released). Such rows extract like any other; evaluation refuses them, naming
+the keys file (the table's ``attrs["keys"]``)."""
 """Value of ``speaker``, ``codec`` (and ``system`` of a spoof) when the protocol does not say."""
 
 STAGE = "dataset"
@@ -76,6 +80,9 @@ class DatasetTable:
     table: pd.DataFrame
     problems: list[Problem]
     description: str
+    attrs: dict = field(default_factory=dict)
+    """Extra facts recorded in the store's ``dataset`` attributes: ``metadata`` (the extra columns),
+    ``keys`` (the keys file that labels the trials) and ``keys_found``, ``split_note``."""
 
 
 class Dataset(ABC):
@@ -88,6 +95,9 @@ class Dataset(ABC):
     """The official score file format of results on this dataset (`classify.scorefiles`):
     ``asvspoof2019`` (``utt score`` lines) or ``asvspoof5`` (tab-separated, with header). Recorded
     in the store's attributes, so that evaluation writes it without knowing the dataset."""
+    options: ClassVar[tuple[str, ...]] = ()
+    """Extraction settings (`extract.run.ExtractConfig` fields) this dataset's :meth:`load` takes as
+    keyword arguments, e.g. MLAAD's ``bonafide_root``."""
 
     @abstractmethod
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
@@ -201,8 +211,9 @@ class TableBuilder:
     row's system is ``bonafide``; a spoof's is its attack id, or ``-`` when unknown).
     """
 
-    def __init__(self, extra_columns: Sequence[str] = ()) -> None:
+    def __init__(self, extra_columns: Sequence[str] = (), unlabelled: bool = False) -> None:
         self.columns: tuple[str, ...] = (*_TEXT_COLUMNS, *extra_columns)
+        self.labels = (*LABELS, UNLABELLED) if unlabelled else LABELS
         self._data: dict[str, list[str]] = {c: [] for c in self.columns}
         self._seen: dict[str, str] = {}
         self.problems: list[Problem] = []
@@ -238,7 +249,7 @@ class TableBuilder:
             values.append(str(row[column]) or UNKNOWN)
 
     def _row_error(self, utt_id: str, label: str, system: str) -> str | None:
-        if label not in LABELS:
+        if label not in self.labels:
             return f"unknown key {label!r} (expected bonafide or spoof)"
         if (label == BONAFIDE) != (system == BONAFIDE):
             return f"key {label!r} contradicts system {system!r}"
@@ -248,13 +259,13 @@ class TableBuilder:
             return f"duplicate utterance id {utt_id!r} (first at {self._seen[utt_id]})"
         return None
 
-    def build(self, description: str) -> DatasetTable:
+    def build(self, description: str, attrs: dict | None = None) -> DatasetTable:
         """The validated table of every accepted row, in the order added."""
         n_rows = len(self._data["utt_id"])
         table = pd.DataFrame(self._data, columns=list(self.columns), dtype=str)
         table.insert(len(COLUMNS) - 1, "duration", np.full(n_rows, np.nan))
         validate_table(table)
-        return DatasetTable(table, self.problems, description)
+        return DatasetTable(table, self.problems, description, dict(attrs or {}))
 
 
 def validate_table(table: pd.DataFrame) -> None:
@@ -271,8 +282,8 @@ def validate_table(table: pd.DataFrame) -> None:
         raise DatasetError("column 'duration' must be float (NaN when unknown)")
     if not table["utt_id"].is_unique:
         raise DatasetError("utterance ids are not unique")
-    if not table["label"].isin(LABELS).all():
-        raise DatasetError(f"labels must be one of {LABELS}")
+    if not table["label"].isin((*LABELS, UNLABELLED)).all():
+        raise DatasetError(f"labels must be one of {LABELS} (or {UNLABELLED!r}: no key yet)")
     if not ((table["label"] == BONAFIDE) == (table["system"] == BONAFIDE)).all():
         raise DatasetError("system must be 'bonafide' exactly for bona fide rows")
     if not table["path"].map(os.path.isabs).all():

@@ -21,7 +21,9 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the score file, metrics.json and det.png.")
 @click.option("--asv-scores", type=_FILE, default=None,
-              help="ASVspoof 2019 ASV score file (SOURCE KEY SCORE): adds the min t-DCF.")
+              help="ASV scores for the min t-DCF: ASVspoof 2019's file (SOURCE KEY SCORE); on an asv21la store, "
+                   "a score file for the keys package's ASV trials (ASV_SPEAKER TRIAL SCORE), instead of "
+                   "keys/LA/ASV/ASVTorch_Kaldi/score.txt.")
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Map scores to LLRs with the model's calibration (a logistic regression fitted on its dev "
                    "split at the end of training; for a checkpoint without one, fitted on the store's dev split) "
@@ -31,7 +33,8 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 def command(checkpoint, features, split, out_dir, asv_scores, calibrate, fmt, device):
     """Write official-format scores (higher = bona fide), metrics.json (EER, minDCF, actDCF, Cllr,
-    per attack and codec condition; min t-DCF with --asv-scores) and a DET plot."""
+    per attack and codec condition; min t-DCF with --asv-scores) and a DET plot. On ASVspoof 2021,
+    In-the-Wild, MLAAD and Codecfake stores, also the official per-condition tables (per phase for 2021)."""
     try:
         store = FeatureStore(features, check=True)  # refuses a damaged store before any work
         evaluate(checkpoint, store, split, out_dir, asv_scores=asv_scores, calibrate=calibrate, fmt=fmt,

@@ -125,6 +125,20 @@ def _eval_split(store, eval_store, asked: str | None, separate: bool) -> str | N
     return None
 
 
+def _test_matrix(results, test_features: tuple[str, ...], out_dir: Path) -> None:
+    """`pipeline matrix` of the dev-selected setting's runs on the test stores, into OUT/matrix/."""
+    from classify.matrix import dev_selected_runs, run_matrix  # noqa: PLC0415
+    from pipeline.commands.matrix import many_values  # noqa: PLC0415
+
+    try:
+        setting, runs = dev_selected_runs(results)
+        click.echo(f"dev-selected setting ({len(runs)} seed(s)): {setting}", err=True)
+        run_matrix(runs, many_values(test_features), out_dir / "matrix", log=_log)
+    except ValueError as err:
+        raise click.ClickException(f"test stores: {err}") from None
+    click.echo(f"test matrix of the dev-selected setting: {out_dir / 'matrix' / 'matrix.md'}")
+
+
 @click.command("sweep")
 @click.option("--features", required=True, help="Feature store made by `pipeline extract` (path or fsspec URL).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -139,11 +153,15 @@ def _eval_split(store, eval_store, asked: str | None, separate: bool) -> str | N
                    "ranked on dev alone).")
 @click.option("--eval-features", default=None,
               help="Feature store holding the eval split, when it was extracted on its own (same codec).")
+@click.option("--test-features", multiple=True,
+              help="Test stores (other corpora; several, or the flag repeated): the dev-selected setting's runs (all "
+                   "its seeds) are scored on each, as `pipeline matrix`, into OUT/matrix/.")
 @click.option("--dry-run", is_flag=True, help="List the trials (id, status, config diff from [base]) and exit.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a [base] setting, or replace a [grid] axis: seed=0 pins it, "
                    "seed=[0,1] is the new list (repeatable).")
-def command(features, config_file, out_dir, workers, scheduler, eval_split, eval_features, dry_run, overrides):
+def command(features, config_file, out_dir, workers, scheduler, eval_split, eval_features, test_features, dry_run,
+            overrides):
     """Train every combination of a sweep file's [grid] (each with the [base] settings), score each
     trial's best checkpoint on the dev and eval splits, and write results.parquet and report.md.
 
@@ -210,6 +228,8 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, eval
                f"codec weights: {store.codec.weights_label}")
     click.echo(format_ranking(ranking(outcome.results), intervals=False))
     click.echo(f"report: {report} (with the eval EERs' 95 % intervals over speakers and attacks)")
+    if test_features:
+        _test_matrix(outcome.results, test_features, out_dir)
     if outcome.failed:
         click.echo(f"failed trial(s): {', '.join(outcome.failed)} (errors in {out_dir / 'results.parquet'} and "
                    "each trial's trial.log)", err=True)

@@ -1,0 +1,34 @@
+"""`pipeline matrix`: every trained run scored on every test store, as one train x test table."""
+
+from __future__ import annotations
+
+import click
+
+from classify.config import DEVICES
+from classify.matrix import run_matrix
+
+
+def many_values(values: tuple[str, ...]) -> list[str]:
+    """Values given as repeated flags, each possibly holding several (space or comma separated)."""
+    return [v for value in values for v in value.replace(",", " ").split()]
+
+
+@click.command("matrix")
+@click.option("--runs", multiple=True, required=True,
+              help="Run folders (their best.pt) or checkpoints; several after one flag, or the flag repeated.")
+@click.option("--features", multiple=True, required=True, help="Test feature stores; several, or the flag repeated.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for cells/, matrix.parquet, matrix.md and matrix.png.")
+@click.option("--bootstrap", "n_boot", type=int, default=200, show_default=True,
+              help="Bootstrap replicates (speakers and attacks) of each cell's interval.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+def command(runs, features, out_dir, n_boot, device):
+    """Score every run on every store (each with its own calibration), group runs that differ only
+    by seed, and write the train x test matrix: rows = training setting, columns = test corpus,
+    cells = mean EER over seeds, spread and a bootstrap interval, plus pooled and average columns.
+    A run whose codec or SSL weights differ from a store's gets an empty cell saying why."""
+    try:
+        table = run_matrix(many_values(runs), many_values(features), out_dir, device=device, n_boot=n_boot, log=click.echo)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {out_dir}/matrix.md, matrix.parquet, matrix.png ({len(table)} cells)")

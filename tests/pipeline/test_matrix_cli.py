@@ -1,0 +1,118 @@
+"""`pipeline matrix` end to end on synthetic stores written through the real writer: two seeds of one
+setting over three test corpora (2021 LA, 2021 DF, In-the-Wild layouts), plus a store of another
+codec whose cell is empty and says why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from classify.metrics import compute_eer
+from classify.scorefiles import read_scores
+from classify.train import train
+from pipeline.commands.matrix import command
+from store.reader import FeatureStore
+from tests.synthetic import synthetic_store, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("matrix")
+    store = FeatureStore(synthetic_store(str(root / "train.zarr"), n_per_split=24))
+    runs = []
+    for seed in (0, 1):
+        train(tiny_config(epochs=2, lr=3e-2, seed=seed), store, root / f"seed{seed}", log=lambda _: None)
+        runs.append(str(root / f"seed{seed}"))
+    tests = [synthetic_store(str(root / f"{d}.zarr"), n_per_split=60, splits=("eval",), dataset=d, metadata=True,
+                             seed=k + 3) for k, d in enumerate(("asv21la", "asv21df", "itw"))]
+    other = synthetic_store(str(root / "other.zarr"), n_per_split=20, splits=("eval",), dataset="itw", metadata=True,
+                            weights_seed=9)
+    return root, runs, tests, other
+
+
+def test_matrix_two_seeds_three_corpora(setup):
+    root, runs, tests, other = setup
+    out = root / "out"
+    result = CliRunner().invoke(command, ["--runs", *runs[:1], "--runs", runs[1], "--features", " ".join(tests),
+                                          "--features", other, "--out", str(out), "--bootstrap", "50",
+                                          "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out / "matrix.parquet")
+    assert set(frame["seed"]) == {0, 1} and frame["setting"].nunique() == 1
+    assert set(frame["corpus"]) == {"asv21la", "asv21df", "itw"}
+    empty = frame[frame["empty"] != ""]
+    assert len(empty) == 2 and empty["store"].eq(other).all()
+    assert empty["empty"].iloc[0] == "the store's codec differs from the run's (weights_sha256 differs)"
+    pooled = frame[(frame["condition"] == "pooled") & (frame["phase"] == "eval") & (frame["empty"] == "")]
+    assert set(pooled["corpus"]) == {"asv21la", "asv21df"}
+    assert {"C1", "C7"} <= set(frame.loc[frame["corpus"] == "asv21la", "condition"])
+    assert set(frame.loc[frame["corpus"] == "asv21la", "phase"]) == {"eval", "progress", "hidden"}
+
+    means = {}
+    for corpus, url in zip(("asv21la", "asv21df", "itw"), tests):
+        eers = []
+        for run in runs:
+            cell = out / "cells" / Path(run).name / corpus
+            metrics = json.loads((cell / "metrics.json").read_text())
+            scores = read_scores(cell / "scores.txt")
+            table = FeatureStore(url).utterances.set_index("utt_id").loc[scores.utt_ids]
+            keep = (table["phase"] == "eval").to_numpy() if "phase" in table else np.ones(len(table), bool)
+            bona = (table["label"] == "bonafide").to_numpy()
+            eer = compute_eer(scores.scores[keep & bona], scores.scores[keep & ~bona])[0]
+            assert metrics["eer"] == eer
+            eers.append(eer)
+        means[corpus] = float(np.mean(eers))
+    text = (out / "matrix.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| qaf-static/lstm on asv19 (train)"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    header = next(line for line in text.splitlines() if line.startswith("| setting"))
+    columns = [c.strip() for c in header.strip("|").split("|")][1:]
+    assert columns == ["asv21la", "asv21df", "itw", "other", "pooled", "average"]
+    for corpus, value in means.items():
+        assert cells[columns.index(corpus)].startswith(f"{100 * value:.2f} ± ")
+        assert "[" in cells[columns.index(corpus)]
+    assert cells[columns.index("other")] == "empty: the store's codec differs from the run's (weights_sha256 differs)"
+    assert cells[columns.index("average")].startswith(f"{100 * np.mean(list(means.values())):.2f}")
+    assert "codec weights: SYNTHETIC" in text
+    assert (out / "matrix.png").stat().st_size > 1000
+
+
+SWEEP = """[base]
+epochs = 1
+batch_size = 8
+lr = 1e-2
+warmup_steps = 0
+crop_seconds = 0.4
+device = "cpu"
+head_kwargs = {proj_dim = 8, hidden_dim = 8}
+
+[grid]
+variant = ["mean", "scalar"]
+seed = [0, 1]
+"""
+
+
+def test_sweep_test_features_reports_the_dev_selected_setting(setup, tmp_path):
+    from pipeline.commands.sweep import command as sweep
+
+    root, _, tests, _ = setup
+    config = tmp_path / "sweep.toml"
+    config.write_text(SWEEP)
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(sweep, ["--features", str(root / "train.zarr"), "--config", str(config), "--out", str(out),
+                                        "--workers", "0", "--test-features", tests[0], "--test-features", tests[2]])
+    assert result.exit_code == 0, result.output
+    results = pd.read_parquet(out / "results.parquet")
+    best = results.groupby("variant")["dev_eer"].mean().idxmin()
+    frame = pd.read_parquet(out / "matrix" / "matrix.parquet")
+    assert set(frame["seed"]) == {0, 1} and frame["setting"].nunique() == 1
+    assert frame["setting"].iloc[0].startswith(f"{best}/lstm on asv19")
+    assert set(frame["corpus"]) == {"asv21la", "itw"}
+    assert (out / "matrix" / "matrix.md").is_file()
