@@ -237,7 +237,8 @@ def extract(
 
     A new store gets the requested streams (codes, and latent / energy when asked). On an existing
     store the settings that define its content must be the same; an unfinished extraction is
-    resumed, and a requested stream the finished store lacks is added (see :func:`_add_stream`).
+    resumed, and a requested stream the finished store lacks is added (`extract.driver.add_stream`,
+    which also adds the SSL stream that ``ssl`` asks for).
 
     The run holds the store's lease (`common.lease`) from start to end: a second run on the same
     store is refused (LeaseHeld, naming this one), and the lease of a killed run is taken over."""

@@ -13,17 +13,18 @@ array and chunk (or shard) key concerned. The checks:
 * ``arrays``: codebooks, every stream's data and offsets have the shapes and types the stream specs
   (and the codec attributes) imply; a stream still being added is reported;
 * ``weights``: the weights file's sha256 is the one in the attributes, and its codebooks are the
-  store's;
+  store's (read from the file by the codec's own reader, which the extraction's codec back-end
+  registers, :func:`register_codebook_reader`: this package never loads a framework's weights);
 * ``chunks``: every chunk (or shard, and every chunk inside a shard) that the array metadata implies
   exists and decodes. Zarr reads a missing chunk as the fill value without a word, so the expected
-  keys are enumerated from the metadata and looked up;
+  keys are enumerated from the metadata and looked up (the chunk layout: :mod:`store.chunks`);
 * ``values``: codes are below the codebook size, floats are finite (checked chunk by chunk).
 
 A chunk compressed without a checksum (Zarr's default zstd) can be corrupted in a way that still
 decodes; the ``chunks`` line says when that is so.
 
 Every damaged chunk of a stream's array is mapped to the utterances whose frames it holds (through
-the stream's offsets) and to their work units (:class:`Affected`); the report ends with the command
+the stream's offsets) and to their work units (`store.chunks.Affected`); the report ends with the command
 that re-extracts just those (`pipeline verify --repair`, see `extract.repair`). The ``format`` check
 also compares the content-defining attributes with the sha256 recorded when the store was finished
 (an edited ``zarr.json``).
