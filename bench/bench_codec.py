@@ -69,10 +69,11 @@ from bench_extract import machine as extract_machine  # noqa: E402
 
 from classify.metrics import compute_eer  # noqa: E402
 from extract.audio import CODEC_SAMPLE_RATE, load_audio  # noqa: E402
-from extract.codec import build_untrained, n_quantizers, read_weights  # noqa: E402
+from extract.calibration import describe, draw_sample  # noqa: E402
+from extract.codec import build_untrained, n_quantizers, read_weights, untrained_seconds  # noqa: E402
 from extract.datasets import get_dataset  # noqa: E402
 from extract.encoder import BatchEncoder  # noqa: E402
-from extract.run import ExtractConfig, _kmeans_audio, extract  # noqa: E402
+from extract.run import ExtractConfig, extract  # noqa: E402
 from extract.unit import length_batches  # noqa: E402
 from store.format import WEIGHTS  # noqa: E402
 from store.reader import FeatureStore  # noqa: E402
@@ -101,8 +102,10 @@ def old_weights(root: str, work: Path) -> Path:
     if not path.is_file():
         defaults = ExtractConfig(dataset="asv19", root=root, out="-")
         plan = get_dataset("asv19").load(Path(root), None).table.reset_index(drop=True)
-        data = build_untrained(_kmeans_audio(plan, defaults.max_seconds, defaults.window_seconds), n_quantizers(defaults.bandwidth), seed=defaults.seed,
-                               kmeans_frames=defaults.kmeans_frames, kmeans_iters=defaults.kmeans_iters, lsuv=False, dataset="asv19")[1]
+        sample = draw_sample(plan, defaults.seed, untrained_seconds(defaults.kmeans_frames, lsuv=False), defaults.max_seconds,
+                             defaults.window_seconds)  # the balanced calibration sample of `extract`
+        data = build_untrained(sample.clips, n_quantizers(defaults.bandwidth), seed=defaults.seed, kmeans_frames=defaults.kmeans_frames,
+                               kmeans_iters=defaults.kmeans_iters, lsuv=False, dataset="asv19", sample=describe(sample.record))[1]
         path.write_bytes(data)
     return path
 

@@ -30,7 +30,7 @@ import hashlib
 import io
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from encodec import EncodecModel
 from encodec.model import ROOT_URL
-from encodec.quantization.core_vq import sample_vectors
 from fsspec.implementations.local import LocalFileSystem
 
 from store.format import StoreFiles
 from store.verify import register_codebook_reader
 
 from .audio import CODEC_SAMPLE_RATE
+from .calibration import NO_TRAIN_SPLIT, init_codebooks
 from .lsuv import calibration_batch, normalise_encoder
 from .weights import UNTRAINED, file_sha256
 
@@ -84,7 +84,7 @@ class WeightsInfo:
     def label(self) -> str:
         """One line for every report, plot and score file made with these weights."""
         if not self.trained:
-            kind = UNTRAINED_KIND
+            kind = UNTRAINED_KIND + (f", calibrated on non-training audio ({NO_TRAIN_SPLIT})" if NO_TRAIN_SPLIT in self.origin else "")
         elif self.published:
             kind = "pretrained EnCodec 24 kHz"
         else:
@@ -207,60 +207,19 @@ def pretrained_file(download: bool = True) -> Path:
     return dest
 
 
-def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
-    """EnCodec's codebook k-means (``encodec.quantization.core_vq.kmeans``), computed with matmuls.
-
-    Same algorithm: centroids start as a random sample of the data (EnCodec's own
-    ``sample_vectors``), then Lloyd iterations; an empty cluster keeps its centroid. EnCodec's
-    version materialises [n, clusters, dim] differences, which takes minutes on a CPU; here the
-    squared distances come from ``|x|^2 - 2 x.c + |c|^2``. samples [n, dim] -> (means [c, dim], bins [c]).
-    """
-    means = sample_vectors(samples, num_clusters)
-    sq = samples.pow(2).sum(1, keepdim=True)
-    bins = torch.zeros(num_clusters, dtype=torch.long)
-    for _ in range(num_iters):
-        dists = -(sq - 2 * samples @ means.t() + means.pow(2).sum(1)[None])
-        buckets = dists.max(dim=-1).indices
-        bins = torch.bincount(buckets, minlength=num_clusters)
-        zero_mask = bins == 0
-        sums = torch.zeros_like(means).index_add_(0, buckets, samples)
-        new_means = sums / bins.masked_fill(zero_mask, 1)[:, None]
-        means = torch.where(zero_mask[:, None], means, new_means)
-    return means, bins
-
-
-@torch.no_grad()
-def init_codebooks(model: EncodecModel, audio: Iterable[torch.Tensor], n_q: int, max_frames: int, iters: int = 50) -> int:
-    """Initialise the first ``n_q`` codebooks by k-means on encoder frames of ``audio``, level by level
-    on the residual, as EnCodec's first training step does. Returns the number of frames used."""
-    frames, total = [], 0
-    for wav in audio:  # [1, T] at 24 kHz
-        emb = model.encoder(wav[None])[0].t()  # [frames, dim]
-        frames.append(emb)
-        total += emb.shape[0]
-        if total >= max_frames:
-            break
-    if total == 0:
-        raise WeightsError("no audio to initialise the untrained codec's codebooks")
-    residual = torch.cat(frames)[:max_frames]
-    for layer in model.quantizer.vq.layers[:n_q]:
-        book = layer._codebook
-        means, bins = kmeans(residual, book.codebook_size, iters)
-        book.embed.copy_(means)
-        book.embed_avg.copy_(means)
-        book.cluster_size.copy_(bins.float())
-        book.inited.fill_(1.0)
-        residual = residual - book.dequantize(book.quantize(residual))
-    return residual.shape[0]
-
-
 LSUV_SEGMENTS = 16
 LSUV_SEGMENT_SECONDS = 1.0
 
 
+def untrained_seconds(kmeans_frames: int, lsuv: bool = True, lsuv_seconds: float = LSUV_SEGMENTS * LSUV_SEGMENT_SECONDS) -> float:
+    """Seconds of audio the untrained codec is calibrated on: enough for ``kmeans_frames`` frames,
+    and for the LSUV batch."""
+    return max(kmeans_frames * HOP_LENGTH / CODEC_SAMPLE_RATE, lsuv_seconds if lsuv else 0.0)
+
+
 @torch.no_grad()
 def build_untrained(
-    audio: Iterable[torch.Tensor],
+    audio: Sequence[torch.Tensor],
     n_q: int,
     seed: int = 0,
     kmeans_frames: int = 8192,
@@ -268,24 +227,22 @@ def build_untrained(
     lsuv: bool = True,
     lsuv_seconds: float = LSUV_SEGMENTS * LSUV_SEGMENT_SECONDS,
     dataset: str = "the corpus",
+    sample: str = "",
 ) -> tuple[EncodecModel, bytes, WeightsInfo]:
     """The untrained codec: seeded random EnCodec 24 kHz, encoder variance-normalised (LSUV, see
     `extract.lsuv`) on the first ``lsuv_seconds`` of ``audio`` cut into 1 s segments, then the first
-    ``n_q`` codebooks initialised by k-means on up to ``kmeans_frames`` encoder frames of ``audio``.
+    ``n_q`` codebooks initialised by k-means on ``kmeans_frames`` encoder frames spread evenly over
+    all of ``audio``, dead codewords re-seeded (`extract.calibration.init_codebooks`).
 
-    ``audio``: clips [1, T] at 24 kHz, in a fixed order (the corpus's training split first).
-    ``lsuv=False`` gives the plain random encoder of earlier versions (same seed, same codebooks
-    procedure). Built with one torch thread, so that the result is the same on every machine with
-    the same versions. Returns (model, saved state dict bytes marked untrained, provenance).
+    ``audio``: the calibration sample, clips [1, T] at 24 kHz in a fixed order (see
+    `extract.calibration.draw_sample`: every clip is encoded); ``sample``: one line saying what it
+    is, kept in the origin. ``lsuv=False`` gives the plain random encoder of earlier versions (same
+    seed, same codebooks procedure). Built with one torch thread, so that the result is the same on
+    every machine with the same versions. Returns (model, saved state dict bytes marked untrained,
+    provenance).
     """
-    needed = max(kmeans_frames * HOP_LENGTH, int(lsuv_seconds * CODEC_SAMPLE_RATE) if lsuv else 0)
-    clips, total = [], 0
-    for wav in audio:
-        clips.append(wav)
-        total += wav.shape[-1]
-        if total >= needed:
-            break
-    if total == 0:
+    clips = list(audio)
+    if sum(wav.shape[-1] for wav in clips) == 0:
         raise WeightsError("no audio to initialise the untrained codec")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # float results may depend on the thread count: keep the codec reproducible
@@ -302,6 +259,6 @@ def build_untrained(
         used = init_codebooks(model, clips, n_q, kmeans_frames, kmeans_iters)
     finally:
         torch.set_num_threads(threads)
-    origin = f"{how}, k-means on {used} frames of {dataset}"
+    origin = f"{how}, k-means on {used} frames of {dataset}, dead codewords re-seeded" + (f"; {sample}" if sample else "")
     data = state_dict_bytes(model, untrained_origin=origin)
     return model.eval(), data, WeightsInfo(UNTRAINED, hashlib.sha256(data).hexdigest(), False, origin)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -27,7 +26,8 @@ from store.format import StoreFiles
 from store.reader import FeatureStore
 from store.writer import StoreError, create_store, done_units, finish_store
 
-from .audio import CODEC_SAMPLE_RATE, AudioError, load_audio, probe
+from . import calibration
+from .calibration import draw_sample
 from .codec import (
     CODEBOOK_SIZE,
     CODEC_NAME,
@@ -40,6 +40,7 @@ from .codec import (
     n_quantizers,
     pretrained_file,
     read_weights,
+    untrained_seconds,
 )
 from .codec_stream import CodecBackend
 from .datasets import get_dataset
@@ -143,33 +144,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _kmeans_audio(plan: pd.DataFrame, max_seconds: float, window_seconds: float) -> Iterator[torch.Tensor]:
-    """The corpus's own audio for codebook k-means: training split first, in plan order; files the
-    extraction refuses (unreadable, longer than ``max_seconds``) are skipped, and at most the first
-    ``window_seconds`` of a file is used (an hour-long file is never encoded in one piece)."""
-    order = np.argsort(plan["split"].ne("train").to_numpy(), kind="stable")
-    for path in plan["path"].to_numpy()[order]:
-        try:
-            if probe(path).duration > max_seconds:
-                continue
-            wav = load_audio(path)
-        except AudioError:
-            continue
-        yield wav[:, : int(window_seconds * CODEC_SAMPLE_RATE)]
-
-
 def _codec_for_new_store(config: ExtractConfig, plan: pd.DataFrame, n_q: int, log: Callable[[str], None]):
-    """Build the codec the config asks for; return (model, weights bytes, provenance)."""
+    """Build the codec the config asks for; return (model, weights bytes, provenance, calibration
+    record or None). The untrained codec is calibrated on a balanced sample of the training split
+    (`extract.calibration`)."""
     source = WeightSource.parse(config.weights)
     if source.untrained:
-        log(f"untrained codec: seed {config.seed}, {'LSUV, ' if config.lsuv else ''}k-means on up to {config.kmeans_frames} frames of the corpus")
-        return build_untrained(
-            _kmeans_audio(plan, config.max_seconds, config.window_seconds), n_q, seed=config.seed,
-            kmeans_frames=config.kmeans_frames, kmeans_iters=config.kmeans_iters,
+        sample = draw_sample(plan, config.seed, untrained_seconds(config.kmeans_frames, config.lsuv, config.lsuv_seconds),
+                             config.max_seconds, config.window_seconds)
+        log(f"untrained codec: seed {config.seed}, {'LSUV, ' if config.lsuv else ''}k-means on up to {config.kmeans_frames} "
+            f"frames of {calibration.describe(sample.record)}")
+        model, data, info = build_untrained(
+            sample.clips, n_q, seed=config.seed, kmeans_frames=config.kmeans_frames, kmeans_iters=config.kmeans_iters,
             lsuv=config.lsuv, lsuv_seconds=config.lsuv_seconds, dataset=config.dataset,
+            sample=calibration.describe(sample.record),
         )
+        return model, data, info, {**sample.record, "codebooks": calibration.usage(model, n_q)}
     path, kind = source.locate(pretrained_file, config.download, WeightsError, "codec weights")
-    return read_weights(path, source=kind)
+    return (*read_weights(path, source=kind), None)
 
 
 def _fingerprint(config: ExtractConfig) -> dict:
@@ -337,7 +329,7 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
 
 def _create(config: ExtractConfig, plan: pd.DataFrame, loaded, n_q: int, device: str, log) -> WeightsInfo:
     """Create the store: build the codec, lay down attributes, plan, codebooks and weights."""
-    model, weights_bytes, weights = _codec_for_new_store(config, plan, n_q, log)
+    model, weights_bytes, weights, calibrated = _codec_for_new_store(config, plan, n_q, log)
     codebooks = codec_codebooks(model, n_q)
     problems = pd.DataFrame([asdict(p) for p in loaded.problems], columns=list(sf.FAILURE_COLUMNS))
     codec = {
@@ -352,7 +344,7 @@ def _create(config: ExtractConfig, plan: pd.DataFrame, loaded, n_q: int, device:
     }
     attrs = {
         "codec": codec,
-        "weights": {**weights.to_dict(), "file": sf.WEIGHTS},
+        "weights": {**weights.to_dict(), "file": sf.WEIGHTS, **({"calibration": calibrated} if calibrated else {})},
         "dataset": {"name": config.dataset, "root": config.root, "splits": sorted(plan["split"].unique().tolist()),
                     "description": loaded.description, "score_format": get_dataset(config.dataset).score_format,
                     **loaded.attrs},

@@ -14,11 +14,13 @@ import os
 from typing import Any
 
 import pandas as pd
+import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from common.lease import LOCK, describe
 from common.provenance import short as provenance_line
 
+from . import codebooks
 from . import format as sf
 from .format import StoreFiles
 from .reader import FeatureStore, StoreReadError, check_format
@@ -85,6 +87,7 @@ def _failures(failures: pd.DataFrame) -> dict[str, Any]:
 
 def _provenance(files: StoreFiles, attrs: dict) -> dict[str, Any]:
     weights = {**attrs.get("weights", {}), "file": weights_file(files, attrs)}
+    weights.setdefault("calibration", None)  # stores made before the calibration sample was recorded
     keys = ("codec", "dataset", "created", "completed", "versions", "config", "provenance", "finished_by")
     return {"weights": weights, **{k: attrs[k] for k in keys if k in attrs}}
 
@@ -178,7 +181,16 @@ def inspect_store(url: str) -> dict[str, Any]:
             if attempt == 2 or _open_attrs(files).get("state") == state:
                 raise
     head = {"store": files.url, "format": attrs["format"], "format_version": attrs.get("format_version"), "state": state}
-    return {**head, **body, **_provenance(files, attrs), "lease": _lease(files)}
+    return {**head, **body, **_provenance(files, attrs), "codebooks": _codebooks(files, attrs), "lease": _lease(files)}
+
+
+def _codebooks(files: StoreFiles, attrs: dict) -> dict[str, Any]:
+    """Codebook usage per level (`store.codebooks.report`); the zero codewords read from the codebooks."""
+    try:
+        tables = zarr.open_group(files.url, mode="r")[sf.CODEBOOKS][...] if files.exists(f"{sf.CODEBOOKS}/zarr.json") else None
+    except (KeyError, OSError, ValueError):
+        tables = None
+    return codebooks.report(tables, attrs.get("summary", {}), attrs.get("weights", {}).get("calibration"))
 
 
 def _lease(files: StoreFiles) -> dict[str, Any] | None:
@@ -209,6 +221,32 @@ def _table(title: str, groups: dict[str, dict[str, Any]]) -> list[str]:
     return ["  " + "  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]) for r in (headers, *rows)]
 
 
+def _calibration_lines(weights: dict[str, Any]) -> list[str]:
+    record = weights.get("calibration")
+    if not record:
+        return ["calibration not recorded"] if weights.get("trained") is False else []
+    counts = "; ".join(f"{key} " + ", ".join(f"{k} {v}" for k, v in record.get(key, {}).items()) for key in ("labels", "speakers", "systems"))
+    lines = [f"calibration seed {record.get('seed')}: {len(record.get('utterances', []))} utterances of {', '.join(record.get('splits', []))}, "
+             f"{record.get('seconds')} s; {counts}"]
+    return lines + ([f"            {record['note'].upper()}"] if record.get("note") else [])
+
+
+def _cell(value: Any) -> str:
+    return "not recorded" if value is None else str(value)
+
+
+def _codebook_lines(usage: dict[str, Any] | None) -> list[str]:
+    if not usage or not usage.get("levels"):
+        return []
+    cell = _cell
+    lines = [f"codebooks   per level: codewords used by the store's codes ({cell(usage.get('frames'))} frames) / "
+             "by the calibration frames / equal to zero, of the codebook size"]
+    for level in usage["levels"]:
+        lines.append(f"  level {level['level']}: {cell(level['used'])} / {cell(level['used_calibration'])} / "
+                     f"{cell(level['zero'])} of {cell(level['size'])}")
+    return lines
+
+
 def format_report(info: dict[str, Any]) -> str:
     """The human-readable summary of :func:`inspect_store`'s result."""
     codec, weights = info.get("codec", {}), info["weights"]
@@ -228,6 +266,8 @@ def format_report(info: dict[str, Any]) -> str:
         f"            source {weights.get('source')}, origin {weights.get('origin')}",
         f"            file {weights['file']}",
         f"            sha256 {weights.get('sha256')}",
+        *_calibration_lines(weights),
+        *_codebook_lines(info.get("codebooks")),
     ]
     if "dataset" in info:
         d = info["dataset"]

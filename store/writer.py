@@ -20,6 +20,7 @@ from common.faults import point
 from common.lease import LOCK, check_token
 
 from . import format as sf
+from .codebooks import CodeUsage
 from .format import StoreFiles, StreamSpec
 
 COMPRESSORS = zarr.codecs.ZstdCodec(level=0, checksum=True)
@@ -196,9 +197,14 @@ def finish_store(url: str, n_units: int, summary_extra: dict | None = None, attr
     root = zarr.open_group(url, mode="r+")
     attrs = files.read_group_attrs()
     total = int(offsets[-1])
+    usage = {}
     for spec in sf.stream_specs(attrs).values():
         chunk = (chunk_frames or {}).get(spec.name)
-        write_concatenated(root, spec, _part_blocks(url, n_units, "", spec.name), total, chunk, shard_chunks)
+        blocks = _part_blocks(url, n_units, "", spec.name)
+        if sf.CODEBOOKS in spec.tables:  # the codes: count the codewords they use on the way
+            usage[spec.name] = CodeUsage(spec.frame_shape[0])
+            blocks = usage[spec.name].count(blocks)
+        write_concatenated(root, spec, blocks, total, chunk, shard_chunks)
         point("finish:after-stream-array")
     root.create_array(sf.OFFSETS, data=offsets, chunks=offsets.shape, compressors=COMPRESSORS, overwrite=True)
 
@@ -214,6 +220,7 @@ def finish_store(url: str, n_units: int, summary_extra: dict | None = None, attr
         "failed": int(len(failures)),
         "frames": total,
         "audio_seconds": float(table.loc[ok, "duration"].sum()),
+        **({"codebook_usage": usage[sf.CODES].to_dict()} if sf.CODES in usage else {}),
         **(summary_extra or {}),
     }
     point("finish:before-complete")

@@ -96,12 +96,26 @@ def test_attm_starts_uniform_ignores_padding_and_has_the_sizes_chosen():
     assert count(AttentiveMerging(12, 1024, proj_dim=3072).proj) == released == 40_898_560
 
 
+def wavlm_large_front_and_first_layers(n_layers: int = 12) -> int:
+    """WavLM-Large's parameters counted from torchaudio's own model (built on the meta device, no
+    weights): everything but the transformer layers after the first ``n_layers``."""
+    import torchaudio
+
+    with torch.device("meta"):
+        full = torchaudio.models.wavlm_large()
+    later = full.encoder.transformer.layers[n_layers:]
+    return sum(p.numel() for p in full.parameters()) - sum(p.numel() for layer in later for p in layer.parameters())
+
+
 def test_trainable_share_counts_the_frozen_parts_used():
     from extract.codec import new_model
+    from extract.ssl import architecture, count_used
 
     assert sum(p.numel() for p in new_model().encoder.parameters()) == budget.ENCODEC_ENCODER_PARAMETERS
     codec = {"n_q": 8, "codebook_size": 1024, "dim": 128}
-    wavlm = {"model": "wavlm-large", "parameters_used": 164_290_976}
+    counted = wavlm_large_front_and_first_layers(12)
+    assert count_used(architecture("wavlm-large"), 12) == counted == 164_290_976  # what the SSL stream records
+    wavlm = {"model": "wavlm-large", "parameters_used": count_used(architecture("wavlm-large"), 12)}
     parts = budget.frozen_used(codec, wavlm)
     assert sum(parts.values()) == 7_425_792 + 8 * 1024 * 128 + 164_290_976
     assert budget.frozen_used(codec, None, codebooks=False) == {"encodec_encoder": 7_425_792}

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from extract.audio import load_audio
-from extract.codec import build_untrained, init_codebooks, new_model, state_dict_bytes
+from extract.calibration import init_codebooks
+from extract.codec import build_untrained, new_model, state_dict_bytes
 from extract.datasets import get_dataset
 from extract.lsuv import calibration_batch, normalise_encoder, output_variance
 

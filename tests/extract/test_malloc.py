@@ -31,3 +31,4 @@ def test_thresholds_are_set_on_glibc_unless_the_user_set_them():
     assert _run({}) == "True True"
     assert _run({"MALLOC_MMAP_THRESHOLD_": "65536"}) == "False False"
     assert _run({"MALLOC_TRIM_THRESHOLD_": "65536"}) == "False False"
+    assert _run({"MALLOC_CHECK_": "0"}) == "True True"  # glibc's checking switch is not a threshold: no opt-out

@@ -134,13 +134,14 @@ def kill_loop(corpus: Path, store: Path, workers: int, plan: list[tuple[str, dic
         outcome = run_pipeline(extract_args(corpus, store, workers), logs, orphans_grace=3.0, once=once, **kill)
         check_consistent(store)
         kills = int(outcome.killed) + int(once is not None and once.exists())
-        records.append({"kill": label, "kills": kills, "returncode": outcome.returncode,
+        planned = 1 + int(once is not None)  # the run (killed from outside or by its fault point), and a worker
+        records.append({"kill": label, "kills": kills, "planned": planned, "returncode": outcome.returncode,
                         "seconds": round(outcome.seconds, 1), "before": before,
                         "after": (state(store), committed_units(store))})
         # (a killed run's orphaned dask workers may print tracebacks as they find their scheduler gone)
         assert outcome.killed or (outcome.returncode == 0 and "Traceback" not in outcome.stderr), outcome.stderr[-3000:]
     final = run_pipeline(extract_args(corpus, store, workers), logs)
-    records.append({"kill": "none (final run)", "kills": 0, "returncode": final.returncode,
+    records.append({"kill": "none (final run)", "kills": 0, "planned": 0, "returncode": final.returncode,
                     "seconds": round(final.seconds, 1)})
     assert final.returncode == 0, final.stderr[-3000:]
     return records
@@ -177,6 +178,9 @@ def test_kill_loop(loop_corpus, loop_clean, tmp_path, workers):
     records = kill_loop(loop_corpus, store, workers, kill_plan(store, workers), tmp_path / "logs")
     report(records, workers, started)
     assert sum(r["kills"] for r in records) >= 10
+    missed = [r["kill"] for r in records if r["kills"] != r["planned"]]
+    assert not missed, f"planned kills that did not fire: {missed}"
+    assert sum(r["kills"] for r in records) == len(kill_plan(store, workers)) + 2 * bool(workers)  # 11, or 13 with workers
     assert_same_store(store, loop_clean)
 
 
@@ -191,7 +195,7 @@ def test_kill_loop_while_adding_a_stream(corpus, clean, tmp_path):
             ("fault stream:before-complete", {"fault": "stream:before-complete"})]
     records = kill_loop(corpus, store, 0, plan, tmp_path / "logs")
     report(records, 0, started)
-    assert sum(r["kills"] for r in records) == 3
+    assert sum(r["kills"] for r in records) == 3 and all(r["kills"] == r["planned"] for r in records)
     got, expected = FeatureStore(str(store)).stream("energy"), FeatureStore(str(clean)).stream("energy")
     assert got.spec.array == "streams/energy/data"
     assert np.array_equal(got.data[...], expected.data[...]) and np.array_equal(got.offsets, expected.offsets)
