@@ -13,13 +13,8 @@ from urllib.parse import urlparse
 import click
 from tqdm import tqdm
 
-from classify.report import (
-    ReportContext,
-    format_ranking,
-    ranking,
-    split_summaries,
-    write_report,
-)
+from classify.report import ReportContext, format_ranking, write_report
+from classify.report_stats import ranking, split_summaries
 from classify.sweep import (
     FAILED,
     OK,

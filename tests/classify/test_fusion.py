@@ -15,7 +15,8 @@ from classify.attm import AttentiveMerging
 from classify.checkpoint import CheckpointError, load_checkpoint
 from classify.config import TrainConfig
 from classify.evaluate import evaluate
-from classify.fusion import FusedDetector, build_detector, make_source
+from classify.fusion import FusedDetector, make_source
+from classify.rebuild import for_store as build_detector
 from classify.train import train
 from store.reader import FeatureStore
 from tests.synthetic import add_ssl_stream, synthetic_store, tiny_config
@@ -173,7 +174,14 @@ def test_attm_output_norm_keeps_the_head_out_of_saturation_whatever_the_ssl_offs
 def test_a_checkpoint_from_before_the_norm_is_rebuilt_without_it(tmp_path):
     """A model saved before ``ssl_kwargs.norm`` existed (no attm.norm parameters, no key in its
     config) is rebuilt without the norm and loads; a new one gets it."""
-    from classify.fusion import fused_detector, saved_config
+    from classify.migrations import migrate
+    from classify.rebuild import build
+
+    def fused_detector(config, codebooks, source):
+        return build(config, codebooks, source)
+
+    def saved_config(config, state):  # how a version-1 checkpoint's config reads now
+        return migrate({"format_version": 1, "config": config, "model": state})["config"]
 
     source = {"model": "wavlm-tiny", "layers": [1, 2], "hidden": 32}
     codebooks = torch.randn(2, 16, 8)

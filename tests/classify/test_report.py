@@ -15,9 +15,8 @@ import pytest
 from classify.bootstrap import cluster_counts
 from classify.config import TrainConfig
 from classify.metrics import compute_eer
-from classify.report import (
-    REPORT,
-    ReportContext,
+from classify.report import REPORT, ReportContext, write_report
+from classify.report_stats import (
     SplitSummary,
     best_per_head,
     paired_vs_mean,
@@ -25,7 +24,6 @@ from classify.report import (
     selected,
     sign_test_p,
     split_summaries,
-    write_report,
 )
 from classify.scorefiles import read_scores
 from classify.sweep import (

@@ -233,7 +233,8 @@ def test_layers_are_parsed_and_checked():
 def assert_same_batches(store: FeatureStore, config: dict, online_kwargs: dict, splits=("train", "dev")) -> None:
     """Training and scoring batches from the cached stream and from online features: the same
     frames, codes and lengths; SSL features equal to float16 rounding."""
-    from classify.fusion import build_detector, make_source
+    from classify.fusion import make_source
+    from classify.rebuild import for_store as build_detector
 
     online_config = {**config, "ssl_kwargs": online_kwargs}
     cached_model, online_model = build_detector(config, store), build_detector(online_config, store)
