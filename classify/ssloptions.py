@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from common.config import build
+from common.config import ConfigError, build
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,11 @@ class SSLOptions:
     def from_dict(cls, values: dict[str, Any] | None) -> SSLOptions:
         """Validated options; ValueError naming an unknown key (with the valid ones), a value of the
         wrong type or a bad value."""
-        options = build(cls, dict(values or {}), where="ssl_kwargs")  # keys and types (ConfigError, a ValueError)
+        try:
+            options = build(cls, dict(values or {}), where="ssl_kwargs")  # keys and types
+        except ConfigError as err:  # a ValueError
+            text = str(err)
+            raise ConfigError(text if text.startswith("ssl_kwargs") else f"ssl_kwargs.{text}") from None
         if options.proj_dim < 1 or (options.out_dim is not None and options.out_dim < 1):
             raise ValueError("ssl_kwargs: proj_dim and out_dim must be >= 1")
         if options.crop_seconds is not None and options.crop_seconds <= 0:

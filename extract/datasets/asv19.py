@@ -52,6 +52,7 @@ class ASVspoof2019LA(Dataset):
 
     name = "asv19"
     splits = ("train", "dev", "eval")
+    official = True
     score_format = "asvspoof2019"
 
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:

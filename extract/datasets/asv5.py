@@ -46,6 +46,7 @@ class ASVspoof5(Dataset):
 
     name = "asv5"
     splits = ("train", "dev", "eval")
+    official = True
 
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
         """Read the track 1 protocols of the selected splits under ``root``."""

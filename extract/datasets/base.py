@@ -88,6 +88,9 @@ class Dataset(ABC):
     """The official score file format of results on this dataset (`classify.scorefiles`):
     ``asvspoof2019`` (``utt score`` lines) or ``asvspoof5`` (tab-separated, with header). Recorded
     in the store's attributes, so that evaluation writes it without knowing the dataset."""
+    official: ClassVar[bool] = False
+    """An official ASVspoof corpus: results on it compare with the literature's (a sweep report's
+    caveats say so, `classify.report`)."""
 
     @abstractmethod
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:

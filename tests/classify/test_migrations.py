@@ -150,3 +150,48 @@ def test_a_bare_results_config_is_migrated_without_guessing_the_norm():
     config = {"variant": "ssl+mean", "seed": 0}
     assert migrations.migrate_config(config) == {**config, "ssl_kwargs": {}}
     assert migrations.migrate_config(dataclasses.asdict(TrainConfig())) == dataclasses.asdict(TrainConfig())
+
+
+@pytest.fixture
+def builds(monkeypatch) -> list[str]:
+    """The variants `classify.rebuild.build` was asked for, in order (every model is made there)."""
+    calls: list[str] = []
+    real = rebuild.build
+
+    def counted(config, *args, **kwargs):
+        calls.append(config["variant"])
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(rebuild, "build", counted)
+    return calls
+
+
+def tiny(**overrides) -> TrainConfig:
+    values = dict(epochs=1, batch_size=4, lr=1e-2, warmup_steps=0, crop_seconds=0.4, patience=0, amp=False,
+                  head_kwargs={"proj_dim": 4, "hidden_dim": 4}, device="cpu")
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_one_builder_serves_training_resume_evaluate_and_sweeps(old_store, tmp_path, builds):
+    from classify.sweep import OK, TrialTask, run_trial
+
+    train(tiny(variant="scalar"), old_store, tmp_path / "run", log=quiet)
+    assert builds == ["scalar"]  # the new model
+    train(tiny(variant="scalar", epochs=2), old_store, tmp_path / "run", log=quiet)
+    assert builds == ["scalar", "scalar"]  # the resumed run's model, which its last.pt is loaded into
+    evaluate(tmp_path / "run", old_store, "eval", tmp_path / "eval", log=quiet)
+    assert builds == ["scalar"] * 3
+    task = TrialTask("t", dataclasses.asdict(tiny(variant="ssl+mean", ssl_kwargs={"proj_dim": 4})), {},
+                     old_store.url, str(tmp_path / "trial"), "eval")
+    row = run_trial(task)
+    assert row["status"] == OK, row["error"]
+    assert builds == ["scalar"] * 3 + ["ssl+mean"] * 3  # train, then evaluate on dev and on eval
+
+
+def test_the_detector_builds_through_the_same_builder(scoring, builds):
+    from classify.detector import Detector
+
+    detector = Detector.load(scoring.run, device="cpu")
+    assert builds == [detector.config.variant]
+    state = load_checkpoint(scoring.run)
+    assert all(torch.equal(v, state["model"][k]) for k, v in detector.model.state_dict().items())

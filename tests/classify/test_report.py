@@ -134,7 +134,7 @@ def test_the_energy_control_is_shown_beside_the_heads_and_never_selected(tmp_pat
 
 
 def test_a_results_table_older_than_ssl_kwargs_is_read_and_reported(synthetic, tmp_path):
-    """Trial ids did not change when ssl_kwargs came (ID_OMITTED_AT), so a sweep resumes an older
+    """Trial ids did not change when ssl_kwargs came (`classify.migrations.id_fields`), so a sweep resumes an older
     results table: it reads with the column filled in, and reports as before."""
     older = synthetic.drop(columns=["ssl_kwargs"])
     older["config_json"] = [json.dumps({k: v for k, v in json.loads(c).items() if k != "ssl_kwargs"})
