@@ -142,3 +142,13 @@ def test_a_run_folder_in_use_is_refused(store, tmp_path):
     with Lease(str(tmp_path / "run"), "training run"):
         result = run(train_command, ["--features", store, "--out", tmp_path / "run", "--epochs", 1, *TINY])
     assert result.exit_code == 1 and "this training run is in use by another process" in result.output
+
+
+def test_evaluate_turns_an_os_error_into_one_line(store, tmp_path):
+    assert run(train_command, ["--features", store, "--out", tmp_path / "run", "--epochs", 1, *TINY]).exit_code == 0
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    result = run(evaluate_command, ["--model", tmp_path / "run", "--features", store, "--out", tmp_path / "taken" / "eval",
+                                    "--no-calibrate"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("Error: evaluation stopped: ") and "taken" in lines[0], result.output
