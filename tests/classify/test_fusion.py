@@ -16,7 +16,7 @@ from classify.checkpoint import CheckpointError, load_checkpoint
 from classify.config import TrainConfig
 from classify.evaluate import evaluate
 from classify.fusion import FusedDetector, make_source
-from classify.rebuild import for_store as build_detector
+from classify.rebuild import for_store
 from classify.train import train
 from store.reader import FeatureStore
 from tests.synthetic import add_ssl_stream, synthetic_store, tiny_config
@@ -48,7 +48,7 @@ def test_a_fused_crop_takes_the_same_audio_from_both_streams(ssl_store):
     the same utterance, also where the SSL stream holds a crop starting later."""
     store = FeatureStore(ssl_store)
     config = dataclasses.asdict(tiny_config(variant="ssl+mean"))
-    model = build_detector(config, store)
+    model = for_store(config, store)
     source = make_source(store, model, config)
     frame_of = {tuple(code): k for k, code in enumerate(store.codes.tolist())}  # random codes: unique rows
     assert len(frame_of) == len(store.codes)
@@ -146,8 +146,8 @@ def test_ssl_variant_names_and_options_are_checked():
 def test_a_store_without_ssl_stream_says_so(tmp_path):
     store = FeatureStore(synthetic_store(str(tmp_path / "s.zarr"), n_per_split=4))
     with pytest.raises(ValueError, match="no stream 'ssl'"):
-        build_detector(dataclasses.asdict(tiny_config(variant="ssl")), store)
-    assert not isinstance(build_detector(dataclasses.asdict(tiny_config()), store), FusedDetector)
+        for_store(dataclasses.asdict(tiny_config(variant="ssl")), store)
+    assert not isinstance(for_store(dataclasses.asdict(tiny_config()), store), FusedDetector)
 
 
 def test_attm_output_norm_keeps_the_head_out_of_saturation_whatever_the_ssl_offset():

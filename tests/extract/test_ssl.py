@@ -234,10 +234,10 @@ def assert_same_batches(store: FeatureStore, config: dict, online_kwargs: dict, 
     """Training and scoring batches from the cached stream and from online features: the same
     frames, codes and lengths; SSL features equal to float16 rounding."""
     from classify.fusion import make_source
-    from classify.rebuild import for_store as build_detector
+    from classify.rebuild import for_store
 
     online_config = {**config, "ssl_kwargs": online_kwargs}
-    cached_model, online_model = build_detector(config, store), build_detector(online_config, store)
+    cached_model, online_model = for_store(config, store), for_store(online_config, store)
     for key in ("model", "layers", "crop_seconds", "crop_splits", "weights"):
         assert online_model.ssl_source[key] == cached_model.ssl_source[key], key
     cached = make_source(store, cached_model, config)
