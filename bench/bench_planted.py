@@ -51,7 +51,8 @@ import torch
 
 from classify.config import TrainConfig
 from classify.planted import Plant, PlantedSpec, make_planted, write_planted_store
-from classify.report import ReportContext, split_summaries, write_report
+from classify.report import ReportContext, write_report
+from classify.report_stats import split_summaries
 from classify.sweep import SweepSpec, TrialTask, expand, load_sweep, read_results, run_sweep, run_trial, store_identity
 from classify.train import TrainingRun, lr_at
 from store.reader import FeatureStore

@@ -4,7 +4,8 @@ weights a model's provenance points to, and `pipeline export-model`'s bundle.
 A bundle (``DETECTOR.pt``, written by :func:`export_model`) is one file, loadable with
 ``torch.load(..., weights_only=True)``, holding everything that scores audio::
 
-    format, format_version   "rvq-antispoof-detector", 1
+    format, format_version   "rvq-antispoof-detector", 2: the checkpoints' version (`classify.migrations`;
+                             older bundles are migrated on reading, as checkpoints are)
     model, config, codec     the checkpoint's trained parameters, TrainConfig, CodecInfo
     store                    the training store entry (`classify.checkpoint.store_entry`): its
                              extraction settings rebuild the same front end
@@ -35,13 +36,15 @@ from typing import Any
 
 import torch
 
-from classify.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, read_model_file
+from classify.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, migrated, read_model_file
+from classify.migrations import FORMAT_VERSION
 from common.provenance import provenance
 from store import format as sf
 from store.format import StoreFiles
 
 BUNDLE_FORMAT = "rvq-antispoof-detector"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = FORMAT_VERSION
+"""Bundles and checkpoints share their format versions and migrations (`classify.migrations`)."""
 _KEPT = ("model", "config", "codec", "ssl", "store", "provenance")
 """Checkpoint entries a bundle keeps (not the optimizer, RNG or history)."""
 
@@ -68,14 +71,12 @@ class ModelFile:
 
 
 def read_model(path: str | Path) -> ModelFile:
-    """A run directory (its best.pt), a checkpoint or a bundle; CheckpointError naming the file
-    when it is none of these."""
+    """A run directory (its best.pt), a checkpoint or a bundle, migrated to the current format
+    version; CheckpointError naming the file when it is none of these, or of a newer version."""
     path = checkpoint_path(path)
     state = read_model_file(path)
     if isinstance(state, dict) and state.get("format") == BUNDLE_FORMAT:
-        if state.get("format_version", 0) > BUNDLE_VERSION:
-            raise CheckpointError(f"{path}: detector bundle version {state['format_version']} is newer than this "
-                                  f"tool's {BUNDLE_VERSION}")
+        state = migrated(state, path)
         codec = state.get("codec_weights", {})
         data = codec.get("data")
         return ModelFile(path, "bundle", state, None if data is None else data.numpy().tobytes())

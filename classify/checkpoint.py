@@ -2,7 +2,8 @@
 
 A checkpoint (``best.pt``, ``last.pt``) holds::
 
-    format, format_version   "rvq-antispoof-checkpoint", 1
+    format, format_version   "rvq-antispoof-checkpoint", 2 (`classify.migrations`: older versions are
+                             migrated on reading)
     model                    the SpoofDetector's state dict
     config                   TrainConfig as a dict
     codec                    the store's CodecInfo as a dict (what made the features)
@@ -30,13 +31,14 @@ from typing import Any
 
 import torch
 
-from classify.fusion import build_detector, check_ssl_compatible, saved_config
-from classify.model import SpoofDetector, build_model
+from classify import rebuild
+from classify.fusion import FusedDetector, check_ssl_compatible
+from classify.migrations import FORMAT_VERSION, FormatError, migrate
+from classify.model import SpoofDetector
 from common.atomic import write_atomic
 from store.reader import CodecInfo, FeatureStore
 
 FORMAT = "rvq-antispoof-checkpoint"
-FORMAT_VERSION = 1
 BEST = "best.pt"
 LAST = "last.pt"
 
@@ -60,19 +62,25 @@ def checkpoint_path(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU, migrated to the
+    current format version (`classify.migrations`).
 
     A directory means its ``best.pt``. CheckpointError names the file for a missing, unreadable
-    or foreign file.
+    or foreign file, or one of a newer format version.
     """
     path = checkpoint_path(path)
     state = read_model_file(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a checkpoint of this tool")
-    if state.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {state['format_version']} is newer "
-                              f"than this tool's {FORMAT_VERSION}")
-    return state
+    return migrated(state, path)
+
+
+def migrated(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``state`` at the current format version; CheckpointError naming ``path`` when it cannot be."""
+    try:
+        return migrate(state, str(path))
+    except FormatError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def read_model_file(path: Path) -> Any:
@@ -118,26 +126,17 @@ def check_compatible(checkpoint: dict[str, Any], store: FeatureStore, where: str
             f"{store.codec.weights_label}. Use a store extracted with the same codec settings.")
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], store: FeatureStore) -> SpoofDetector:
-    """The checkpoint's model, built over the store's codebooks (and SSL stream), with the trained
+def model_from_checkpoint(checkpoint: dict[str, Any], store: FeatureStore) -> SpoofDetector | FusedDetector:
+    """The checkpoint's model (a migrated state, see :func:`load_checkpoint`), built by
+    `classify.rebuild.build` over the store's codebooks (and SSL stream), with the trained
     parameters; CheckpointError when the store's SSL features differ from the checkpoint's."""
-    model = build_detector(saved_config(checkpoint["config"], checkpoint["model"]), store)
-    problems = check_ssl_compatible(checkpoint, model, str(store.url))
+    config = checkpoint["config"]
+    codebooks, source = rebuild.store_inputs(config, store)
+    problems = check_ssl_compatible(checkpoint, source)
     if problems:
         raise CheckpointError(f"the checkpoint was trained on other SSL features than those of {store.url}: "
                               + "; ".join(problems))
-    model.load_state_dict(checkpoint["model"])
-    return model
-
-
-def model_from_codebooks(checkpoint: dict[str, Any], codebooks: torch.Tensor) -> SpoofDetector:
-    """The checkpoint's model of a codec variant, built over ``codebooks`` [Q, K, D], with the
-    trained parameters (no store needed: the Detector's codebooks come from the codec itself)."""
-    config = checkpoint["config"]
-    model = build_model(codebooks, config["variant"], config["head"],
-                        config["tau"], config["head_kwargs"], config["level_norm"])
-    model.load_state_dict(checkpoint["model"])
-    return model
+    return rebuild.build(config, codebooks, source, checkpoint["model"], where=f"the checkpoint on {store.url}")
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:

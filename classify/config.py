@@ -1,7 +1,8 @@
 """Training configuration: one typed dataclass whose fields are the `--set` keys of `pipeline train`.
 
 Defaults match ``configs/train/default.toml``. Values are checked here, once, so that a typo in a
-config file or a ``--set`` fails before any data is read; the weighting variant's level range
+config file or a ``--set`` fails before any data is read (nested settings too: ``head_kwargs`` against
+the head's constructor, ``ssl_kwargs`` against `classify.ssloptions.SSLOptions`); the weighting variant's level range
 (``single:k`` with k <= n_q) can only be checked against a store, by :func:`classify.model.build_model`.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from classify.heads import HEADS
+from classify.heads import HEADS, check_head_kwargs
 from classify.ssloptions import SSLOptions
 from classify.variants import check_variant
 
@@ -22,10 +23,6 @@ AMP_DTYPES = ("bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 #: Fields that may differ between a run and its resumption (they do not change what was learned).
 RESUMABLE_CHANGES = ("epochs", "patience", "device")
-#: Fields added after runs, checkpoints and sweep results existed, with the value that reproduces what
-#: those did: a checkpoint or results table without the field counts as having this value (resuming
-#: works, sweep trial ids stay; see `classify.sweep.trial_id`).
-LATER_FIELDS: dict[str, Any] = {"ssl_kwargs": {}}
 
 
 @dataclass
@@ -64,7 +61,8 @@ class TrainConfig:
     - ``latent_ram_mb``: the `latent` variant reads the store's latent into RAM when it is no
       larger than this, else per crop from the store.
     - ``ssl_kwargs``: options of the SSL variants (`ssl`, `ssl+V`): stream, layers, AttM sizes,
-      online features; see `classify.fusion.SSLOptions`.
+      online features; see `classify.ssloptions.SSLOptions`. Older checkpoints and results
+      without a field read as `classify.migrations` says.
     """
 
     variant: str = "qaf-static"
@@ -91,7 +89,7 @@ class TrainConfig:
     train_split: str = "train"
     dev_split: str = "dev"
     latent_ram_mb: float = 4096.0
-    ssl_kwargs: dict[str, Any] = field(default_factory=dict)  # SSL variants only: see classify.fusion.SSLOptions
+    ssl_kwargs: dict[str, Any] = field(default_factory=dict)  # SSL variants only: see classify.ssloptions.SSLOptions
 
     def __post_init__(self) -> None:
         check_variant(self.variant)  # the registry's parser (classify.variants); k's range needs the store
@@ -106,6 +104,7 @@ class TrainConfig:
         SSLOptions.from_dict(self.ssl_kwargs)
         if not isinstance(self.head_kwargs, dict):
             raise ValueError(f"head_kwargs must be a table such as {{proj_dim = 64}}, got {self.head_kwargs!r}")
+        check_head_kwargs(self.head, self.head_kwargs)  # bound to the head's constructor: keys and types
         for name in ("tau", "lr", "weights_lr", "crop_seconds", "max_eval_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from classify import rebuild
 from classify.align import SSL_PER_PAIR
 from classify.bundle import ModelFile, codec_weights_bytes, read_model
 from classify.checkpoint import CheckpointError
@@ -49,12 +50,12 @@ from classify.data import FrameSource, SplitData
 from classify.evaluate import apply_calibration, frame_window, score_split
 from classify.explain import Explanation, explain
 from classify.frames import ArrayReader
-from classify.fusion import FusedDetector, fused_detector, saved_config, ssl_label
-from classify.model import SpoofDetector, build_model
+from classify.fusion import FusedDetector, ssl_label
+from classify.model import SpoofDetector
 from classify.score_rows import ScoreRow
 from classify.sources import model_streams
 from classify.thresholds import Threshold, make_threshold
-from classify.variants import split_ssl
+from classify.variants import needs
 from store.reader import CodecInfo
 
 GROUP_FILES = 256
@@ -158,16 +159,21 @@ class Detector:
                                           lambda fetch: pretrained_file(download=fetch and download))
         codec_model = frontend.build_codec(data, codec.bandwidth, codec.n_q, where)
         codebooks = torch.from_numpy(frontend.codec_codebooks(codec_model, codec.n_q))
-        model = _rebuild(model_file, codebooks, where)
+        expected = (codec.n_q, codec.codebook_size, codec.dim)
+        if tuple(codebooks.shape) != expected:
+            raise CheckpointError(f"the codec from {where} has codebooks {tuple(codebooks.shape)}, the model expects "
+                                  f"{expected}")
+        model = rebuild.build(state["config"], codebooks, state.get("ssl"), state["model"], where=f"{model_file.path} "
+                      f"(codec from {where})")
         torch_device = resolve_device(device)
         model.to(torch_device)
         ssl, ssl_where = None, ""
         if isinstance(model, FusedDetector):
             ssl, ssl_where = frontend.ssl_front_end(state["ssl"], ssl_weights, str(torch_device), download)
         extraction = state.get("store", {}).get("extraction", {})
-        stream = model_streams(model)[1]
-        front_end = frontend.FrontEnd(codec_model, codec.bandwidth, device=str(torch_device), latent=stream == "latent",
-                                      energy=stream == "energy",
+        uses = needs(state["config"]["variant"])  # the variant's records say which streams it reads
+        front_end = frontend.FrontEnd(codec_model, codec.bandwidth, device=str(torch_device), latent=uses.reads("latent"),
+                                      energy=uses.reads("energy"),
                                       window_seconds=extraction.get("window_seconds", frontend.WINDOW_SECONDS),
                                       min_batch_seconds=extraction.get("min_batch_seconds", frontend.MIN_BATCH_SECONDS),
                                       ssl=ssl, max_seconds=extraction.get("max_seconds", 3600.0))
@@ -334,29 +340,3 @@ class Detector:
         return self.explain(wav, self.front_end.sample_rate, **kwargs)
 
 
-def _rebuild(model_file: ModelFile, codebooks: torch.Tensor, where: str) -> SpoofDetector | FusedDetector:
-    """The trained model over the codec's ``codebooks`` [Q, K, D] (and, SSL variants, the SSL stream
-    the checkpoint records). Refuses (CheckpointError) when the codec's codebooks are not those the
-    model was trained on (its fixed tables say which)."""
-    state = model_file.state
-    config = state["config"]
-    codec = state["codec"]
-    expected = (codec["n_q"], codec["codebook_size"], codec["dim"])
-    if tuple(codebooks.shape) != expected:
-        raise CheckpointError(f"the codec from {where} has codebooks {tuple(codebooks.shape)}, the model expects "
-                              f"{expected}")
-    if split_ssl(config["variant"])[0]:
-        if not state.get("ssl"):
-            raise CheckpointError(f"{model_file.path}: variant {config['variant']!r} needs the SSL stream's record "
-                                  "(checkpoint entry 'ssl'), which this model file lacks")
-        model = fused_detector(saved_config(config, state["model"]), codebooks, state["ssl"])
-    else:
-        model = build_model(codebooks, config["variant"], config["head"], config["tau"], config["head_kwargs"],
-                            config["level_norm"])
-    trained = state["model"].get("weighting.table")
-    if model.weighting is not None and model.weighting.spec.kind != "trainable-tables" and trained is not None and \
-            not torch.allclose(model.weighting.table, trained, rtol=1e-5, atol=1e-6):
-        raise CheckpointError(f"the codec from {where} has the model's sha256 but not the codebooks its tables were "
-                              f"built from ({model_file.path}); the model file is inconsistent")
-    model.load_state_dict(state["model"])
-    return model

@@ -26,10 +26,7 @@ from torch import Tensor, nn
 
 from classify.align import align_codec_to_ssl
 from classify.attm import AttentiveMerging
-from classify.heads import build_head
-from classify.model import build_model
 from classify.ssloptions import SSLOptions
-from classify.variants import split_ssl
 from classify.weighting import HierarchyWeighting
 from store.reader import FeatureStore, StoreReadError
 
@@ -75,7 +72,7 @@ def ssl_spec(store: FeatureStore, options: SSLOptions) -> tuple[dict[str, Any], 
     return source, tuple(source["layers"])
 
 
-def _layer_index(stream_layers: tuple[int, ...], options: SSLOptions, model: str) -> np.ndarray:
+def layer_index(stream_layers: tuple[int, ...], options: SSLOptions, model: str) -> np.ndarray:
     if options.layers is None:
         return np.arange(len(stream_layers))
     wanted = _parse_layers(options.layers)
@@ -96,41 +93,6 @@ def _parse_layers(value: Any) -> list[int]:
     return sorted(layers)
 
 
-def build_detector(config: dict[str, Any], store: FeatureStore) -> nn.Module:
-    """The model of a training config (a TrainConfig as a dict) over the store: a SpoofDetector for
-    the codec variants, a FusedDetector for `ssl` and `ssl+V`."""
-    codebooks = torch.from_numpy(store.codebooks)
-    if not split_ssl(config["variant"])[0]:
-        return build_model(codebooks, config["variant"], config["head"], config["tau"], config["head_kwargs"],
-                           config["level_norm"])
-    source, _ = ssl_spec(store, SSLOptions.from_dict(config.get("ssl_kwargs")))
-    return fused_detector(config, codebooks, source)
-
-
-def fused_detector(config: dict[str, Any], codebooks: Tensor, source: dict[str, Any]) -> FusedDetector:
-    """The FusedDetector of an SSL variant's training config over ``codebooks`` [Q, K, D] and the SSL
-    stream ``source`` (the record a store's stream and a checkpoint's ``ssl`` entry hold), with no
-    store: the Detector rebuilds a trained model from its checkpoint with it."""
-    _, codec_variant = split_ssl(config["variant"])
-    options = SSLOptions.from_dict(config.get("ssl_kwargs"))
-    layer_index = _layer_index(tuple(source["layers"]), options, source["model"])
-    attm = AttentiveMerging(len(layer_index), int(source["hidden"]), options.proj_dim, options.out_dim, options.norm)
-    weighting = None
-    if codec_variant is not None:
-        weighting = HierarchyWeighting(codebooks, codec_variant, config["tau"], config["level_norm"])
-    in_dim = attm.out_dim + (weighting.out_dim if weighting is not None else 0)
-    head = build_head(config["head"], in_dim, **(config["head_kwargs"] or {}))
-    return FusedDetector(attm, weighting, head, source, layer_index)
-
-
-def saved_config(config: dict[str, Any], model_state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's training config as its model was built: SSL variants saved before AttM had
-    its output norm (`classify.attm`, ``ssl_kwargs.norm``) have no ``attm.norm`` parameters, and
-    are rebuilt without it."""
-    kwargs = dict(config.get("ssl_kwargs") or {})
-    if split_ssl(config["variant"])[0] and "norm" not in kwargs and "attm.norm.weight" not in model_state:
-        kwargs["norm"] = False
-    return {**config, "ssl_kwargs": kwargs}
 
 
 def ssl_provenance(model: nn.Module) -> dict[str, Any] | None:
@@ -148,10 +110,11 @@ def _runs(layers: list[int]) -> str:
     return f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) else ",".join(map(str, layers))
 
 
-def check_ssl_compatible(checkpoint: dict[str, Any], model: nn.Module, where: str) -> list[str]:
-    """Differences between the SSL features a checkpoint was trained on and those ``model`` reads
-    now (model, weights, layers, crop): one line each; empty when they agree."""
-    trained, now = checkpoint.get("ssl"), ssl_provenance(model)
+def check_ssl_compatible(checkpoint: dict[str, Any], now: dict[str, Any] | None) -> list[str]:
+    """Differences between the SSL features a checkpoint was trained on and the SSL stream record
+    ``now`` (of a store, or `ssl_provenance` of a model; model, weights, layers): one line each;
+    empty when they agree."""
+    trained = checkpoint.get("ssl")
     if trained is None or now is None:
         return []
     problems = []

@@ -1,9 +1,10 @@
 """Utterance-level classifier heads: frame features [B, T, D] and lengths [B] -> logits [B].
 
 A logit is higher for more bona fide speech. Frames at or beyond a row's length are padding and
-never influence its logit. Default sizes put the whole trainable model (QAF-Static weighting plus
-head) near 4.4 % of the frozen EnCodec 24 kHz model's 14,851,810 parameters, the paper's share:
-with D = 128, `LSTMHead` has 662,305 parameters and `ASPHead` 657,154; QAF-Static adds 1,024.
+never influence its logit. With D = 128, `LSTMHead` has 662,305
+parameters and `ASPHead` 657,154; QAF-Static adds 1,024: 7.8 % of the 7,425,792 + 8 x 1024 x 128
+frozen parameters a codes variant uses (EnCodec 24 kHz's encoder and 8 codebooks; `classify.budget`
+says how the trainable share is counted, against the paper's 4.4 %).
 `StatsHead`, the linear probe, has 257 (fused) or 2,049 (per level, 8 levels).
 """
 
@@ -14,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from common.config import check_arguments
 
 
 def frame_mask(lengths: Tensor, frames: int) -> Tensor:
@@ -107,6 +110,14 @@ class StatsHead(nn.Module):
 
 
 HEADS: dict[str, Callable[..., nn.Module]] = {"lstm": LSTMHead, "asp": ASPHead, "stats": StatsHead}
+
+
+def check_head_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` (a config's ``head_kwargs``) bound to the constructor of head ``name``: ConfigError
+    (a ValueError) naming an unknown key with the valid ones, or a value of the wrong type."""
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; valid choices: {', '.join(HEADS)}")
+    return check_arguments(HEADS[name], kwargs, f"head_kwargs of head {name}", skip=("in_dim", "n_levels"))
 
 
 def build_head(name: str, in_dim: int, n_levels: int = 1, **kwargs: Any) -> nn.Module:

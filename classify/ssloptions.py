@@ -18,9 +18,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from common.config import ConfigError, build
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,16 @@ class SSLOptions:
     weights: str = "pretrained"
     crop_seconds: float | None = None
     batch_seconds: float = 8.0
-    extra: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> SSLOptions:
-        """Validated options; ValueError naming an unknown key (with the valid ones) or a bad value."""
-        values = dict(values or {})
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"ssl_kwargs: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
-        options = cls(**values)
+        """Validated options; ValueError naming an unknown key (with the valid ones), a value of the
+        wrong type or a bad value."""
+        try:
+            options = build(cls, dict(values or {}), where="ssl_kwargs")  # keys and types
+        except ConfigError as err:  # a ValueError
+            text = str(err)
+            raise ConfigError(text if text.startswith("ssl_kwargs") else f"ssl_kwargs.{text}") from None
         if options.proj_dim < 1 or (options.out_dim is not None and options.out_dim < 1):
             raise ValueError("ssl_kwargs: proj_dim and out_dim must be >= 1")
         if options.crop_seconds is not None and options.crop_seconds <= 0:

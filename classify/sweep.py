@@ -1,7 +1,8 @@
 """Sweeps: a grid of training settings over one feature store, run as independent, resumable trials.
 
-A sweep file (TOML, see ``configs/sweeps/``) has two tables::
+A sweep file (TOML, see ``configs/sweeps/``) has two tables and an optional key::
 
+    baseline = "mean"   the variant every setting is paired against in the report (default mean)
     [base]   training settings shared by every trial: TrainConfig fields, the `pipeline train --set` keys
     [grid]   a list of values per setting; every combination is one trial
 
@@ -13,7 +14,8 @@ A bundle's settings override [base] and may not be grid axes themselves.
 ``--set key=value`` overrides change ``[base]``; on a ``[grid]`` key they replace that axis: a list
 is the new axis, one value pins it (``--set seed=0`` runs the seed-0 trials only, with the same
 trial ids as in the full sweep).
-Every trial's TrainConfig is built (and so validated) before anything runs.
+Every trial's TrainConfig is built (and so validated, nested settings included) when the file is
+read, before any store is opened: one bad trial refuses the whole file.
 
 A trial's id is ``<variant>-s<seed>-<hash>``: the hash is a short SHA-256 of the trial's full
 config and the store's identity (codec weights sha256, dataset name, frame count), so a re-run of
@@ -57,11 +59,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from classify.config import LATER_FIELDS, TrainConfig, resolve_device
+from classify.config import TrainConfig, resolve_device
 from classify.evaluate import evaluate
-from classify.ssloptions import SSLOptions
+from classify.migrations import id_fields, migrate_config
 from classify.train import DIVERGED, train
-from classify.variants import split_ssl
+from classify.variants import check_variant
 from common.atomic import write_atomic
 from common.config import ConfigError, build, load_toml
 from common.lease import Lease
@@ -69,6 +71,8 @@ from common.provenance import device_label, provenance
 from store.reader import FeatureStore
 
 SWEEP_TABLES = ("base", "grid")
+SWEEP_KEYS = ("baseline",)
+DEFAULT_BASELINE = "mean"
 RESULTS = "results.parquet"
 TRIALS = "trials"
 TRIAL_LOG = "trial.log"
@@ -89,6 +93,7 @@ class SweepSpec:
     path: str
     base: dict[str, Any]
     grid: dict[str, list[Any]]
+    baseline: str = DEFAULT_BASELINE
 
     @property
     def n_trials(self) -> int:
@@ -208,10 +213,18 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     """
     where = str(path)
     raw = load_toml(path)
-    extra = sorted(set(raw) - set(SWEEP_TABLES))
+    extra = sorted(set(raw) - set(SWEEP_TABLES) - set(SWEEP_KEYS))
     if extra:
         raise ConfigError(f"{where}: unexpected top-level key(s) {', '.join(extra)}; a sweep file has the "
-                          "tables [base] (settings of every trial) and [grid] (lists of values to combine)")
+                          "tables [base] (settings of every trial) and [grid] (lists of values to combine), "
+                          "and optionally baseline = VARIANT")
+    baseline = raw.get("baseline", DEFAULT_BASELINE)
+    try:
+        if not isinstance(baseline, str):
+            raise ValueError(f"expected a variant name, got {baseline!r}")
+        check_variant(baseline)
+    except ValueError as err:
+        raise ConfigError(f"{where}: baseline: {err}") from None
     base, grid = raw.get("base", {}), raw.get("grid", {})
     for name, table in (("base", base), ("grid", grid)):
         if not isinstance(table, dict):
@@ -233,7 +246,10 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     _check_axes({k: v for k, v in grid.items() if k in overrides}, "--set")
     _check_bundles(grid, f"{where} [grid]")
     _build(base, f"{where} [base]")
-    return SweepSpec(path=where, base=base, grid=grid)
+    spec = SweepSpec(path=where, base=base, grid=grid, baseline=baseline)
+    for _ in _configs(spec):  # every trial's settings, nested ones included, before any store is read
+        pass
+    return spec
 
 
 def store_identity(store: FeatureStore) -> dict[str, Any]:
@@ -245,19 +261,11 @@ def store_identity(store: FeatureStore) -> dict[str, Any]:
     }
 
 
-#: TrainConfig fields added after trial ids existed, left out of the id while at this value, which
-#: changes nothing for the configs that existed before them (so their ids, and finished results, stay).
-ID_OMITTED_AT = LATER_FIELDS
-
-
 def trial_id(config: TrainConfig, identity: dict[str, Any]) -> str:
-    """``<variant>-s<seed>-<hash>``, stable for equal configs and store identities (the fields of
-    ``ID_OMITTED_AT`` count only when they differ from their value there)."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in ID_OMITTED_AT or v != ID_OMITTED_AT[k]}
-    if split_ssl(config.variant)[0] and (config.ssl_kwargs or {}).get("norm", SSLOptions.norm):
-        # AttM's output norm is on by default, which trials finished before it existed did not have:
-        # a re-run must not take their results for this config's
-        fields["ssl_attm_norm"] = True
+    """``<variant>-s<seed>-<hash>``, stable for equal configs and store identities; the hash is over
+    the config in the form trial ids first hashed (`classify.migrations.id_fields`), so the ids of
+    trials finished under an older format stay."""
+    fields = id_fields(dataclasses.asdict(config))
     payload = _canonical({"config": fields, "store": identity})
     digest = hashlib.sha256(payload.encode()).hexdigest()[:_ID_HASH_CHARS]
     variant = "".join(c if c.isalnum() or c == "-" else "" for c in config.variant.lower())
@@ -269,19 +277,25 @@ def expand(spec: SweepSpec, identity: dict[str, Any]) -> list[Trial]:
 
     ConfigError names the file and the trial for a combination that TrainConfig rejects, or two
     combinations that give the same config (e.g. ``tau = [1, 1.0]``)."""
-    keys = list(spec.grid)
     trials: list[Trial] = []
     seen: dict[str, dict[str, Any]] = {}
-    for combo in itertools.product(*(spec.grid[k] for k in keys)):
-        params = flatten_params(dict(zip(keys, combo)))
-        label = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        config = _build({**spec.base, **params}, f"{spec.path}: trial {label}")
+    for params, config in _configs(spec):
         tid = trial_id(config, identity)
         if tid in seen:
             raise ConfigError(f"{spec.path}: trials {seen[tid]} and {params} have the same configuration")
         seen[tid] = params
         trials.append(Trial(tid, config, params))
     return trials
+
+
+def _configs(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], TrainConfig]]:
+    """(grid values, TrainConfig) of every combination, in the grid's order; ConfigError naming the
+    file and the trial for one that TrainConfig rejects."""
+    keys = list(spec.grid)
+    for combo in itertools.product(*(spec.grid[k] for k in keys)):
+        params = flatten_params(dict(zip(keys, combo)))
+        label = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        yield params, _build({**spec.base, **params}, f"{spec.path}: trial {label}")
 
 
 def config_diff(config: TrainConfig, base: TrainConfig) -> dict[str, Any]:
@@ -381,7 +395,7 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
                       codec_bandwidth=info.bandwidth, codec_n_q=info.n_q, codec_trained=info.trained)
         config = TrainConfig(**task.config)
         values["device"] = device_label(str(resolve_device(config.device)))
-        result = train(config, store, out, log=log, resume=True, origin=task.origin)
+        result = train(config, store, out, log=log, resume=True, origin=task.origin, lease=lease)
         values.update(best_dev_eer=result.best_dev_eer, best_epoch=result.best_epoch,
                       epochs_run=result.epochs_run, stopped=result.stopped, n_trainable=result.n_trainable,
                       train_seconds=result.seconds,
@@ -410,13 +424,16 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
 
 def read_results(out_dir: str | Path) -> pd.DataFrame:
     """``DIR/results.parquet``, or an empty table when there is none yet. A table written before a
-    TrainConfig field existed gets that field's column at the value of ``ID_OMITTED_AT`` (what its
-    trials ran with: their ids did not change)."""
+    TrainConfig field existed gets that field's column from each row's config migrated to the current
+    format (`classify.migrations.migrate_config`: what its trials ran with; their ids did not change)."""
     path = Path(out_dir) / RESULTS
     table = pd.read_parquet(path) if path.is_file() else pd.DataFrame()
-    for name, value in ID_OMITTED_AT.items():
-        if len(table) and name not in table.columns:
-            table[name] = _config_columns({name: value})[name]
+    missing = [name for name in CONFIG_FIELDS if name not in table.columns]
+    if len(table) and missing and "config_json" in table.columns:
+        configs = [migrate_config(json.loads(text)) for text in table["config_json"]]
+        for name in missing:
+            if all(name in config for config in configs):
+                table[name] = [_config_columns({name: config[name]})[name] for config in configs]
     return table
 
 

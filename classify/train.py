@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from classify import budget
+from classify import budget, rebuild
 from classify.calibration import CALIBRATION_FILE, model_calibration
 from classify.checkpoint import (
     BEST,
@@ -45,7 +45,7 @@ from classify.checkpoint import (
     save_checkpoint,
     store_entry,
 )
-from classify.config import LATER_FIELDS, RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
+from classify.config import RESUMABLE_CHANGES, TrainConfig, amp_dtype, resolve_device
 from classify.data import (
     Batch,
     class_weights,
@@ -53,18 +53,13 @@ from classify.data import (
     n_train_batches,
 )
 from classify.evaluate import autocast, frame_window, score_split
-from classify.fusion import (
-    FusedDetector,
-    build_detector,
-    check_ssl_compatible,
-    saved_config,
-    ssl_label,
-    ssl_provenance,
-)
+from classify.fusion import FusedDetector, check_ssl_compatible, ssl_label, ssl_provenance
 from classify.metrics import compute_eer, compute_mindcf
 from classify.model import SpoofDetector
 from classify.plots import plot_level_weights, plot_training_curves
 from classify.sources import make_source
+from classify.variants import needs
+from common.lease import Lease
 from common.provenance import device_label, provenance
 from store.reader import FeatureStore
 
@@ -163,7 +158,7 @@ class TrainingRun:
         load_split(store, config.train_split)  # split errors before the model is built
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.model: SpoofDetector | FusedDetector = build_detector(dataclasses.asdict(config), store).to(self.device)
+        self.model: SpoofDetector | FusedDetector = rebuild.for_store(dataclasses.asdict(config), store).to(self.device)
         self.source = make_source(store, self.model, dataclasses.asdict(config))
         self.train_data = self.source.split(store, config.train_split)
         self.dev_data = self.source.split(store, config.dev_split)
@@ -216,16 +211,15 @@ class TrainingRun:
         }
 
     def resume(self, path: Path) -> None:
-        """Continue from the checkpoint at ``path`` (same codec; config equal up to RESUMABLE_CHANGES)."""
+        """Continue from the checkpoint at ``path`` (same codec; config equal up to RESUMABLE_CHANGES),
+        migrated to the current format (`classify.migrations`), into the model `classify.rebuild` built."""
         state = load_checkpoint(path)
         check_compatible(state, self.store, path)
-        ssl_problems = check_ssl_compatible(state, self.model, str(path))
+        ssl_problems = check_ssl_compatible(state, ssl_provenance(self.model))
         if ssl_problems:
             raise CheckpointError(f"{path} was trained on other SSL features: {'; '.join(ssl_problems)}")
         now = dataclasses.asdict(self.config)
-        # a checkpoint older than a field ran at its LATER_FIELDS value (and one older than AttM's
-        # output norm, without it: `classify.fusion.saved_config`)
-        then = saved_config({**LATER_FIELDS, **state["config"]}, state["model"])
+        then = state["config"]  # migrated: an older checkpoint's config says what it ran with
         changed = [k for k in now if k not in RESUMABLE_CHANGES and then.get(k) != now[k]]
         if changed:
             details = "; ".join(f"{k}: run {then.get(k)!r}, now {now[k]!r}" for k in changed)
@@ -349,24 +343,36 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 
 
 def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Callable[[str], None] = print,
-          resume: bool = True, origin: dict[str, Any] | None = None) -> TrainResult:
+          resume: bool = True, origin: dict[str, Any] | None = None, lease: Lease | None = None) -> TrainResult:
     """Train on ``config.train_split`` of ``store``, choose epochs by ``config.dev_split`` EER, write
     RUN_DIR (see the module docstring). With ``resume`` and an existing ``out_dir/last.pt``, the run
     continues from it. ``origin``: the provenance record of what asked for this run (a sweep passes
-    its command's; default: this process's); the device is filled in here. Raises DataError (splits, store), CheckpointError (resume), ValueError
-    (variant, head, device); a non-finite loss ends the run with ``stopped == "non-finite loss"``."""
-    started = time.perf_counter()
+    its command's; default: this process's); the device is filled in here. The run holds
+    ``out_dir``'s lease (`common.lease`: one run at a time in a folder, whoever calls) while it runs;
+    ``lease``: the one the caller already holds on ``out_dir`` (a sweep trial's). Raises DataError
+    (splits, store), CheckpointError (resume), ValueError (variant, head, device), LeaseHeld (another
+    process trains in ``out_dir``); a non-finite loss ends the run with ``stopped == "non-finite loss"``."""
     out_dir = Path(out_dir)
+    if lease is not None:
+        if Path(lease.url).resolve() != out_dir.resolve():
+            raise ValueError(f"the lease given is on {lease.url}, not on the run folder {out_dir}")
+        return _train(config, store, out_dir, log, resume, origin)
+    with Lease(str(out_dir), "training run", log=log):
+        return _train(config, store, out_dir, log, resume, origin)
+
+
+def _train(config: TrainConfig, store: FeatureStore, out_dir: Path, log: Callable[[str], None], resume: bool,
+           origin: dict[str, Any] | None) -> TrainResult:
+    started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     run = TrainingRun(config, store, out_dir, log)
     run.provenance = {**(origin or provenance()), "device": device_label(str(run.device))}
     info = store.codec
     n_trainable = run.model.n_trainable()
-    weighting = run.model.weighting
+    uses = needs(config.variant)  # the variant's records say what it reads and runs
     trainable_share = budget.share(n_trainable, budget.frozen_used(
-        store.attrs["codec"] if weighting is not None else None, ssl_provenance(run.model),
-        codebooks=weighting is not None and weighting.spec.stream is None,
-        encoder=weighting is None or weighting.spec.stream is None or weighting.spec.stream.name == "latent"))
+        store.attrs["codec"] if uses.codec else None, ssl_provenance(run.model), codebooks=uses.codebooks,
+        encoder=uses.encoder))
     log(f"model: variant {config.variant}, head {config.head}: {budget.describe(trainable_share)}")
     log(f"codec weights: {info.weights_label}")
     if ssl_label(run.model):

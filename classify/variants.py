@@ -19,6 +19,10 @@ Each :class:`Kind` gives:
 - ``tables``: the codebook tables themselves train (initialised from the codebooks);
 - ``control``: the variant sees no codec: sweep reports show it beside the trained heads and never
   select it as a head's best.
+
+:func:`needs` answers, from these records, what any variant (the SSL ones included) reads and runs:
+its store streams, whether the codec's encoder and codebooks are used and whether tables train.
+Training, the Detector and the rebuild ask it instead of comparing names.
 """
 
 from __future__ import annotations
@@ -71,11 +75,13 @@ def _per_level_and_dim(n_q: int, dim: int) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class StreamUse:
     """A continuous frame stream a kind reads instead of the codes: its store name, its frame size
-    (None: the codec's dim D) and its standardisation (``codebook`` or ``train``, see the module)."""
+    (None: the codec's dim D), its standardisation (``codebook`` or ``train``, see the module) and
+    whether the codec's encoder makes it (``energy`` is computed from the audio alone)."""
 
     name: str
     dim: int | None
     norm: str
+    encoder: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("latent", "the continuous encoder output before quantization [T, D]; no levels",
          stream=StreamUse("latent", None, "codebook")),
     Kind("energy", "the log energy of each codec frame [T, 1] (dB): sees no codec; a control",
-         stream=StreamUse("energy", 1, "train"), control=True),
+         stream=StreamUse("energy", 1, "train", encoder=False), control=True),
     Kind("trainable-tables", "the tables [Q * K, D] train (from the codebooks), combined as in `scalar`",
          _softmax, _per_level, tables=True),
 )}
@@ -157,6 +163,48 @@ class VariantSpec:
     def needs_latent(self) -> bool:
         """True when the variant reads a continuous stream (`latent`, `energy`) instead of the codes."""
         return self.info.stream is not None
+
+
+CODES = "codes"
+"""The store stream of the RVQ codes (what a kind without a ``stream`` reads)."""
+SSL_STREAM = "ssl"
+"""The default store stream of the SSL layers (``ssl_kwargs.stream`` may name another)."""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a variant reads and runs, from its records: ``ssl`` the SSL stream; ``codec`` the codec
+    hierarchy at all (False for `ssl` alone); ``stream`` the continuous codec stream read instead of
+    the codes (`latent`, `energy`), or None; ``encoder`` the codec's encoder runs; ``codebooks`` the
+    frozen codebooks are read (the codes); ``tables`` the codebook tables train."""
+
+    ssl: bool
+    codec: bool
+    stream: str | None
+    encoder: bool
+    codebooks: bool
+    tables: bool
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The store streams read (the SSL one by its default name)."""
+        codec = (self.stream or CODES,) if self.codec else ()
+        return ((SSL_STREAM,) if self.ssl else ()) + codec
+
+    def reads(self, stream: str) -> bool:
+        """True when the variant reads the store stream ``stream`` (its default name)."""
+        return stream in self.streams
+
+
+def needs(variant: str) -> Needs:
+    """What ``variant`` (any name :func:`check_variant` accepts) reads and runs; ValueError as there."""
+    uses_ssl = split_ssl(variant)[0]
+    spec = check_variant(variant)
+    if spec is None:
+        return Needs(ssl=uses_ssl, codec=False, stream=None, encoder=False, codebooks=False, tables=False)
+    stream = spec.info.stream
+    return Needs(ssl=uses_ssl, codec=True, stream=stream.name if stream else None,
+                 encoder=stream is None or stream.encoder, codebooks=stream is None, tables=spec.info.tables)
 
 
 def _choices(n_q: int | None) -> str:

@@ -8,6 +8,7 @@ an unknown key is an error that lists the valid keys. Nothing is ever evaluated 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import tomllib
 import types
 import typing
@@ -76,6 +77,24 @@ def build(cls: type[T], values: dict[str, Any], where: str = "config") -> T:
         return cls(**checked)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from None
+
+
+def check_arguments(target: Any, values: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``values`` checked against the keyword parameters of ``target`` (a class or function) that a
+    nested setting configures (``head_kwargs`` for a head class): ConfigError naming ``where``, the
+    unknown key(s) and the valid ones, or a value of the wrong type for its annotation. Returns the
+    values with ints widened to float where the annotation says float. ``skip``: parameters the
+    caller fills itself (not settings)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a table such as {{key = value}}, got {values!r}")
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    parameters = [p for p in inspect.signature(target).parameters.values() if p.kind in kinds and p.name not in skip]
+    names = [p.name for p in parameters]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names) or 'none'}")
+    hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
+    return {k: _check_type(f"{where}.{k}", v, hints[k]) if k in hints else v for k, v in values.items()}
 
 
 def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, Any]:

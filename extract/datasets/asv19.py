@@ -43,6 +43,7 @@ class ASVspoof2019LA(ProtocolDataset):
     name = "asv19"
     title = "ASVspoof 2019 LA"
     splits = ("train", "dev", "eval")
+    official = True
     score_format = "asvspoof2019"
     line_format = FORMAT
     root_hint = "ROOT must be the folder that contains LA/, or LA/ itself"

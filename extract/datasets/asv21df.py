@@ -54,6 +54,7 @@ class ASVspoof2021DF(Dataset):
     name = "asv21df"
     splits = ("eval",)
     score_format = "asvspoof2021"
+    official = True
 
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
         self.select_splits(splits)

@@ -51,6 +51,7 @@ class ASVspoof2021LA(Dataset):
     name = "asv21la"
     splits = ("eval",)
     score_format = "asvspoof2021"
+    official = True
 
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:
         self.select_splits(splits)

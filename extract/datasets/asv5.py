@@ -41,6 +41,7 @@ class ASVspoof5(ProtocolDataset):
     line_format = FORMAT
     extra_columns = EXTRA_COLUMNS
     root_hint = "ROOT must be the folder that holds the .tsv protocols and the flac_* folders"
+    official = True
 
     def protocol(self, base: Path, split: str) -> Path:
         return base / PROTOCOL_FILES[split]

@@ -98,6 +98,9 @@ class Dataset(ABC):
     options: ClassVar[tuple[str, ...]] = ()
     """Extraction settings (`extract.run.ExtractConfig` fields) this dataset's :meth:`load` takes as
     keyword arguments, e.g. MLAAD's ``bonafide_root``."""
+    official: ClassVar[bool] = False
+    """An official ASVspoof corpus: results on it compare with the literature's (a sweep report's
+    caveats say so, `classify.report`)."""
 
     @abstractmethod
     def load(self, root: Path, splits: Sequence[str] | None = None) -> DatasetTable:

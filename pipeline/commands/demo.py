@@ -12,10 +12,11 @@ from tqdm import tqdm
 from classify.config import TrainConfig
 from classify.evaluate import evaluate
 from classify.train import train
-from common.config import ConfigError, load_config, parse_overrides
+from common.config import load_config, parse_overrides
 from extract.datasets.demo import generate_demo_corpus
 from extract.run import ExtractConfig
 from pipeline.commands.extract import run_extraction
+from pipeline.errors import one_line
 from store.reader import FeatureStore
 
 DEMO_TRAIN = {"epochs": 12, "patience": 0, "crop_seconds": 2.0, "batch_size": 16, "warmup_steps": 10}
@@ -31,6 +32,7 @@ def _log(message: str) -> None:
               help="Extraction workers (0: in this process; default: as `pipeline extract`, in this process on CPUs).")
 @click.option("--variant", default="qaf-static", show_default=True, help="Hierarchy weighting variant to train.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Training setting override (repeatable).")
+@one_line("the demo", "fix that and run the same command again: it reuses what is done")
 def command(out_dir: Path, workers: int | None, variant: str, overrides: tuple[str, ...]) -> None:
     """Generate the synthetic demo corpus, extract it with an UNTRAINED codec (no download), train
     a hierarchy weighting + head, evaluate on the eval split, and say where everything is.
@@ -46,10 +48,7 @@ def command(out_dir: Path, workers: int | None, variant: str, overrides: tuple[s
     if run_extraction(extraction, workers, None) != 0:
         raise click.ClickException("extraction of the demo corpus had failures (see above)")
     store = FeatureStore(store_url)
-    try:
-        config = load_config(TrainConfig, None, {**DEMO_TRAIN, **parse_overrides(overrides)}, variant=variant)
-    except ConfigError as err:
-        raise click.ClickException(str(err)) from None
+    config = load_config(TrainConfig, None, {**DEMO_TRAIN, **parse_overrides(overrides)}, variant=variant)
     torch.set_num_threads(1)  # a 0.7 M-parameter model: one thread is faster than two on small CPUs
     run_dir = out_dir / "run"
     click.echo(f"[2/3] train {config.variant} + {config.head} head -> {run_dir}")

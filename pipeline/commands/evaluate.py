@@ -8,6 +8,7 @@ import click
 
 from classify.config import DEVICES
 from classify.evaluate import FORMATS, evaluate
+from pipeline.errors import one_line
 from store.reader import FeatureStore
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -31,14 +32,12 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
               help="Score file format; auto: the official one of the store's dataset.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@one_line("evaluation")  # store, split, checkpoint/codec mismatch, score file errors; a full disk
 def command(checkpoint, features, split, out_dir, asv_scores, calibrate, fmt, device):
     """Write official-format scores (higher = bona fide), metrics.json (EER, minDCF, actDCF, Cllr,
     per attack and codec condition; min t-DCF with --asv-scores) and a DET plot. On ASVspoof 2021,
     In-the-Wild, MLAAD and Codecfake stores, also the official per-condition tables (per phase for 2021)."""
-    try:
-        store = FeatureStore(features, check=True)  # refuses a damaged store before any work
-        evaluate(checkpoint, store, split, out_dir, asv_scores=asv_scores, calibrate=calibrate, fmt=fmt,
-                 device=device, log=click.echo)
-    except ValueError as err:  # store, split, checkpoint/codec mismatch, score file errors
-        raise click.ClickException(str(err)) from None
+    store = FeatureStore(features, check=True)  # refuses a damaged store before any work
+    evaluate(checkpoint, store, split, out_dir, asv_scores=asv_scores, calibrate=calibrate, fmt=fmt,
+             device=device, log=click.echo)
     click.echo(f"wrote {out_dir / 'metrics.json'}")

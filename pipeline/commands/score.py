@@ -16,6 +16,7 @@ from classify.plots import plot_explanation
 from classify.score_rows import FORMATS, RowWriter, ScoreRow, format_for
 from common.provenance import provenance
 from extract.frontend import AUDIO_EXTENSIONS, find_audio
+from pipeline.errors import one_line
 
 PROGRESS_MIN_FILES = 5
 """A progress bar is shown on stderr from this many files on (or for a stream)."""
@@ -100,6 +101,7 @@ def _explain(detector: Detector, path: Path, plot: Path | None, window: float) -
               help="With --explain: PNG of the waveform, the score over time and the level contributions.")
 @click.option("--window", type=float, default=0.5, show_default=True,
               help="With --explain: seconds of audio occluded at a time (half a window apart).")
+@one_line("scoring")  # model, codec weights, threshold and setting errors; two files with one id in a score file
 def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec_weights, ssl_weights, eval_crop,
             explain_path, plot, window):
     """Score audio files with a trained model: PATH is a file, a folder (searched recursively for
@@ -110,12 +112,9 @@ def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec
         raise click.UsageError("give PATH(s) to score, or --explain FILE")
     if plot is not None and explain_path is None:
         raise click.UsageError("--plot goes with --explain FILE")
-    try:
-        fmt = format_for(out, fmt)
-        detector = Detector.load(model_path, codec_weights=codec_weights, device=device, threshold=threshold,
-                                 batch_seconds=batch_seconds, eval_crop=eval_crop, ssl_weights=ssl_weights)
-    except ValueError as err:  # model, codec weights, threshold and setting errors
-        raise click.ClickException(str(err)) from None
+    fmt = format_for(out, fmt)
+    detector = Detector.load(model_path, codec_weights=codec_weights, device=device, threshold=threshold,
+                             batch_seconds=batch_seconds, eval_crop=eval_crop, ssl_weights=ssl_weights)
     _log(f"model: {detector.model_file.path} ({detector.config.variant} / {detector.config.head}); codec weights: "
          f"{detector.codec_label}, from {detector.codec_source}")
     if detector.ssl_label:
@@ -148,8 +147,6 @@ def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec
             seconds += (row.duration or 0.0) if row.ok else 0.0
             bar.update()
             bar.set_postfix_str(f"{seconds / max(bar.format_dict['elapsed'], 1e-9):.1f} audio-s/s")
-    except ValueError as err:  # two files with the same id in an ASVspoof score file
-        raise click.ClickException(str(err)) from None
     finally:
         bar.close()
         if out is not None:

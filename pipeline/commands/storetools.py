@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from store.export import EXPORTERS, ExportError
+from pipeline.errors import one_line
+from store.export import EXPORTERS
 from store.inspect import format_report, inspect_store
 from store.reader import StoreReadError
 from store.verify import verify_store
@@ -20,14 +21,12 @@ _STORE = click.argument("store", metavar="STORE")
 @click.command("inspect")
 @_STORE
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@one_line("inspect", "check the path and run the same command again")
 def inspect_command(store: str, as_json: bool) -> None:
     """Summarise the feature store STORE (a path or fsspec URL): utterances by split, label and
     system; audio seconds and frames; bytes on disk per array; codec, weights and provenance;
     failures. An unfinished store reports its extraction's progress instead."""
-    try:
-        info = inspect_store(store)
-    except (StoreReadError, OSError) as err:
-        raise click.ClickException(str(err)) from err
+    info = inspect_store(store)
     click.echo(json.dumps(info, indent=2, default=str) if as_json else format_report(info))
 
 
@@ -72,6 +71,7 @@ def _repair(store: str) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file (replaced if it exists).")
 @click.option("--split", default=None, help="Export only this split (default: every split).")
 @click.option("--latent", is_flag=True, help="Also export the continuous latent (float16 [frames, dim]).")
+@one_line("export")  # StoreReadError, ExportError (ValueErrors); a full disk
 def export_command(store: str, fmt: str, out: Path, split: str | None, latent: bool) -> None:
     """Export the dense per-quantizer embeddings (float32 [frames, n_q, dim], C_q[code_q]) of the
     ok utterances of STORE, with offsets, utterance ids, the table's columns, the codebooks and
@@ -85,8 +85,6 @@ def export_command(store: str, fmt: str, out: Path, split: str | None, latent: b
 
     try:
         result = EXPORTERS[fmt](store, out, split=split, latent=latent, progress=progress)
-    except (StoreReadError, ExportError) as err:
-        raise click.ClickException(str(err)) from err
     finally:
         bar.close()
     click.echo(

@@ -13,13 +13,8 @@ from urllib.parse import urlparse
 import click
 from tqdm import tqdm
 
-from classify.report import (
-    ReportContext,
-    format_ranking,
-    ranking,
-    split_summaries,
-    write_report,
-)
+from classify.report import ReportContext, format_ranking, write_report
+from classify.report_stats import ranking, split_summaries
 from classify.sweep import (
     FAILED,
     OK,
@@ -38,10 +33,8 @@ from classify.sweep import (
     store_identity,
 )
 from common.config import ConfigError, parse_overrides
-from common.lease import LeaseHeld
-from common.oserrors import describe
 from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, dask_client, threads_per_worker
-from store.reader import StoreReadError
+from pipeline.errors import one_line
 
 
 def _log(message: str) -> None:
@@ -102,6 +95,14 @@ def _on_row(bar: tqdm):
     return on_row
 
 
+def _official(store) -> bool:
+    """True when the store's dataset is an official ASVspoof corpus (its registry record says so)."""
+    from extract.datasets import DATASETS  # noqa: PLC0415 - the dataset registry, only for the report
+
+    dataset = DATASETS.get(str(store.attrs.get("dataset", {}).get("name")))
+    return bool(dataset is not None and dataset.official)
+
+
 def _eval_split(store, eval_store, asked: str | None, separate: bool) -> str | None:
     """The split every trial is scored on: ``asked`` (it must be in ``eval_store``), else ``eval``
     when ``eval_store`` has it, else None (dev only; refused for a separate eval store, which is
@@ -160,6 +161,7 @@ def _test_matrix(results, test_features: tuple[str, ...], out_dir: Path) -> None
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a [base] setting, or replace a [grid] axis: seed=0 pins it, "
                    "seed=[0,1] is the new list (repeatable).")
+@one_line("sweep", "fix that and run the same command again: finished trials are skipped")
 def command(features, config_file, out_dir, workers, scheduler, eval_split, eval_features, test_features, dry_run,
             overrides):
     """Train every combination of a sweep file's [grid] (each with the [base] settings), score each
@@ -176,16 +178,13 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, eval
         values = parse_overrides(overrides)
     except ConfigError as err:
         raise click.BadParameter(str(err), param_hint="--set") from None
-    try:
-        spec = load_sweep(config_file, values)
-        store = open_store(features)
-        eval_store = open_store(eval_features) if eval_features else store
-        identity = store_identity(store)
-        if eval_features:
-            identity["eval_store"] = store_identity(eval_store)
-        trials = expand(spec, identity)
-    except (ConfigError, StoreReadError) as err:
-        raise click.ClickException(str(err)) from None
+    spec = load_sweep(config_file, values)  # every trial's settings, before any store is opened
+    store = open_store(features)
+    eval_store = open_store(eval_features) if eval_features else store
+    identity = store_identity(store)
+    if eval_features:
+        identity["eval_store"] = store_identity(eval_store)
+    trials = expand(spec, identity)
     if dry_run:
         _dry_run(spec, trials, out_dir)
         return
@@ -204,14 +203,9 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, eval
                 outcome = run_sweep(trials, store.url, out_dir, eval_split,
                                     _execute_dask(client, None if scheduler else NO_WORKER_SECONDS), threads=threads,
                                     on_row=_on_row(bar), eval_store_url=eval_features)
-    except LeaseHeld as err:
-        raise click.ClickException(str(err)) from None
     except WorkersLost as err:
         raise click.ClickException(f"sweep stopped: {err}; run the same command again: finished trials are "
                                    "skipped") from None
-    except OSError as err:  # a full disk while writing results.parquet: the file keeps the trials before
-        raise click.ClickException(describe(err, "sweep", "fix that and run the same command again: finished trials "
-                                            "are skipped")) from None
     finally:
         bar.close()
 
@@ -222,7 +216,8 @@ def command(features, config_file, out_dir, workers, scheduler, eval_split, eval
         eval_split=eval_split or "", base=spec.base, grid=spec.grid,
         splits={**split_summaries(store, [base.train_split, base.dev_split]),
                 **(split_summaries(eval_store, [eval_split]) if eval_split else {})},
-        utterances=eval_store.utterances if eval_split else None)
+        utterances=eval_store.utterances if eval_split else None, baseline=spec.baseline,
+        official_dataset=_official(store))
     report = write_report(outcome.results, out_dir, context)
     click.echo(f"{outcome.ran} trial(s) run, {outcome.skipped} already done, {len(outcome.failed)} failed; "
                f"codec weights: {store.codec.weights_label}")

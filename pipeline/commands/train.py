@@ -15,8 +15,7 @@ from classify.heads import HEADS
 from classify.train import DIVERGED, train
 from classify.variants import VARIANT_NAMES
 from common.config import ConfigError, load_config, parse_overrides
-from common.lease import Lease, LeaseHeld
-from common.oserrors import describe
+from pipeline.errors import one_line
 from store.reader import FeatureStore
 
 
@@ -53,22 +52,21 @@ def command(features, out_dir, variant, head, config_file, overrides, seed, epoc
         values = parse_overrides(overrides)
     except ConfigError as err:
         raise click.BadParameter(str(err), param_hint="--set") from None
-    try:
-        config = load_config(TrainConfig, config_file, values, variant=variant, head=head, seed=seed, epochs=epochs,
-                             train_split=train_split, dev_split=dev_split, device=device)
-    except ConfigError as err:
-        raise click.ClickException(str(err)) from None
+    _train(features=features, out_dir=out_dir, config_file=config_file, values=values, ssl_online=ssl_online,
+           resume=resume, flags=dict(variant=variant, head=head, seed=seed, epochs=epochs, train_split=train_split,
+                                     dev_split=dev_split, device=device))
+
+
+@one_line("training", lambda out_dir, **_: f"fix that and run the same command again: it resumes from "
+                                            f"{out_dir / 'last.pt'}")
+def _train(features, out_dir, config_file, values, ssl_online, resume, flags) -> None:
+    """Settings first (every key, nested ones included, before any data is read), then the store and
+    the run, which holds --out's lease (`classify.train.train`)."""
+    config = load_config(TrainConfig, config_file, values, **flags)
     if ssl_online:
         config = dataclasses.replace(config, ssl_kwargs={**config.ssl_kwargs, "online": True})
-    try:
-        store = FeatureStore(features, check=True)  # refuses a damaged store before any work
-        with Lease(str(out_dir), "training run", log=_log):  # one run at a time in --out
-            result = train(config, store, out_dir, log=_log, resume=resume)
-    except (ValueError, LeaseHeld) as err:  # store, split, checkpoint, variant and device errors; --out in use
-        raise click.ClickException(str(err)) from None
-    except OSError as err:  # a full disk: the last checkpoint written is whole and kept
-        raise click.ClickException(describe(err, "training", f"fix that and run the same command again: it resumes "
-                                            f"from {out_dir / 'last.pt'}")) from None
+    store = FeatureStore(features, check=True)  # refuses a damaged store before any work
+    result = train(config, store, out_dir, log=_log, resume=resume)
     if result.stopped == DIVERGED:
         sys.exit(1)  # train() has logged why and which checkpoint is the last good one
     eer = "-" if math.isnan(result.best_dev_eer) else f"{100 * result.best_dev_eer:.2f} %"

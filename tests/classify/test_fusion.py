@@ -15,7 +15,8 @@ from classify.attm import AttentiveMerging
 from classify.checkpoint import CheckpointError, load_checkpoint
 from classify.config import TrainConfig
 from classify.evaluate import evaluate
-from classify.fusion import FusedDetector, build_detector
+from classify.fusion import FusedDetector
+from classify.rebuild import for_store
 from classify.sources import make_source
 from classify.train import train
 from store.reader import FeatureStore
@@ -48,7 +49,7 @@ def test_a_fused_crop_takes_the_same_audio_from_both_streams(ssl_store):
     the same utterance, also where the SSL stream holds a crop starting later."""
     store = FeatureStore(ssl_store)
     config = dataclasses.asdict(tiny_config(variant="ssl+mean"))
-    model = build_detector(config, store)
+    model = for_store(config, store)
     source = make_source(store, model, config)
     frame_of = {tuple(code): k for k, code in enumerate(store.codes.tolist())}  # random codes: unique rows
     assert len(frame_of) == len(store.codes)
@@ -160,8 +161,8 @@ def test_ssl_variant_names_and_options_are_checked():
 def test_a_store_without_ssl_stream_says_so(tmp_path):
     store = FeatureStore(synthetic_store(str(tmp_path / "s.zarr"), n_per_split=4))
     with pytest.raises(ValueError, match="no stream 'ssl'"):
-        build_detector(dataclasses.asdict(tiny_config(variant="ssl")), store)
-    assert not isinstance(build_detector(dataclasses.asdict(tiny_config()), store), FusedDetector)
+        for_store(dataclasses.asdict(tiny_config(variant="ssl")), store)
+    assert not isinstance(for_store(dataclasses.asdict(tiny_config()), store), FusedDetector)
 
 
 def test_attm_output_norm_keeps_the_head_out_of_saturation_whatever_the_ssl_offset():
@@ -188,7 +189,14 @@ def test_attm_output_norm_keeps_the_head_out_of_saturation_whatever_the_ssl_offs
 def test_a_checkpoint_from_before_the_norm_is_rebuilt_without_it(tmp_path):
     """A model saved before ``ssl_kwargs.norm`` existed (no attm.norm parameters, no key in its
     config) is rebuilt without the norm and loads; a new one gets it."""
-    from classify.fusion import fused_detector, saved_config
+    from classify.migrations import migrate
+    from classify.rebuild import build
+
+    def fused_detector(config, codebooks, source):
+        return build(config, codebooks, source)
+
+    def saved_config(config, state):  # how a version-1 checkpoint's config reads now
+        return migrate({"format_version": 1, "config": config, "model": state})["config"]
 
     source = {"model": "wavlm-tiny", "layers": [1, 2], "hidden": 32}
     codebooks = torch.randn(2, 16, 8)

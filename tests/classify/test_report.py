@@ -15,9 +15,8 @@ import pytest
 from classify.bootstrap import cluster_counts
 from classify.config import TrainConfig
 from classify.metrics import compute_eer
-from classify.report import (
-    REPORT,
-    ReportContext,
+from classify.report import REPORT, ReportContext, write_report
+from classify.report_stats import (
     SplitSummary,
     best_per_head,
     paired_vs_mean,
@@ -25,7 +24,6 @@ from classify.report import (
     selected,
     sign_test_p,
     split_summaries,
-    write_report,
 )
 from classify.scorefiles import read_scores
 from classify.sweep import (
@@ -136,7 +134,7 @@ def test_the_energy_control_is_shown_beside_the_heads_and_never_selected(tmp_pat
 
 
 def test_a_results_table_older_than_ssl_kwargs_is_read_and_reported(synthetic, tmp_path):
-    """Trial ids did not change when ssl_kwargs came (ID_OMITTED_AT), so a sweep resumes an older
+    """Trial ids did not change when ssl_kwargs came (`classify.migrations.id_fields`), so a sweep resumes an older
     results table: it reads with the column filled in, and reports as before."""
     older = synthetic.drop(columns=["ssl_kwargs"])
     older["config_json"] = [json.dumps({k: v for k, v in json.loads(c).items() if k != "ssl_kwargs"})
@@ -243,3 +241,35 @@ def test_report_paired_section_matches_the_results_table(swept):
     assert f"s0: {100 * diffs[0]:+.2f}, s1: {100 * diffs[1]:+.2f}" in line
     assert f"| {100 * np.mean(diffs):+.2f} |" in line and f"| {sum(d < 0 for d in diffs)}/2" in line
     assert "**Codec weights: SYNTHETIC test codebooks" in text.splitlines()[2]
+
+
+def test_the_caveat_follows_the_stores_provenance(synthetic):
+    """What the sweep cannot show depends on its data: an untrained codec cannot speak for the trained
+    one, a corpus that is not ASVspoof cannot speak for ASVspoof; a trained codec on ASVspoof can."""
+    from dataclasses import replace
+
+    from classify.report import _cannot_show
+
+    trained = pd.DataFrame([row("mean", s, 0.2, trained=True) for s in range(2)])
+    demo, asvspoof = context(), replace(context(), official_dataset=True)
+    assert "on ASVspoof or with a trained codec" in _cannot_show(demo, synthetic)
+    assert "compare with a trained codec," in _cannot_show(asvspoof, synthetic)
+    assert "compare on ASVspoof," in _cannot_show(demo, trained)
+    text = _cannot_show(asvspoof, trained)
+    assert "ASVspoof" not in text and "trained codec" not in text and "other corpora" in text
+
+
+def test_the_paired_table_uses_the_sweeps_baseline(synthetic, tmp_path):
+    """Paired against `scalar` (a sweep file's ``baseline``): the differences are the other settings'
+    EERs minus scalar's, seed by seed (independently restated here)."""
+    from dataclasses import replace
+
+    paired = paired_vs_mean(synthetic, baseline="scalar").set_index("setting")
+    eers = {"mean": [0.30, 0.20, 0.25], "scalar": [0.10, 0.25, 0.15], "qaf-static": [0.28, 0.18, 0.24]}
+    for variant in ("mean", "qaf-static"):
+        expected = {s: a - b for s, (a, b) in enumerate(zip(eers[variant], eers["scalar"]))}
+        assert paired.loc[f"variant={variant}, lr=0.001", "diffs"] == pytest.approx(expected)
+    assert list(paired.index) == ["variant=qaf-static, lr=0.001", "variant=mean, lr=0.001"]  # by mean Δ
+    text = write_report(synthetic, tmp_path, replace(context(), baseline="scalar")).read_text()
+    assert "## Paired comparison against `scalar`" in text
+    assert "`variant=mean, lr=0.001`" in section(text, "Paired comparison against `scalar`")

@@ -128,11 +128,12 @@ def test_resume_with_other_settings_is_refused(store, tmp_path):
 
 
 def test_a_checkpoint_older_than_ssl_kwargs_resumes(store, tmp_path):
-    """A run saved before TrainConfig had ssl_kwargs (LATER_FIELDS) ran as ssl_kwargs = {} does: it
+    """A run saved before TrainConfig had ssl_kwargs (migrated from version 1) ran as ssl_kwargs = {} does: it
     resumes, and is extended like any other; a real difference is still refused."""
     train(tiny_config(epochs=1), store, tmp_path, log=quiet)
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     del state["config"]["ssl_kwargs"]
+    state["format_version"] = 1  # such a checkpoint is of format version 1 (`classify.migrations`)
     torch.save(state, tmp_path / "last.pt")
     logged: list[str] = []
     result = train(tiny_config(epochs=2), store, tmp_path, log=logged.append)
@@ -284,3 +285,25 @@ def test_hierarchy_weights_have_their_own_learning_rate_without_weight_decay(sto
     tables = TrainingRun(tiny_config(variant="trainable-tables"), store, tmp_path, quiet).model
     groups = param_groups(tables, config)
     assert any(p is tables.weighting.table for p in groups[0]["params"]) and groups[1]["params"] == [tables.weighting.weights]
+
+
+def test_train_holds_the_run_folders_lease_whoever_calls_it(store, tmp_path, monkeypatch):
+    """train() takes --out's lease itself (so `demo` and the Python API are covered): held during the
+    run, refused while another holder has it, and one given by the caller (a sweep trial's) is used."""
+    from common.lease import LOCK, Lease, LeaseHeld
+
+    seen = []
+    real_epoch = train_module.TrainingRun.run_epoch
+
+    def spy(self, epoch):
+        seen.append(json.loads((self.out_dir / LOCK).read_text())["holder"])
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(train_module.TrainingRun, "run_epoch", spy)
+    train(tiny_config(epochs=1), store, tmp_path / "run", log=quiet)
+    assert seen == ["training run"] and not (tmp_path / "run" / LOCK).exists()
+    with Lease(str(tmp_path / "other"), "sweep trial") as held:
+        with pytest.raises(LeaseHeld, match="in use by another process"):
+            train(tiny_config(epochs=1), store, tmp_path / "other", log=quiet)
+        train(tiny_config(epochs=1), store, tmp_path / "other", log=quiet, lease=held)
+    assert seen[-1] == "sweep trial"

@@ -52,3 +52,25 @@ def test_invalid_names_list_choices(name: str) -> None:
 def test_bad_n_q() -> None:
     with pytest.raises(ValueError, match="n_q"):
         parse_variant("mean", 0)
+
+
+@pytest.mark.parametrize("name,streams,encoder,codebooks,tables", [
+    ("qaf-static", ("codes",), True, True, False),
+    ("single:2", ("codes",), True, True, False),
+    ("latent", ("latent",), True, False, False),
+    ("energy", ("energy",), False, False, False),
+    ("trainable-tables", ("codes",), True, True, True),
+    ("ssl", ("ssl",), False, False, False),
+    ("ssl+mean", ("ssl", "codes"), True, True, False),
+    ("ssl+latent", ("ssl", "latent"), True, False, False),
+    ("ssl+trainable-tables", ("ssl", "codes"), True, True, True),
+])
+def test_the_records_say_what_a_variant_needs(name, streams, encoder, codebooks, tables):
+    from classify.variants import needs
+
+    uses = needs(name)
+    assert (uses.streams, uses.encoder, uses.codebooks, uses.tables) == (streams, encoder, codebooks, tables)
+    assert uses.ssl == name.startswith("ssl") and uses.codec == (name != "ssl")
+    assert uses.reads(streams[-1]) and not uses.reads("nothing")
+    with pytest.raises(ValueError, match="unknown weighting variant"):
+        needs("ssl+meen")

@@ -233,11 +233,11 @@ def test_layers_are_parsed_and_checked():
 def assert_same_batches(store: FeatureStore, config: dict, online_kwargs: dict, splits=("train", "dev")) -> None:
     """Training and scoring batches from the cached stream and from online features: the same
     frames, codes and lengths; SSL features equal to float16 rounding."""
-    from classify.fusion import build_detector
+    from classify.rebuild import for_store
     from classify.sources import make_source
 
     online_config = {**config, "ssl_kwargs": online_kwargs}
-    cached_model, online_model = build_detector(config, store), build_detector(online_config, store)
+    cached_model, online_model = for_store(config, store), for_store(online_config, store)
     for key in ("model", "layers", "crop_seconds", "crop_splits", "weights"):
         assert online_model.ssl_source[key] == cached_model.ssl_source[key], key
     cached = make_source(store, cached_model, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,3 +52,23 @@ def test_bad_file(tmp_path):
     (tmp_path / "bad.toml").write_text("variant = \n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(Demo, tmp_path / "bad.toml")
+
+
+def test_nested_settings_are_bound_to_the_signature_they_configure():
+    from common.config import check_arguments
+
+    class Head:
+        def __init__(self, in_dim: int, size: int = 4, rate: float = 0.5, flag: bool = False, *, name: str = "x"):
+            pass
+
+    assert check_arguments(Head, {"size": 8, "rate": 1}, "head_kwargs", skip=("in_dim",)) == {"size": 8, "rate": 1.0}
+    with pytest.raises(ConfigError, match=r"^head_kwargs: unknown key\(s\) in_dim, sise; valid keys: size, rate, "
+                                          r"flag, name$"):
+        check_arguments(Head, {"sise": 8, "in_dim": 3}, "head_kwargs", skip=("in_dim",))
+    for bad, message in (({"size": 1.5}, "head_kwargs.size: expected int, got 1.5"),
+                         ({"flag": 1}, "head_kwargs.flag: expected true or false, got 1"),
+                         ({"name": 3}, "head_kwargs.name: expected str, got 3")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            check_arguments(Head, bad, "head_kwargs")
+    with pytest.raises(ConfigError, match="expected a table"):
+        check_arguments(Head, [1], "head_kwargs")

@@ -178,3 +178,33 @@ def test_eval_from_another_store_or_dev_alone(tmp_path, sweep_toml):
     assert refused.exit_code == 1 and "holds features of another codec" in refused.output
     no_eval = run("--features", traindev, "--eval-features", traindev, "--config", sweep_toml, "--out", tmp_path / "n")
     assert no_eval.exit_code == 1 and "no split 'eval' (--eval-features)" in no_eval.output
+
+
+def test_a_mistyped_head_kwargs_key_refuses_the_whole_file_before_any_trial(store, sweep_toml, tmp_path, monkeypatch):
+    """One bad trial (a typo inside head_kwargs, in one grid bundle) refuses the file in one line naming
+    the key and the head's keys, before any store is opened and before any trial runs."""
+    import classify.sweep as sweep_module
+
+    ran = []
+    monkeypatch.setattr(sweep_module, "run_trial", lambda task: ran.append(task))
+    monkeypatch.setattr("pipeline.commands.sweep.open_store", lambda url: ran.append(url))
+    bad = sweep_toml.read_text().replace("[grid]", "[grid]\nhead = [\"lstm\", {head = \"asp\", "
+                                                  "head_kwargs = {hiden_dim = 8}}]")
+    (tmp_path / "typo.toml").write_text(bad)
+    result = run("--features", store, "--config", tmp_path / "typo.toml", "--out", tmp_path / "out", "--workers", 0)
+    assert result.exit_code == 1 and not ran, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Error:" in lines[0], result.output
+    assert "head_kwargs of head asp: unknown key(s) hiden_dim; valid keys: proj_dim, attention_dim, hidden_dim" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_file_names_its_baseline(store, sweep_toml, tmp_path):
+    spec = load_sweep(sweep_toml)
+    assert spec.baseline == "mean"
+    (tmp_path / "b.toml").write_text('baseline = "scalar"\n' + sweep_toml.read_text())
+    assert load_sweep(tmp_path / "b.toml").baseline == "scalar"
+    (tmp_path / "bad.toml").write_text('baseline = "meen"\n' + sweep_toml.read_text())
+    result = run("--features", store, "--config", tmp_path / "bad.toml", "--out", tmp_path / "o", "--dry-run")
+    assert result.exit_code == 1 and "bad.toml: baseline: unknown weighting variant 'meen'" in result.output
+    assert load_sweep(ROOT / "configs" / "sweeps" / "paper.toml").baseline == "ssl"

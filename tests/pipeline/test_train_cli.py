@@ -116,3 +116,39 @@ def test_checkpoint_and_metrics_record_what_made_them(store, tmp_path, monkeypat
     assert metrics["model_provenance"] == trained_by
     for record in (trained_by, metrics["provenance"]):
         assert record["version"] and "git" in record and "lock" in record
+
+
+def test_a_mistyped_head_kwargs_key_is_refused_in_one_line_before_the_store_is_read(tmp_path, monkeypatch):
+    opened = []
+    monkeypatch.setattr("pipeline.commands.train.FeatureStore", lambda *a, **k: opened.append(a))
+    result = run(train_command, ["--features", tmp_path / "none.zarr", "--out", tmp_path / "run",
+                                 "--set", "head_kwargs={proj_dim=16, hiden_dim=16}", "--device", "cpu"])
+    assert result.exit_code == 1 and not opened, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == ["Error: config: head_kwargs of head lstm: unknown key(s) hiden_dim; valid keys: proj_dim, "
+                     "hidden_dim"], result.output
+    result = run(train_command, ["--features", tmp_path / "none.zarr", "--out", tmp_path / "run",
+                                 "--set", "head_kwargs={proj_dim=1.5}"])
+    assert result.exit_code == 1 and "head_kwargs of head lstm.proj_dim: expected int, got 1.5" in result.output
+    result = run(train_command, ["--features", tmp_path / "none.zarr", "--out", tmp_path / "run",
+                                 "--set", "ssl_kwargs={norm=1}"])
+    assert result.exit_code == 1 and "ssl_kwargs.norm: expected true or false, got 1" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_in_use_is_refused(store, tmp_path):
+    from common.lease import Lease
+
+    with Lease(str(tmp_path / "run"), "training run"):
+        result = run(train_command, ["--features", store, "--out", tmp_path / "run", "--epochs", 1, *TINY])
+    assert result.exit_code == 1 and "this training run is in use by another process" in result.output
+
+
+def test_evaluate_turns_an_os_error_into_one_line(store, tmp_path):
+    assert run(train_command, ["--features", store, "--out", tmp_path / "run", "--epochs", 1, *TINY]).exit_code == 0
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    result = run(evaluate_command, ["--model", tmp_path / "run", "--features", store, "--out", tmp_path / "taken" / "eval",
+                                    "--no-calibrate"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith("Error: evaluation stopped: ") and "taken" in lines[0], result.output
