@@ -44,7 +44,7 @@ STAGES = [  # (stage, pattern searched in one frame "function (file:line)"), inn
     ("write parts (zarr, zstd)", r"^write_part |\(extract/committer\.py"),
     ("finish: parts into the store's arrays", r"^finish_store |^finish_stream "),
     ("create store (codec, weights, plan)", r"^_create |^create_store |^_codec_for_new_store "),
-    ("codec set-up in a worker", r"^_encoder |^encoder_for "),
+    ("codec set-up in a worker", r"^_encoder |^open \(extract/codec_stream\.py"),
     ("dataset protocol", r"\(extract/datasets/"),
     ("imports", r"^_find_and_load "),
     ("dask: scheduler, nanny, worker, transfers", r"\((distributed|tornado|msgpack|cloudpickle)/"),

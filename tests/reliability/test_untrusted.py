@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from classify.checkpoint import FORMAT, CheckpointError, load_checkpoint
-from extract import unit
+from extract import codec_stream
 from extract.codec import WeightsError, load_weights_file
 from pipeline.cli import main
 from store import format as sf
@@ -114,7 +114,7 @@ def test_a_crafted_weights_file_inside_a_store_is_refused(tmp_path, marker):
     (store / "zarr.json").write_text(json.dumps(meta))
     assert any("codec_weights.th: cannot compare with codebooks" in p for p in verify_store(str(store)).problems)
     with pytest.raises(WeightsError, match="codec_weights.th: not a loadable EnCodec state dict"):
-        unit._encoder(str(store), sha, 6.0, "cpu", False, 60.0, 0.5, None)  # what a worker loads
+        codec_stream._encoder(str(store), sha, 6.0, "cpu", False, 60.0, 0.5, None)  # what a worker loads
     assert not marker.exists()
 
 
