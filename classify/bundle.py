@@ -39,6 +39,7 @@ import torch
 from classify.checkpoint import CheckpointError, checkpoint_path, load_checkpoint, migrated, read_model_file
 from classify.migrations import FORMAT_VERSION
 from common.provenance import provenance
+from common.weights import FILE, PRETRAINED
 from store import format as sf
 from store.format import StoreFiles
 
@@ -102,13 +103,13 @@ def codec_weights_bytes(model: ModelFile, override: str | Path | None = None,
     else:
         if model.codec_data is not None:
             candidates.append((f"the bundle {model.path}", lambda: model.codec_data))
-        is_pretrained = weights.get("source") == "pretrained"
+        is_pretrained = weights.get("source") == PRETRAINED
         if is_pretrained and pretrained is not None:
             candidates.append(("the torch hub cache (pretrained EnCodec)", lambda: pretrained(False).read_bytes()))
         url = model.state.get("store", {}).get("url")
         if url:
             candidates.append((f"the training store's {url}/{sf.WEIGHTS}", lambda: StoreFiles(url).read_bytes(sf.WEIGHTS)))
-        if weights.get("source") == "file" and weights.get("origin"):
+        if weights.get("source") == FILE and weights.get("origin"):
             candidates.append((f"the file the training store was extracted with, {weights['origin']}",
                                Path(weights["origin"]).read_bytes))
         if is_pretrained and pretrained is not None:
@@ -143,7 +144,7 @@ def export_model(model_path: str | Path, out: str | Path, codec_weights: str | P
     codec = state["codec"]
     record: dict[str, Any] = {"source": weights.get("source", "unknown"), "sha256": codec["weights_sha256"],
                               "label": codec["weights_label"], "origin": weights.get("origin", "")}
-    if weights.get("source") != "pretrained" or codec_weights is not None:
+    if weights.get("source") != PRETRAINED or codec_weights is not None:
         data, where = codec_weights_bytes(model, codec_weights)
         record["data"] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         log(f"codec weights embedded from {where} ({len(data) / 2**20:.1f} MiB)")

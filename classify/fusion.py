@@ -28,6 +28,7 @@ from classify.align import align_codec_to_ssl
 from classify.attm import AttentiveMerging
 from classify.ssloptions import SSLOptions
 from classify.weighting import HierarchyWeighting
+from common.selection import format_layers, parse_layers
 from store.reader import FeatureStore, StoreReadError
 
 
@@ -75,24 +76,12 @@ def ssl_spec(store: FeatureStore, options: SSLOptions) -> tuple[dict[str, Any], 
 def layer_index(stream_layers: tuple[int, ...], options: SSLOptions, model: str) -> np.ndarray:
     if options.layers is None:
         return np.arange(len(stream_layers))
-    wanted = _parse_layers(options.layers)
+    wanted = list(parse_layers(options.layers))  # the one reading of a layer selection (common.selection)
     missing = sorted(set(wanted) - set(stream_layers))
     if missing:
         raise ValueError(f"ssl_kwargs.layers asks for layer(s) {missing} of {model}, but the SSL stream holds "
                          f"layers {list(stream_layers)}")
     return np.array([stream_layers.index(layer) for layer in wanted])
-
-
-def _parse_layers(value: Any) -> list[int]:
-    if isinstance(value, (list, tuple)):
-        return sorted({int(v) for v in value})
-    layers: set[int] = set()
-    for part in str(value).replace(" ", "").split(","):
-        first, _, last = part.partition("-")
-        layers.update(range(int(first), int(last or first) + 1))
-    return sorted(layers)
-
-
 
 
 def ssl_provenance(model: nn.Module) -> dict[str, Any] | None:
@@ -103,11 +92,7 @@ def ssl_provenance(model: nn.Module) -> dict[str, Any] | None:
 def ssl_label(model: nn.Module) -> str:
     """The SSL weights' label for reports ("" for the codec variants)."""
     source = ssl_provenance(model)
-    return "" if source is None else f"{source['weights']['label']}, layers {_runs(source['layers'])}"
-
-
-def _runs(layers: list[int]) -> str:
-    return f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) else ",".join(map(str, layers))
+    return "" if source is None else f"{source['weights']['label']}, layers {format_layers(list(source['layers']))}"
 
 
 def check_ssl_compatible(checkpoint: dict[str, Any], now: dict[str, Any] | None) -> list[str]:

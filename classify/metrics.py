@@ -146,13 +146,8 @@ def compute_eer(bona_scores: Any, spoof_scores: Any) -> tuple[float, float]:
     return eer_from_det(*compute_det_curve(bona_scores, spoof_scores))
 
 
-def compute_mindcf(
-    bona_scores: Any,
-    spoof_scores: Any,
-    p_spoof: float = P_SPOOF,
-    c_miss: float = C_MISS,
-    c_fa: float = C_FA,
-) -> tuple[float, float]:
+def compute_mindcf(bona_scores: Any, spoof_scores: Any, p_spoof: float = P_SPOOF, c_miss: float = C_MISS,
+                   c_fa: float = C_FA) -> tuple[float, float]:
     """Normalised minimum detection cost (ASVspoof5 primary metric), official definition.
 
     Over all DET points, DCF = c_miss * (1 - p_spoof) * frr + c_fa * p_spoof * far; the minimum
@@ -171,13 +166,8 @@ def actdcf_threshold(p_spoof: float = P_SPOOF, c_miss: float = C_MISS, c_fa: flo
     return -math.log(c_miss * (1 - p_spoof) / (c_fa * p_spoof))
 
 
-def compute_actdcf(
-    bona_scores: Any,
-    spoof_scores: Any,
-    p_spoof: float = P_SPOOF,
-    c_miss: float = C_MISS,
-    c_fa: float = C_FA,
-) -> tuple[float, float]:
+def compute_actdcf(bona_scores: Any, spoof_scores: Any, p_spoof: float = P_SPOOF, c_miss: float = C_MISS,
+                   c_fa: float = C_FA) -> tuple[float, float]:
     """Normalised actual DCF, official ``compute_actDCF``: scores are read as natural-log LLRs.
 
     At the fixed threshold t = :func:`actdcf_threshold` (about -0.642 with the defaults),

@@ -40,13 +40,13 @@ from encodec import EncodecModel
 from encodec.model import ROOT_URL
 from fsspec.implementations.local import LocalFileSystem
 
+from common.weights import UNTRAINED, file_sha256
 from store.format import StoreFiles
 from store.verify import register_codebook_reader
 
 from .audio import CODEC_SAMPLE_RATE
 from .calibration import NO_TRAIN_SPLIT, init_codebooks
 from .lsuv import calibration_batch, normalise_encoder
-from .weights import UNTRAINED, file_sha256
 
 CODEC_NAME = "encodec_24khz"
 CHECKPOINT_NAME = "encodec_24khz-d7cc33bc.th"

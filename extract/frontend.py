@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from encodec import EncodecModel
 
+from common.weights import PRETRAINED, UNTRAINED, file_sha256
+
 from .audio import CODEC_SAMPLE_RATE, AudioError, frame_energy, load_audio, probe, resampled_length, to_codec_audio
 from .codec import HOP_LENGTH, WeightsError, codec_codebooks, n_quantizers, new_model
 from .encoder import BatchEncoder, Encoded
@@ -54,7 +56,6 @@ from .ssl import (
     recorded_windows,
 )
 from .unit import length_batches
-from .weights import PRETRAINED, UNTRAINED, file_sha256
 
 __all__ = ["AUDIO_EXTENSIONS", "MIN_BATCH_SECONDS", "WINDOW_SECONDS", "Features", "FrontEnd", "build_codec",
            "codec_codebooks", "crop_or_tile", "find_audio", "ssl_front_end"]

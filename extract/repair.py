@@ -37,8 +37,9 @@ from .unit import run_unit
 SCRATCH = "repair"
 
 
-class RepairError(RuntimeError):
-    """The store cannot be repaired in place (the message says why; nothing was written)."""
+class RepairError(ValueError):
+    """The store cannot be repaired in place (the message says why; nothing was written). A ValueError,
+    like every bad-input error of the project, so that `pipeline.errors` gives it one line."""
 
 
 @dataclass

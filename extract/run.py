@@ -21,6 +21,7 @@ import torch
 
 from common.lease import Lease
 from common.provenance import device_label, provenance
+from common.weights import UNTRAINED, WeightSource, file_sha256
 from store import format as sf
 from store.format import StoreFiles
 from store.reader import FeatureStore
@@ -45,7 +46,6 @@ from .codec import (
 from .codec_stream import CodecBackend
 from .datasets import get_dataset
 from .driver import Submit, add_stream, differences, n_units, plan_units, run_tasks
-from .weights import UNTRAINED, WeightSource, file_sha256
 
 
 @dataclass

@@ -53,8 +53,7 @@ import torch.nn.functional as F
 from torchaudio.models import Wav2Vec2Model, wavlm_model
 
 from common.selection import format_layers, parse_layers  # noqa: F401 - the selections of --ssl-layers, read here
-
-from .weights import UNTRAINED, WeightSource, file_sha256
+from common.weights import UNTRAINED, WeightSource, file_sha256
 
 SSL_SAMPLE_RATE = 16_000
 SSL_HOP = 320
@@ -280,7 +279,7 @@ def _untrained(arch: SSLArchitecture, num_layers: int, seed: int) -> Wav2Vec2Mod
 
 def resolve_weights(model: str, weights: str | WeightSource, num_layers: int, seed: int = 0,
                     download: bool = True) -> SSLWeights:
-    """Provenance of ``weights`` (pretrained | untrained | FILE, `extract.weights`) for ``model`` used
+    """Provenance of ``weights`` (pretrained | untrained | FILE, `common.weights`) for ``model`` used
     up to layer ``num_layers``: the file's sha256, or (untrained) that of the seeded model built with
     ``num_layers`` layers."""
     arch = architecture(model)

@@ -11,6 +11,7 @@ whose message is the error's own line; an OSError's line also says what to do ne
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -56,3 +57,14 @@ def one_line(doing: str, resume: str | Callable[..., str] = "fix that and run th
         return run  # type: ignore[return-value]
 
     return wrap
+
+
+def local_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A click callback for the options that name a local file or folder (runs, reports, bundles):
+    an fsspec URL there would silently become a local folder named ``s3:``; refuse it in one line.
+    Feature stores (``--features``, extract's ``--out``) are the options that take URLs."""
+    # click's Path type has already made "s3://b/run" into Path("s3:/b/run")
+    if value is not None and re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", str(value)) and not str(value).startswith("file:"):
+        raise click.BadParameter(f"{value}: must be a local path (or a mounted shared file system); only feature "
+                                 "stores may be fsspec URLs (s3://, gs://, ...)", ctx=ctx, param=param)
+    return value

@@ -16,7 +16,7 @@ from common.config import load_config, parse_overrides
 from extract.datasets.demo import generate_demo_corpus
 from extract.run import ExtractConfig
 from pipeline.commands.extract import run_extraction
-from pipeline.errors import one_line
+from pipeline.errors import local_path, one_line
 from store.reader import FeatureStore
 
 DEMO_TRAIN = {"epochs": 12, "patience": 0, "crop_seconds": 2.0, "batch_size": 16, "warmup_steps": 10}
@@ -27,7 +27,7 @@ def _log(message: str) -> None:
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), show_default=True)
+@click.option("--out", "out_dir", callback=local_path, type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), show_default=True)
 @click.option("--workers", type=int, default=None,
               help="Extraction workers (0: in this process; default: as `pipeline extract`, in this process on CPUs).")
 @click.option("--variant", default="qaf-static", show_default=True, help="Hierarchy weighting variant to train.")

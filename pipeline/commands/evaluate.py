@@ -8,7 +8,7 @@ import click
 
 from classify.config import DEVICES
 from classify.evaluate import FORMATS, evaluate
-from pipeline.errors import one_line
+from pipeline.errors import local_path, one_line
 from store.reader import FeatureStore
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -19,7 +19,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
               help="Checkpoint (best.pt / last.pt) or a run directory (its best.pt).")
 @click.option("--features", required=True, help="Feature store (path or fsspec URL) of the same codec.")
 @click.option("--split", default="eval", show_default=True, help="Split of the store to score.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out_dir", callback=local_path, type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the score file, metrics.json and det.png.")
 @click.option("--asv-scores", type=_FILE, default=None,
               help="ASV scores for the min t-DCF: ASVspoof 2019's file (SOURCE KEY SCORE); on an asv21la store, "

@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from classify.bundle import export_model
-from pipeline.errors import one_line
+from pipeline.errors import local_path, one_line
 
 
 @click.command("export-model")
 @click.argument("model_path", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The bundle to write (DETECTOR.pt).")
+@click.option("--out", callback=local_path, type=click.Path(dir_okay=False, path_type=Path), required=True, help="The bundle to write (DETECTOR.pt).")
 @click.option("--codec-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The codec's weights file, when the model's provenance does not lead to it (sha256 checked); "
                    "with the pretrained codec it is embedded too.")

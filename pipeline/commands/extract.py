@@ -9,14 +9,13 @@ from collections.abc import Iterator
 import click
 from tqdm import tqdm
 
-from common.config import ConfigError, load_config, parse_overrides
-from common.lease import LeaseHeld, LeaseLost
-from common.oserrors import describe
+from common.config import load_config, parse_overrides
 from extract.codec import WeightsError
 from extract.datasets import DATASETS, DatasetError
 from extract.run import ExtractConfig, extract, resolve_device
 from extract.unit import UnitTask, iter_units, run_units, task_slices, warm_up
 from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, background_client, threads_per_worker
+from pipeline.errors import one_line
 from store.writer import StoreError
 
 
@@ -35,6 +34,8 @@ def default_workers(device: str | None) -> int:
     return 0
 
 
+@one_line("extraction", "fix that and run the same command again: every work unit already committed is kept, "
+          "only the others run", also=(DatasetError, StoreError, WeightsError))
 def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | None) -> int:
     """Run an extraction with a progress bar; print a summary; return the exit status.
     ``workers``: LocalCluster processes (0: in this process; None: :func:`default_workers`)."""
@@ -92,11 +93,6 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
                                          "again to resume") from None
 
                 result = extract(config, submit, log=log, progress=progress)
-    except (DatasetError, StoreError, WeightsError, ValueError, LeaseHeld, LeaseLost) as err:  # SSLWeightsError is a ValueError
-        raise click.ClickException(str(err)) from None
-    except OSError as err:  # a full disk, a quota, permissions: the committed units are kept
-        raise click.ClickException(describe(err, "extraction", "fix that and run the same command again: every "
-                                            "work unit already committed is kept, only the others run")) from None
     finally:
         bar.close()
 
@@ -148,6 +144,7 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
               "SSL stream (dev and eval stay whole): the stream's size drops to about SECONDS / mean duration.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of extraction settings.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
+@one_line("extraction")
 def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed,
             ssl, ssl_layers, ssl_weights, ssl_crop, config_file, overrides):
     """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
@@ -156,27 +153,24 @@ def command(dataset, root, out, split, bandwidth, weights, latent, energy, devic
     """
     if workers is not None and workers < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--workers")
-    try:
-        config = load_config(
-            ExtractConfig,
-            config_file,
-            parse_overrides(overrides),
-            dataset=dataset,
-            root=root,
-            out=out,
-            splits=_splits(split),
-            bandwidth=bandwidth,
-            weights=weights,
-            latent=latent,
-            energy=energy,
-            device=device,
-            batch_seconds=batch_seconds,
-            seed=seed,
-            ssl=ssl,
-            ssl_layers=ssl_layers,
-            ssl_weights=ssl_weights,
-            ssl_crop=ssl_crop,
-        )
-    except (ConfigError, WeightsError) as err:
-        raise click.ClickException(str(err)) from None
+    config = load_config(
+        ExtractConfig,
+        config_file,
+        parse_overrides(overrides),
+        dataset=dataset,
+        root=root,
+        out=out,
+        splits=_splits(split),
+        bandwidth=bandwidth,
+        weights=weights,
+        latent=latent,
+        energy=energy,
+        device=device,
+        batch_seconds=batch_seconds,
+        seed=seed,
+        ssl=ssl,
+        ssl_layers=ssl_layers,
+        ssl_weights=ssl_weights,
+        ssl_crop=ssl_crop,
+    )
     sys.exit(run_extraction(config, workers, scheduler))

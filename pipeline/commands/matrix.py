@@ -6,6 +6,7 @@ import click
 
 from classify.config import DEVICES
 from classify.matrix import run_matrix
+from pipeline.errors import local_path
 
 
 def many_values(values: tuple[str, ...]) -> list[str]:
@@ -17,7 +18,7 @@ def many_values(values: tuple[str, ...]) -> list[str]:
 @click.option("--runs", multiple=True, required=True,
               help="Run folders (their best.pt) or checkpoints; several after one flag, or the flag repeated.")
 @click.option("--features", multiple=True, required=True, help="Test feature stores; several, or the flag repeated.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("--out", "out_dir", callback=local_path, type=click.Path(file_okay=False), required=True,
               help="Folder for cells/, matrix.parquet, matrix.md and matrix.png.")
 @click.option("--bootstrap", "n_boot", type=int, default=200, show_default=True,
               help="Bootstrap replicates (speakers and attacks) of each cell's interval.")

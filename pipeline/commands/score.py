@@ -16,7 +16,7 @@ from classify.plots import plot_explanation
 from classify.score_rows import FORMATS, RowWriter, ScoreRow, format_for
 from common.provenance import provenance
 from extract.frontend import AUDIO_EXTENSIONS, find_audio
-from pipeline.errors import one_line
+from pipeline.errors import local_path, one_line
 
 PROGRESS_MIN_FILES = 5
 """A progress bar is shown on stderr from this many files on (or for a stream)."""
@@ -75,7 +75,7 @@ def _explain(detector: Detector, path: Path, plot: Path | None, window: float) -
 @click.argument("paths", nargs=-1)
 @click.option("--model", "model_path", type=click.Path(exists=True, path_type=Path), required=True,
               help="A run directory (its best.pt), a checkpoint, or a bundle from `pipeline export-model`.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--out", callback=local_path, type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Results file (default: a table on stdout). OUT.meta.json records the model, codec and threshold.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="csv | jsonl | asvspoof (ASVspoof5 score file) | table. Default: table on stdout, else by "

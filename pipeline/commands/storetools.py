@@ -9,10 +9,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from pipeline.errors import one_line
+from pipeline.errors import local_path, one_line
 from store.export import EXPORTERS
 from store.inspect import format_report, inspect_store
-from store.reader import StoreReadError
 from store.verify import verify_store
 
 _STORE = click.argument("store", metavar="STORE")
@@ -49,14 +48,11 @@ def verify_command(store: str, as_json: bool, repair: bool) -> None:
     sys.exit(0 if report.ok else 1)
 
 
+@one_line("the repair", "fix that and run the same command again")
 def _repair(store: str) -> None:
-    from common.lease import LeaseHeld  # noqa: PLC0415
-    from extract.repair import RepairError, repair_store  # the codec stack: only for a repair  # noqa: PLC0415
+    from extract.repair import repair_store  # the codec stack: only for a repair  # noqa: PLC0415
 
-    try:
-        result = repair_store(store, log=click.echo)
-    except (RepairError, LeaseHeld, StoreReadError) as err:
-        raise click.ClickException(str(err)) from None
+    result = repair_store(store, log=click.echo)
     if result.rewritten:
         click.echo(f"repaired {store}: rewrote {', '.join(result.rewritten)} with {len(result.utterances)} re-extracted "
                    f"utterance(s) (work unit(s) {', '.join(map(str, result.units))}); {result.compared_frames} intact "
@@ -68,7 +64,7 @@ def _repair(store: str) -> None:
 @click.command("export")
 @_STORE
 @click.option("--format", "fmt", type=click.Choice(sorted(EXPORTERS)), required=True, help="Output format.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file (replaced if it exists).")
+@click.option("--out", callback=local_path, type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file (replaced if it exists).")
 @click.option("--split", default=None, help="Export only this split (default: every split).")
 @click.option("--latent", is_flag=True, help="Also export the continuous latent (float16 [frames, dim]).")
 @one_line("export")  # StoreReadError, ExportError (ValueErrors); a full disk

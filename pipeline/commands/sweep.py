@@ -34,7 +34,7 @@ from classify.sweep import (
 )
 from common.config import ConfigError, parse_overrides
 from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, dask_client, threads_per_worker
-from pipeline.errors import one_line
+from pipeline.errors import local_path, one_line
 
 
 def _log(message: str) -> None:
@@ -144,7 +144,7 @@ def _test_matrix(results, test_features: tuple[str, ...], out_dir: Path) -> None
 @click.option("--features", required=True, help="Feature store made by `pipeline extract` (path or fsspec URL).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Sweep file: [base] settings and [grid] lists (see configs/sweeps/).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out_dir", callback=local_path, type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Sweep directory: trials/, results.parquet, report.md. Re-running resumes it.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="LocalCluster worker processes, one trial each at a time (0: run in this process).")

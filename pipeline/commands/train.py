@@ -15,7 +15,7 @@ from classify.heads import HEADS
 from classify.train import DIVERGED, train
 from classify.variants import VARIANT_NAMES
 from common.config import ConfigError, load_config, parse_overrides
-from pipeline.errors import one_line
+from pipeline.errors import local_path, one_line
 from store.reader import FeatureStore
 
 
@@ -25,7 +25,7 @@ def _log(message: str) -> None:
 
 @click.command("train")
 @click.option("--features", required=True, help="Feature store made by `pipeline extract` (path or fsspec URL).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out_dir", callback=local_path, type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run directory; re-running into it resumes from its last.pt.")
 @click.option("--variant", default=None, help=f"Hierarchy weighting: {', '.join(VARIANT_NAMES)} (default qaf-static).")
 @click.option("--head", default=None, help=f"Classifier head: {', '.join(HEADS)} (default lstm).")

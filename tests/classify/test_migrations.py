@@ -19,8 +19,8 @@ from classify.bundle import read_model
 from classify.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from classify.config import TrainConfig
 from classify.evaluate import evaluate, frame_window, score_split
-from classify.fusion import make_source
 from classify.migrations import FORMAT_VERSION, MIGRATIONS, FormatError, migrate
+from classify.sources import make_source
 from classify.sweep import trial_id
 from classify.train import train
 from store.reader import FeatureStore

@@ -1,5 +1,6 @@
 """Where a frozen model's weights come from: one reading of ``pretrained`` | ``untrained`` | FILE,
-shared by the codec (`extract.codec`, ``--weights``) and the SSL model (`extract.ssl`, ``--ssl-weights``).
+shared by the codec (`extract.codec`, ``--weights``), the SSL model (`extract.ssl`, ``--ssl-weights``)
+and what reads their records later (`classify.bundle`: where a model's codec weights may be found).
 
 A back-end parses the setting once (:meth:`WeightSource.parse`) and asks the source what to do:
 build seeded random weights (:attr:`WeightSource.untrained`), or read a file (:meth:`WeightSource.locate`:
