@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
 def test_matrix_two_seeds_three_corpora(setup):
     root, runs, tests, other = setup
     out = root / "out"
-    result = CliRunner().invoke(command, ["--runs", *runs[:1], "--runs", runs[1], "--features", " ".join(tests),
+    result = CliRunner().invoke(command, ["--runs", *runs[:1], "--runs", runs[1], "--features", *tests,
                                           "--features", other, "--out", str(out), "--bootstrap", "50",
                                           "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -107,7 +107,7 @@ def test_sweep_test_features_reports_the_dev_selected_setting(setup, tmp_path):
     config.write_text(SWEEP)
     out = tmp_path / "sweep"
     result = CliRunner().invoke(sweep, ["--features", str(root / "train.zarr"), "--config", str(config), "--out", str(out),
-                                        "--workers", "0", "--test-features", tests[0], "--test-features", tests[2]])
+                                        "--workers", "0", "--test-features", tests[0], tests[2]])
     assert result.exit_code == 0, result.output
     results = pd.read_parquet(out / "results.parquet")
     best = results.groupby("variant")["dev_eer"].mean().idxmin()
