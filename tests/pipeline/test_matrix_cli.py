@@ -17,6 +17,7 @@ from classify.scorefiles import read_scores
 from classify.train import train
 from pipeline.commands.matrix import command
 from store.reader import FeatureStore
+from tests.pipeline.test_sweep_cli import SWEEP  # variant mean | scalar x seed 0 | 1, one epoch
 from tests.synthetic import synthetic_store, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -82,21 +83,6 @@ def test_matrix_two_seeds_three_corpora(setup):
     assert cells[columns.index("average")].startswith(f"{100 * np.mean(list(means.values())):.2f}")
     assert "codec weights: SYNTHETIC" in text
     assert (out / "matrix.png").stat().st_size > 1000
-
-
-SWEEP = """[base]
-epochs = 1
-batch_size = 8
-lr = 1e-2
-warmup_steps = 0
-crop_seconds = 0.4
-device = "cpu"
-head_kwargs = {proj_dim = 8, hidden_dim = 8}
-
-[grid]
-variant = ["mean", "scalar"]
-seed = [0, 1]
-"""
 
 
 def test_sweep_test_features_reports_the_dev_selected_setting(setup, tmp_path):
