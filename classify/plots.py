@@ -245,9 +245,11 @@ def plot_matrix(table: Any, path: str | Path, title: str = "Train x test EER (%)
     cmap = matplotlib.colormaps["viridis_r"].with_extremes(bad="0.85")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0, vmax=max(50.0, np.nanmax(values, initial=0)),
                       aspect="auto")
+    light = 0.45 * image.norm.vmax  # dark cells (high EER) get white text
     for i in range(len(settings)):
         for j in range(len(tests)):
-            ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=7, color="black")
+            color = "white" if values[i, j] == values[i, j] and values[i, j] > light else "black"
+            ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=7, color=color)
     ax.set_xticks(range(len(tests)), tests, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(settings)), [textwrap.shorten(s, 40) for s in settings], fontsize=8)
     ax.set_xlabel("test corpus")

@@ -21,8 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from extract.datasets.base import (
     BONAFIDE,
+    COLUMNS,
     UNKNOWN,
     UNLABELLED,
     DatasetError,
@@ -31,6 +35,7 @@ from extract.datasets.base import (
     TableBuilder,
     existing_root,
     iter_protocol,
+    validate_table,
 )
 
 PHASES: tuple[str, ...] = ("progress", "eval", "hidden")
@@ -105,8 +110,61 @@ def _read_keys(path: Path, layout: Layout, builder: TableBuilder) -> dict[str, K
     return keys
 
 
-def load_2021(layout: Layout, root: Path | str, description: str) -> DatasetTable:
-    """The utterance table of one 2021 track (module docstring)."""
+_SAFE_ID = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+
+
+def _fast_table(layout: Layout, guard: PathGuard, trial_list: Path, keys_path: Path, audio_dir: str,
+                present: set[str]) -> pd.DataFrame | None:
+    """The table when the files are clean (every line well formed, every value known, ids unique and
+    safe, the keys and the list agreeing, every file present, no symlink), built column-wise; None
+    otherwise, and the line-by-line reader names each problem. DF's 611,829 trials: seconds, not a minute."""
+    try:
+        trials = [line.split() for line in trial_list.read_text("utf-8").lstrip("\ufeff").splitlines() if line.strip()]
+        key_text = keys_path.read_text("utf-8").lstrip("\ufeff") if keys_path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+    if any(len(t) != 1 for t in trials):
+        return None
+    ids = pd.Series([t[0] for t in trials], dtype=object)
+    if not ids.is_unique or not ids.str.fullmatch(_SAFE_ID).all() or ids.str.contains("..", regex=False).any():
+        return None
+    directory, links = guard._directory(audio_dir)
+    names = ids + ".flac"
+    if not names.isin(present).all() or names.isin(links).any() or not directory.startswith(guard._prefix):
+        return None
+    frame = pd.DataFrame({"utt_id": ids, "path": directory + names})
+    if key_text is None:
+        for column in ("speaker", "system", "codec", *layout.extra_columns):
+            frame[column] = UNKNOWN
+        frame["label"] = UNLABELLED
+    else:
+        n = len(layout.keys_format.split())
+        rows = [line.split() for line in key_text.splitlines() if line.strip()]
+        if any(len(r) != n for r in rows) or len(rows) != len(ids):
+            return None
+        keys = pd.DataFrame(rows, columns=[f"f{k}" for k in range(n)], dtype=object)
+        if not keys["f1"].is_unique or not keys["f1"].isin(ids).all():
+            return None
+        values = [f"f{k}" for k in range(2, n)]
+        combos = keys[values].drop_duplicates()
+        parsed = []
+        for combo in combos.itertuples(index=False):
+            row, error = layout.parse(["-", "-", *combo])
+            if error:
+                return None
+            parsed.append({"system": row["system"], "codec": row["codec"], "label": row["label"], **row["extra"]})
+        derived = pd.concat([combos.reset_index(drop=True), pd.DataFrame(parsed)], axis=1)
+        keys = keys.merge(derived, on=values, how="left").rename(columns={"f0": "speaker", "f1": "utt_id"})
+        frame = frame.merge(keys[["utt_id", "speaker", "system", "codec", "label", *layout.extra_columns]],
+                            on="utt_id", how="left")
+    frame["split"] = "eval"
+    frame = frame[[c for c in COLUMNS if c != "duration"] + list(layout.extra_columns)].astype(str)
+    frame.insert(len(COLUMNS) - 1, "duration", np.nan)
+    return frame
+
+
+def load_2021(layout: Layout, root: Path | str, description: str, fast: bool = True) -> DatasetTable:
+    """The utterance table of one 2021 track (module docstring); ``fast``: try :func:`_fast_table` first."""
     root = existing_root(root)
     guard = PathGuard(root)
     trial_list = root / layout.trial_list
@@ -115,9 +173,16 @@ def load_2021(layout: Layout, root: Path | str, description: str) -> DatasetTabl
     hint = f"ROOT must be the folder that holds {layout.eval_dir}/ (and keys/)"
     if not trial_list.is_file():
         raise DatasetError(f"trial list not found: {trial_list} ({hint})")
-    keys = _read_keys(keys_path, layout, builder) if keys_path.is_file() else None
     audio_dir = f"{layout.eval_dir}/flac"
     present = _audio_names(str(root / audio_dir))
+    attrs = {"metadata": list(layout.extra_columns), "keys": str(keys_path), "keys_found": keys_path.is_file(),
+             "phases": list(PHASES)}
+    found = "with keys" if keys_path.is_file() else f"WITHOUT keys ({keys_path} not found: evaluation needs it)"
+    table = _fast_table(layout, guard, trial_list, keys_path, audio_dir, present) if fast else None
+    if table is not None:
+        validate_table(table)
+        return DatasetTable(table, [], f"{description} at {root}, {found}", attrs)
+    keys = _read_keys(keys_path, layout, builder) if keys_path.is_file() else None
     listed: dict[str, str] = {}
     for where, (trial,) in iter_protocol(trial_list, builder, "TRIAL", hint):
         if trial in listed:
@@ -146,9 +211,6 @@ def load_2021(layout: Layout, root: Path | str, description: str) -> DatasetTabl
         if trial not in listed:
             builder.reject(key.where, f"trial {trial!r} of the keys is not in the trial list {trial_list}",
                            path=str(keys_path), utt_id=trial)
-    attrs = {"metadata": list(layout.extra_columns), "keys": str(keys_path), "keys_found": keys is not None,
-             "phases": list(PHASES)}
-    found = "with keys" if keys is not None else f"WITHOUT keys ({keys_path} not found: evaluation needs it)"
     return builder.build(f"{description} at {root}, {found}", attrs)
 
 

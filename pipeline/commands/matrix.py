@@ -9,15 +9,35 @@ from classify.matrix import run_matrix
 from pipeline.errors import local_path
 
 
+class Several(click.Option):
+    """A repeatable option that also takes several values after one flag (``--runs a b c``): the
+    arguments that follow it, up to the next option, are its values too."""
+
+    def add_to_parser(self, parser, ctx):
+        result = super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if option is not None:
+                take = option.process
+
+                def process(value, state, take=take):
+                    take(value, state)
+                    while state.rargs and not state.rargs[0].startswith("-"):
+                        take(state.rargs.pop(0), state)
+
+                option.process = process
+        return result
+
+
 def many_values(values: tuple[str, ...]) -> list[str]:
     """Values given as repeated flags, each possibly holding several (space or comma separated)."""
     return [v for value in values for v in value.replace(",", " ").split()]
 
 
 @click.command("matrix")
-@click.option("--runs", multiple=True, required=True,
+@click.option("--runs", cls=Several, multiple=True, required=True,
               help="Run folders (their best.pt) or checkpoints; several after one flag, or the flag repeated.")
-@click.option("--features", multiple=True, required=True, help="Test feature stores; several, or the flag repeated.")
+@click.option("--features", cls=Several, multiple=True, required=True, help="Test feature stores; several, or the flag repeated.")
 @click.option("--out", "out_dir", callback=local_path, type=click.Path(file_okay=False), required=True,
               help="Folder for cells/, matrix.parquet, matrix.md and matrix.png.")
 @click.option("--bootstrap", "n_boot", type=int, default=200, show_default=True,

@@ -34,6 +34,7 @@ from classify.sweep import (
 )
 from common.config import ConfigError, parse_overrides
 from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, dask_client, threads_per_worker
+from pipeline.commands.matrix import Several, many_values
 from pipeline.errors import local_path, one_line
 
 
@@ -129,7 +130,6 @@ def _eval_split(store, eval_store, asked: str | None, separate: bool) -> str | N
 def _test_matrix(results, test_features: tuple[str, ...], out_dir: Path) -> None:
     """`pipeline matrix` of the dev-selected setting's runs on the test stores, into OUT/matrix/."""
     from classify.matrix import dev_selected_runs, run_matrix  # noqa: PLC0415
-    from pipeline.commands.matrix import many_values  # noqa: PLC0415
 
     try:
         setting, runs = dev_selected_runs(results)
@@ -154,7 +154,7 @@ def _test_matrix(results, test_features: tuple[str, ...], out_dir: Path) -> None
                    "ranked on dev alone).")
 @click.option("--eval-features", default=None,
               help="Feature store holding the eval split, when it was extracted on its own (same codec).")
-@click.option("--test-features", multiple=True,
+@click.option("--test-features", cls=Several, multiple=True,
               help="Test stores (other corpora; several, or the flag repeated): the dev-selected setting's runs (all "
                    "its seeds) are scored on each, as `pipeline matrix`, into OUT/matrix/.")
 @click.option("--dry-run", is_flag=True, help="List the trials (id, status, config diff from [base]) and exit.")

@@ -174,3 +174,21 @@ def test_read_asv_2021_joins_line_by_line(tmp_path):
     scores.write_text("LA_0001 LA_E_1 3.5\nLA_0001 LA_E_3 -1\n")
     with pytest.raises(ValueError, match=r"score.txt:2: trial 'LA_E_3', but .*trial_metadata.txt:2 is 'LA_E_2'"):
         read_asv_2021(str(keys), str(scores), {})
+
+
+def test_mlaad_model_table_keeps_every_bona_fide_and_codecfake_conditions_select_both():
+    rng = np.random.default_rng(11)
+    n = 200
+    label = rng.choice(["bonafide", "spoof"], n)
+    frame = pd.DataFrame({"score": rng.integers(0, 5, n) + 0.5 * (label == "bonafide"), "label": label,
+                          "model": np.where(label == "bonafide", "-", rng.choice(["m1", "m2", "m3"], n)),
+                          "language": rng.choice(["de", "en"], n), "condition": rng.choice(["C1", "A2"], n)})
+    tables = corpus_tables("mlaad", frame)["tables"]
+    assert tables["model"]["rows"] == ["m1", "m2", "m3", POOLED]
+    for spec in TABLES["mlaad"] + TABLES["codecfake"]:
+        table = (tables if spec in TABLES["mlaad"] else corpus_tables("codecfake", frame)["tables"])[spec.title]
+        for i, r in enumerate(table["row_values"]):
+            bona, spoof = naive_cell(frame, spec, r, POOLED)
+            assert table["eer"][i][0] == compute_eer(bona, spoof)[0]
+            assert table["n_bonafide"][i][0] == len(bona)
+    assert tables["model"]["n_bonafide"][0][0] == int((label == "bonafide").sum())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -263,3 +264,16 @@ def test_extraction_with_a_training_stores_weights_keeps_the_metadata(tiny_store
     extract(tiny_config(root, bare, dataset="asv21la", weights=weights), log=quiet)
     with pytest.raises(DataError, match=r"extracted without keys: evaluation needs .*keys/LA/CM/trial_metadata.txt"):
         load_split(FeatureStore(str(bare)), "eval")
+
+
+@pytest.mark.parametrize("track, keys", [("LA", LA_KEYS), ("DF", DF_KEYS), ("LA", None)])
+def test_2021_column_wise_reading_equals_the_line_by_line_one(tmp_path, track, keys):
+    from extract.datasets import asv21df, asv21la
+    from extract.datasets.asv21 import load_2021
+
+    layout = (asv21la if track == "LA" else asv21df).LAYOUT
+    root = make_2021(tmp_path, track, keys, trials=None if keys else ["LA_E_1", "LA_E_2"])
+    fast, slow = load_2021(layout, root, "x"), load_2021(layout, root, "x", fast=False)
+    assert not fast.problems and not slow.problems
+    pd.testing.assert_frame_equal(fast.table, slow.table)
+    assert fast.attrs == slow.attrs and fast.description == slow.description

@@ -17,6 +17,7 @@ from classify.scorefiles import read_scores
 from classify.train import train
 from pipeline.commands.matrix import command
 from store.reader import FeatureStore
+from tests.pipeline.test_sweep_cli import SWEEP  # variant mean | scalar x seed 0 | 1, one epoch
 from tests.synthetic import synthetic_store, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,7 +41,7 @@ def setup(tmp_path_factory):
 def test_matrix_two_seeds_three_corpora(setup):
     root, runs, tests, other = setup
     out = root / "out"
-    result = CliRunner().invoke(command, ["--runs", *runs[:1], "--runs", runs[1], "--features", " ".join(tests),
+    result = CliRunner().invoke(command, ["--runs", *runs[:1], "--runs", runs[1], "--features", *tests,
                                           "--features", other, "--out", str(out), "--bootstrap", "50",
                                           "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -84,21 +85,6 @@ def test_matrix_two_seeds_three_corpora(setup):
     assert (out / "matrix.png").stat().st_size > 1000
 
 
-SWEEP = """[base]
-epochs = 1
-batch_size = 8
-lr = 1e-2
-warmup_steps = 0
-crop_seconds = 0.4
-device = "cpu"
-head_kwargs = {proj_dim = 8, hidden_dim = 8}
-
-[grid]
-variant = ["mean", "scalar"]
-seed = [0, 1]
-"""
-
-
 def test_sweep_test_features_reports_the_dev_selected_setting(setup, tmp_path):
     from pipeline.commands.sweep import command as sweep
 
@@ -107,7 +93,7 @@ def test_sweep_test_features_reports_the_dev_selected_setting(setup, tmp_path):
     config.write_text(SWEEP)
     out = tmp_path / "sweep"
     result = CliRunner().invoke(sweep, ["--features", str(root / "train.zarr"), "--config", str(config), "--out", str(out),
-                                        "--workers", "0", "--test-features", tests[0], "--test-features", tests[2]])
+                                        "--workers", "0", "--test-features", tests[0], tests[2]])
     assert result.exit_code == 0, result.output
     results = pd.read_parquet(out / "results.parquet")
     best = results.groupby("variant")["dev_eer"].mean().idxmin()
