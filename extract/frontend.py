@@ -38,7 +38,16 @@ import numpy as np
 import torch
 from encodec import EncodecModel
 
-from .audio import CODEC_SAMPLE_RATE, AudioError, frame_energy, load_audio, probe, resampled_length, to_codec_audio
+from .audio import (
+    AUDIO_EXTENSIONS,
+    CODEC_SAMPLE_RATE,
+    AudioError,
+    frame_energy,
+    load_audio,
+    probe,
+    resampled_length,
+    to_codec_audio,
+)
 from .codec import HOP_LENGTH, WeightsError, n_quantizers, new_model
 from .encoder import BatchEncoder, Encoded
 from .ssl import (
@@ -56,9 +65,6 @@ from .ssl import (
 )
 from .unit import length_batches
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
-                    ".caf", ".w64", ".rf64", ".sph", ".nist")
-"""File name endings read as audio (formats libsndfile decodes); folders are searched for these."""
 WINDOW_SECONDS = 60.0
 MIN_BATCH_SECONDS = 0.5
 """Encoder settings of stores that did not record theirs (`extract.run.ExtractConfig`'s defaults)."""
