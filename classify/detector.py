@@ -44,6 +44,7 @@ from classify.bundle import ModelFile, codec_weights_bytes, read_model
 from classify.checkpoint import CheckpointError
 from classify.config import TrainConfig, amp_dtype, resolve_device
 from classify.data import FrameSource, SplitData
+from classify.decision import PRIOR, check_prior, llr_threshold, parse
 from classify.evaluate import apply_calibration, frame_window, score_split
 from classify.explain import occlusion, window_starts
 from classify.fusion import FusedDetector, fused_detector, saved_config, ssl_label
@@ -78,16 +79,21 @@ class Threshold:
         return "bonafide" if value >= self.value else "spoof"
 
 
-def make_threshold(spec: str | float, calibration: dict[str, Any] | None) -> Threshold:
+def make_threshold(spec: str | float, calibration: dict[str, Any] | None, prior: float = PRIOR) -> Threshold:
     """``eer``: the dev EER threshold of the calibrated score (LLR); ``bayes``: the Bayes threshold
-    of the LLR for the ASVspoof5 costs; a number: a threshold of the raw score. Both named ones come
-    from the model's calibration record: a model without one gets no decision (a Threshold whose
-    value is None, whose description says why). ValueError for anything else."""
+    of the LLR for the ASVspoof5 costs; a number: a threshold of the raw score; ``prior``,
+    ``mindcf``, ``far:R``: the operating points of `classify.decision` (``prior``: P(bona fide)).
+    The named ones come from the model's calibration record: a model without one gets no decision
+    (a Threshold whose value is None, whose description says why). ValueError for anything else."""
+    if isinstance(spec, str) and (spec in ("prior", "mindcf") or spec.startswith("far:")):
+        value, description = llr_threshold(spec, calibration, check_prior(prior))
+        return Threshold(spec, value, "llr", description)
     if not isinstance(spec, str) or spec not in ("eer", "bayes"):
         try:
             value = float(spec)
         except (TypeError, ValueError):
-            raise ValueError(f"threshold {spec!r}: use eer, bayes or a number (a raw-score threshold)") from None
+            parse(str(spec))  # the error names every choice
+            raise
         return Threshold("value", value, "score", f"raw score >= {value:g}")
     thresholds = (calibration or {}).get("thresholds")
     if not thresholds:
@@ -191,6 +197,8 @@ class Detector:
         self.config = TrainConfig(**model_file.state["config"])
         self.codec = CodecInfo(**model_file.state["codec"])
         self.threshold = threshold
+        self.prior = PRIOR
+        """P(bona fide) of the probabilities (`classify.decision`); set by :meth:`load`."""
         self.device = device
         self.dtype = amp_dtype(self.config, device)
         self.batch_seconds = batch_seconds
@@ -207,13 +215,14 @@ class Detector:
     def load(cls, path: str | Path, *, codec_weights: str | Path | None = None, device: str = "auto",
              threshold: str | float = "eer", batch_seconds: float | None = None,
              eval_crop: float | None = None, download: bool = True,
-             ssl_weights: str | Path | None = None) -> Detector:
+             ssl_weights: str | Path | None = None, prior: float = PRIOR) -> Detector:
         """Load a run directory (its best.pt), a checkpoint or a bundle (`pipeline export-model`) and
         rebuild the codec it was trained with (see `classify.bundle.codec_weights_bytes` for where the
         weights are looked for; ``codec_weights``: a file to use instead) and, for the SSL variants,
         the SSL model (`extract.frontend.ssl_front_end`; ``ssl_weights``: a file to use instead).
 
-        ``threshold``: ``eer``, ``bayes`` or a raw-score value (:func:`make_threshold`);
+        ``threshold``: ``eer``, ``bayes``, ``prior``, ``mindcf``, ``far:R`` or a raw-score value
+        (:func:`make_threshold`); ``prior``: P(bona fide) of the probabilities and of ``prior``;
         ``batch_seconds``: padded audio per encoder batch (default: :data:`BATCH_SECONDS`; 0: one file
         at a time); ``eval_crop``: score the first ``eval_crop`` seconds of
         every file (shorter ones tiled) instead of the whole file; ``download``: allow fetching the
@@ -248,8 +257,10 @@ class Detector:
                                       ssl=ssl, max_seconds=extraction.get("max_seconds", 3600.0))
         if batch_seconds is None:
             batch_seconds = BATCH_SECONDS["cuda" if torch_device.type == "cuda" else "cpu"]
-        return cls(model, front_end, model_file, make_threshold(threshold, model_file.calibration), torch_device,
-                   batch_seconds, eval_crop, where, ssl_where)
+        detector = cls(model, front_end, model_file, make_threshold(threshold, model_file.calibration, prior),
+                       torch_device, batch_seconds, eval_crop, where, ssl_where)
+        detector.prior = check_prior(prior)
+        return detector  # noqa: RET504
 
     # -- what the model is --------------------------------------------------------------------
 
