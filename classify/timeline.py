@@ -120,25 +120,25 @@ def score_with_timeline(detector: Any, features: Any, window_seconds: float = WI
 
 
 def score_waveform(detector: Any, waveform: Any, sample_rate: int, window_seconds: float = WINDOW_SECONDS,
-                   hop_seconds: float = HOP_SECONDS) -> tuple[ScoreRow, Timeline]:
-    """A waveform's row (as :meth:`Detector.score` scores it) and its timeline."""
+                   hop_seconds: float = HOP_SECONDS) -> tuple[ScoreRow, Timeline, Any]:
+    """A waveform's row (as :meth:`Detector.score` scores it), its timeline and its features."""
     features, _ = detector._encode_waveform(waveform, sample_rate)
     score, timeline = score_with_timeline(detector, features, window_seconds, hop_seconds)
-    return detector._row("<waveform>", score, features.duration), timeline
+    return detector._row("<waveform>", score, features.duration), timeline, features
 
 
 def iter_timelines(detector: Any, paths: Iterable[str | Path], window_seconds: float = WINDOW_SECONDS,
-                   hop_seconds: float = HOP_SECONDS) -> Iterator[tuple[ScoreRow, Timeline | None]]:
-    """(row, timeline) of every file in order, one file at a time (its row is what
+                   hop_seconds: float = HOP_SECONDS) -> Iterator[tuple[ScoreRow, Timeline | None, Any]]:
+    """(row, timeline, features) of every file in order, one file at a time (its row is what
     :meth:`Detector.score_files` gives it with one file per encoder batch); a file that cannot be
-    scored gets its error row and no timeline."""
+    scored gets its error row and no timeline or features."""
     check_settings(window_seconds, hop_seconds)
     for path in paths:
         for batch in detector.front_end.encode_files([str(path)], detector.batch_seconds, detector.eval_crop):
             for _, f in batch:
                 error = f.error or detector._too_short(f)
                 if error:
-                    yield ScoreRow(f.path, duration=f.duration, error=error), None
+                    yield ScoreRow(f.path, duration=f.duration, error=error), None, None
                     continue
                 score, timeline = score_with_timeline(detector, f, window_seconds, hop_seconds)
-                yield detector._row(f.path, score, f.duration), timeline
+                yield detector._row(f.path, score, f.duration), timeline, f

@@ -65,6 +65,7 @@ from classify.fusion import (
 )
 from classify.metrics import compute_eer, compute_mindcf
 from classify.model import SpoofDetector
+from classify.ood import fit_run as fit_ood
 from classify.plots import plot_level_weights, plot_training_curves
 from common.provenance import device_label, provenance
 from store.reader import FeatureStore
@@ -418,6 +419,9 @@ def train(config: TrainConfig, store: FeatureStore, out_dir: str | Path, log: Ca
         run.model.load_state_dict(load_checkpoint(best_path)["model"])
         paths.update(best=str(best_path), last=str(out_dir / LAST))
         paths["calibration"] = str(run.calibrate_best())
+        ood_path = fit_ood(run)  # the out-of-distribution record, beside the calibration (classify.ood)
+        if ood_path is not None:
+            paths["ood"] = str(ood_path)
         paths["training_curves"] = str(plot_training_curves(
             p.history, out_dir / CURVES, title=f"Training: {config.variant} / {config.head}", note=run.label))
         alpha = run.model.weighting.level_weights() if run.model.weighting is not None else None

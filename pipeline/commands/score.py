@@ -13,6 +13,7 @@ from tqdm import tqdm
 from classify.config import DEVICES
 from classify.decision import PRIOR
 from classify.detector import Detector
+from classify.ood import check as ood_check
 from classify.plots import plot_explanation
 from classify.score_rows import FORMATS, RowWriter, ScoreRow, format_for
 from classify.timeline import HOP_SECONDS, WINDOW_SECONDS, aggregate_rule, iter_timelines
@@ -57,9 +58,10 @@ def _in_order(indexed: Iterator[tuple[int, ScoreRow]]) -> Iterator[ScoreRow]:
 
 def _with_segments(detector: Detector, files, window: float, hop: float, handle) -> Iterator[ScoreRow]:
     """Rows in input order, one file at a time, each file's verdict (`classify.verdict`: LLR,
-    probability, decision, segments, model) written to ``handle`` as one JSON line."""
-    for row, timeline in iter_timelines(detector, files, window, hop):
-        handle.write(json.dumps(verdict(detector, row, timeline)) + "\n")
+    probability, decision, segments, out-of-distribution check, model) written to ``handle`` as one JSON line."""
+    for row, timeline, features in iter_timelines(detector, files, window, hop):
+        ood, reason = ood_check(detector, features) if features is not None else (None, row.error)
+        handle.write(json.dumps(verdict(detector, row, timeline, ood, reason)) + "\n")
         handle.flush()
         yield row
 

@@ -47,7 +47,7 @@ def spliced(scoring, detector: Detector) -> tuple[np.ndarray, int, tuple[float, 
 def test_a_spliced_recording_shows_its_spoofed_stretch(scoring):
     detector = Detector.load(scoring.run, batch_seconds=0)
     wav, rate, (lo, hi) = spliced(scoring, detector)
-    row, timeline = score_waveform(detector, wav, rate, window_seconds=1.0, hop_seconds=0.5)
+    row, timeline, _ = score_waveform(detector, wav, rate, window_seconds=1.0, hop_seconds=0.5)
     assert row.score == pytest.approx(detector.score(wav, rate), abs=1e-5)  # the aggregate is the whole file's
     inside = [s.score for s in timeline.segments if s.start >= lo - 0.05 and s.end <= hi + 0.05]
     outside = [s.score for s in timeline.segments if s.end <= lo or s.start >= hi]
@@ -72,14 +72,14 @@ def test_a_segment_scores_as_its_frames_scored_alone(scoring):
 
     detector = Detector.load(scoring.run, batch_seconds=0)
     data, rate = sf.read(scoring.files("eval")[0], dtype="float32")
-    row, timeline = score_waveform(detector, data, rate, window_seconds=0.8, hop_seconds=0.3)
+    row, timeline, _ = score_waveform(detector, data, rate, window_seconds=0.8, hop_seconds=0.3)
     codes = detector.front_end.encode([detector.front_end.prepare(data, rate)], 1)[0].codes
     for s in timeline.segments:
         first, last = round(s.start * 75), round(s.end * 75)
         alone = detector.score_features([Features("x", codes[first:last])])[0]
         assert s.score == pytest.approx(float(alone), abs=1e-6)
         assert s.llr == pytest.approx(detector.llr(float(alone)))
-    short, one = score_waveform(detector, data[:8000], rate, window_seconds=4.0, hop_seconds=2.0)
+    short, one, _ = score_waveform(detector, data[:8000], rate, window_seconds=4.0, hop_seconds=2.0)
     assert len(one.segments) == 1 and one.segments[0].score == pytest.approx(short.score, abs=1e-6)
     with pytest.raises(ValueError, match="must be > 0"):
         score_waveform(detector, data, rate, window_seconds=0.0)
@@ -146,6 +146,7 @@ def test_score_segments_writes_each_files_verdict(scoring, tmp_path):
         assert len(v["segments"]) >= 2 and v["timeline"]["window_seconds"] == pytest.approx(1.0, abs=0.02)
         assert {"start", "end", "score", "llr", "probability", "decision"} <= set(v["segments"][0])
         assert v["model"]["untrained"] and "UNTRAINED" in v["model"]["codec_weights"]
-    assert lines[-1]["error"].startswith("truncated") and lines[-1]["segments"] == []
+        assert {"score", "threshold", "flagged"} <= set(v["ood"]) and isinstance(v["ood"]["flagged"], bool)
+    assert lines[-1]["error"].startswith("truncated") and lines[-1]["segments"] == [] and lines[-1]["ood"] is None
     meta = json.loads((tmp_path / "rows.csv.meta.json").read_text())
     assert meta["prior"] == 0.2 and "whole recording" in meta["segments"]["aggregate"]
