@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "pipeline.commands.evaluate:command",
     "sweep": "pipeline.commands.sweep:command",
     "score": "pipeline.commands.score:command",
+    "serve": "pipeline.commands.serve:command",
     "export-model": "pipeline.commands.export_model:command",
     "metrics": "pipeline.commands.metrics:command",
     "demo": "pipeline.commands.demo:command",
