@@ -1,20 +1,21 @@
 """How often the out-of-distribution warning (classify.ood) fires on in-domain data and on the shifts
-that can be made here, for one trained run.
+that can be made here, for one trained model whose training fitted the OOD record.
 
-    python bench/bench_ood.py [--work DIR] [--per-group 150] [--epochs 6] [--json bench/results/ood.json]
+    python bench/bench_ood.py [--model RUN|BUNDLE] [--per-group 30] [--json bench/results/ood.json]
 
-1. Extract offla19 (/work/shared/data/offla19, ASVspoof 2019 LA layout) train and dev with the
-   UNTRAINED codec (no weights are downloadable here), and train a small model (the tests' tiny
-   config, ``--epochs``): the OOD record is fitted at the end of training (train split: mean and
-   covariance; dev: the 99th-percentile threshold).
-2. The rate of flagged recordings, per group (at most ``--per-group`` files each, spread over the list):
-   ``dev`` (in-domain, where the threshold was set: about 1 % by construction), ``train`` (in-domain,
-   where the mean and covariance were fitted), ``offla19 eval bona fide`` (other speakers and
-   languages), ``offla19 eval spoof`` (other voices and synthesizers), ``offla5 eval`` (another
-   corpus: other attacks, and codec-coded copies), dev files through codecs
-   (`extract.avio.round_trip`: MP3 16 kbit/s, Opus 6 kbit/s, AMR-NB 12.2 kbit/s, G.711 A-law), and
-   the synthetic demo corpus (`extract.datasets.generate_demo_corpus`).
+Without ``--model``, the tests' workflow is built in a temporary folder (`tests.scoring.build`: the
+generated demo corpus, an UNTRAINED codec, a 3-epoch model whose OOD record is fitted on its train
+split and thresholded at its dev split's 99th percentile). The model's in-domain data is then the
+demo generator's output; groups (at most ``--per-group`` files each):
 
+* ``in-domain held out``: new files from the same generator (another seed), never seen in training;
+* ``offla19 bona fide`` / ``offla19 spoof`` / ``offla5 eval`` (/work/shared/data): real voices and real
+  synthesizers (other voices, other synthesizers, another corpus with coded copies);
+* the held-out files through codecs (`extract.avio.round_trip`: MP3 16 kbit/s, Opus 6 kbit/s,
+  AMR-NB 12.2 kbit/s at 8 kHz, G.711 A-law at 8 kHz).
+
+(A first version extracted offla19 and trained on it; on the shared 2-core machine at load 15-18 its
+extraction did 96 files in 25 minutes, so the bench runs on the tests' model instead.)
 Every figure names the codec weights (UNTRAINED): the shifts a real model meets differ.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,9 +52,8 @@ def offla5_eval() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_ood"))
-    parser.add_argument("--per-group", type=int, default=150)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--per-group", type=int, default=30)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "ood.json")
     args = parser.parse_args()
     import soundfile as sf
@@ -60,45 +61,41 @@ def main() -> None:
 
     from classify import ood
     from classify.detector import Detector
-    from classify.train import train
     from extract import avio
     from extract.datasets import generate_demo_corpus, get_dataset
-    from extract.run import ExtractConfig, extract
-    from store.reader import FeatureStore
-    from tests.synthetic import tiny_config
 
-    torch.set_num_threads(2)
-    load_before, started = stamp.load(), time.time()
-    args.work.mkdir(parents=True, exist_ok=True)
-    store = args.work / "offla19.zarr"
-    extract(ExtractConfig(dataset="asv19", root=str(DATA / "offla19"), out=str(store), splits=["train", "dev"],
-                          weights="untrained", kmeans_frames=4096, kmeans_iters=10, device="cpu", batch_seconds=0,
-                          torch_threads=2, energy=False), log=lambda m: print(m, flush=True))
-    run = args.work / "run"
-    if not (run / "best.pt").is_file() or "ood" not in torch.load(run / "best.pt", weights_only=True):
-        train(tiny_config(epochs=args.epochs, lr=3e-3, max_eval_seconds=4.0), FeatureStore(str(store)), run,
-              log=print, resume=False)
-    detector = Detector.load(run, batch_seconds=0)
-    record = detector.model_file.state["ood"]
-    table = get_dataset("asv19").load(DATA / "offla19", ["train", "dev", "eval"]).table
-    paths = {split: table.loc[table["split"] == split, "path"].tolist() for split in ("train", "dev")}
-    ev = table[table["split"] == "eval"]
-    demo = generate_demo_corpus(args.work / "demo", n_per_split={"train": 0, "dev": 0, "eval": 40}, seed=5)
-    groups = {"dev (in-domain; threshold fitted here)": spread(paths["dev"], args.per_group),
-              "train (in-domain; mean and covariance fitted here)": spread(paths["train"], args.per_group),
-              "offla19 eval bona fide (other speakers, languages)": spread(ev.loc[ev["label"] == "bonafide", "path"].tolist(), args.per_group),
-              "offla19 eval spoof (other voices and synthesizers)": spread(ev.loc[ev["label"] == "spoof", "path"].tolist(), args.per_group),
-              "offla5 eval (another corpus, coded copies)": spread(offla5_eval(), args.per_group),
-              "demo corpus (synthetic signals)": sorted(str(p) for p in Path(demo).rglob("*.flac"))}
+    torch.set_num_threads(1)
+    load_before, sampler, started = stamp.load(), stamp.LoadSampler(), time.time()
+    scratch = Path(tempfile.mkdtemp(prefix="bench_ood_"))
+    model = args.model
+    if model is None:
+        from tests.scoring import build
+
+        print("building the tests' tiny workflow (UNTRAINED codec) ...", flush=True)
+        model = build(scratch / "workflow").run
+    detector = Detector.load(model, batch_seconds=0)
+    record = detector.model_file.state.get("ood")
+    if not record:
+        raise SystemExit(f"{model}: has no OOD record (train it with this version)")
+    held = generate_demo_corpus(scratch / "held", n_per_split={"train": 2, "dev": 2, "eval": args.per_group}, seed=11)
+    held_files = sorted(str(p) for p in Path(held).rglob("*.flac") if "_eval" in str(p))
+    table = get_dataset("asv19").load(DATA / "offla19", ["eval"]).table
+    groups = {"in-domain held out (same generator, new seed)": held_files,
+              "offla19 eval bona fide (real voices)": spread(table.loc[table["label"] == "bonafide", "path"].tolist(),
+                                                             args.per_group),
+              "offla19 eval spoof (real synthesizers)": spread(table.loc[table["label"] == "spoof", "path"].tolist(),
+                                                               args.per_group),
+              "offla5 eval (another corpus, coded copies)": spread(offla5_eval(), args.per_group)}
     figures: dict = {"codec_weights": detector.codec_label, "threshold": record["threshold"],
-                     "quantile": record["quantile"], "method": record["method"], "groups": {}}
+                     "quantile": record["quantile"], "n_train": record["n_train"], "n_dev": record["n_dev"],
+                     "method": record["method"], "groups": {}}
 
     def measure(name: str, features_list: list) -> None:
-        scores = [ood.check(detector, f)[0]["score"] for f in features_list]
-        flagged = float(np.mean(np.array(scores) > record["threshold"]))
-        figures["groups"][name] = {"files": len(scores), "flagged_rate": flagged,
+        scores = np.array([ood.check(detector, f)[0]["score"] for f in features_list])
+        flagged = float(np.mean(scores > record["threshold"]))
+        figures["groups"][name] = {"files": int(scores.size), "flagged_rate": flagged,
                                    "median_distance": float(np.median(scores))}
-        print(f"{name}: {len(scores)} files, flagged {100 * flagged:.1f} %, median distance {np.median(scores):.2f} "
+        print(f"{name}: {scores.size} files, flagged {100 * flagged:.1f} %, median distance {np.median(scores):.2f} "
               f"(threshold {record['threshold']:.2f})", flush=True)
 
     for name, files in groups.items():
@@ -107,13 +104,13 @@ def main() -> None:
         if codec not in avio.available():
             continue
         feats = []
-        for path in spread(paths["dev"], args.per_group // 2):
+        for path in held_files:
             wav, sr = sf.read(path, dtype="float32")
             feats.append(detector._encode_waveform(avio.round_trip(wav, sr, codec, bitrate, rate), sr)[0])
-        measure(f"dev through {codec} ({bitrate or 'fixed'} bit/s at {rate} Hz)", feats)
-    figures["seconds"] = time.time() - started
+        measure(f"held out through {codec} ({bitrate or 64000} bit/s at {rate} Hz)", feats)
+    figures["seconds"] = round(time.time() - started, 1)
     result = stamp.result("ood", sys.argv, load_before, ["classify/ood.py", "classify/train.py"], figures,
-                          codec_sha256=detector.codec.weights_sha256)
+                          load_during=sampler.mean(), codec_sha256=detector.codec.weights_sha256)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
