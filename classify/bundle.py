@@ -13,6 +13,7 @@ A bundle (``DETECTOR.pt``, written by :func:`export_model`) is one file, loadabl
     codec_weights            {"source", "sha256", "label", "origin", "data"}: "data" is the codec's
                              state dict bytes as a uint8 tensor, except for the pretrained codec
                              (found through the torch hub cache or EnCodec's URL by its sha256)
+    ood                      the out-of-distribution record (`classify.ood`), when the run has one
     ssl                      (SSL variants) the SSL stream's record: model, layers, weights (source,
                              sha256, origin, seed). The SSL weights are not embedded (WavLM-Large's
                              are 1.2 GB): scoring rebuilds untrained ones from their seed and finds
@@ -46,7 +47,7 @@ from store.format import StoreFiles
 BUNDLE_FORMAT = "rvq-antispoof-detector"
 BUNDLE_VERSION = FORMAT_VERSION
 """Bundles and checkpoints share their format versions and migrations (`classify.migrations`)."""
-_KEPT = ("model", "config", "codec", "ssl", "store", "provenance")
+_KEPT = ("model", "config", "codec", "ssl", "store", "provenance", "ood")
 """Checkpoint entries a bundle keeps (not the optimizer, RNG or history)."""
 
 

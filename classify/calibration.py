@@ -10,6 +10,8 @@ The record (``checkpoint["calibration"]``)::
                         "eer_llr":   dev EER threshold of the LLR,
                         "bayes_llr": the Bayes threshold of the LLR for the ASVspoof5 costs,
                         "dev_eer":   the dev EER}
+    operating_points   the min DCF threshold and the dev LLRs' quantiles per class
+                       (`classify.decision.operating_points`: the mindcf and far:R decisions)
     codec_weights      label of the codec weights that made the dev features
 
 Decision rule everywhere: bona fide when the value is >= the threshold (as the official actDCF).
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from classify.decision import operating_points
 from classify.evaluate import apply_calibration, fit_calibration
 from classify.metrics import actdcf_threshold, compute_det_curve
 
@@ -58,5 +61,6 @@ def model_calibration(scores: np.ndarray, is_bonafide: np.ndarray, dev_split: st
         "calibration": calibration,
         "thresholds": {"eer_score": eer_score, "eer_llr": eer_llr, "bayes_llr": actdcf_threshold(),
                        "dev_eer": dev_eer},
+        "operating_points": operating_points(llr, is_bonafide),
         "codec_weights": codec_label,
     }

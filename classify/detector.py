@@ -47,6 +47,7 @@ from classify.bundle import ModelFile, codec_weights_bytes, read_model
 from classify.checkpoint import CheckpointError
 from classify.config import TrainConfig, amp_dtype, resolve_device
 from classify.data import FrameSource, SplitData
+from classify.decision import PRIOR, check_prior
 from classify.evaluate import apply_calibration, frame_window, score_split
 from classify.explain import Explanation, explain
 from classify.frames import ArrayReader
@@ -117,6 +118,8 @@ class Detector:
         self.config = TrainConfig(**model_file.state["config"])
         self.codec = CodecInfo(**model_file.state["codec"])
         self.threshold = threshold
+        self.prior = PRIOR
+        """P(bona fide) of the probabilities (`classify.decision`); set by :meth:`load`."""
         self.device = device
         self.dtype = amp_dtype(self.config, device)
         self.batch_seconds = batch_seconds
@@ -133,13 +136,14 @@ class Detector:
     def load(cls, path: str | Path, *, codec_weights: str | Path | None = None, device: str = "auto",
              threshold: str | float = "eer", batch_seconds: float | None = None,
              eval_crop: float | None = None, download: bool = True,
-             ssl_weights: str | Path | None = None) -> Detector:
+             ssl_weights: str | Path | None = None, prior: float = PRIOR) -> Detector:
         """Load a run directory (its best.pt), a checkpoint or a bundle (`pipeline export-model`) and
         rebuild the codec it was trained with (see `classify.bundle.codec_weights_bytes` for where the
         weights are looked for; ``codec_weights``: a file to use instead) and, for the SSL variants,
         the SSL model (`extract.frontend.ssl_front_end`; ``ssl_weights``: a file to use instead).
 
-        ``threshold``: ``eer``, ``bayes`` or a raw-score value (:func:`make_threshold`);
+        ``threshold``: ``eer``, ``bayes``, ``prior``, ``mindcf``, ``far:R`` or a raw-score value
+        (:func:`make_threshold`); ``prior``: P(bona fide) of the probabilities and of ``prior``;
         ``batch_seconds``: padded audio per encoder batch (default: :data:`BATCH_SECONDS`; 0: one file
         at a time); ``eval_crop``: score the first ``eval_crop`` seconds of
         every file (shorter ones tiled) instead of the whole file; ``download``: allow fetching the
@@ -179,8 +183,10 @@ class Detector:
                                       ssl=ssl, max_seconds=extraction.get("max_seconds", 3600.0))
         if batch_seconds is None:
             batch_seconds = BATCH_SECONDS["cuda" if torch_device.type == "cuda" else "cpu"]
-        return cls(model, front_end, model_file, make_threshold(threshold, model_file.calibration), torch_device,
-                   batch_seconds, eval_crop, where, ssl_where)
+        detector = cls(model, front_end, model_file, make_threshold(threshold, model_file.calibration, prior),
+                       torch_device, batch_seconds, eval_crop, where, ssl_where)
+        detector.prior = check_prior(prior)
+        return detector  # noqa: RET504
 
     # -- what the model is --------------------------------------------------------------------
 
@@ -233,6 +239,14 @@ class Detector:
         same streams, through readers of the features in RAM (`classify.frames`)."""
         model = self.model if model is None else model
         started = time.perf_counter()
+        source, split = self.features_source(features)
+        logits = score_split(model, source, split, self.window, self.frame_budget, self.device, self.dtype)
+        self.front_end.add_time("head", time.perf_counter() - started)
+        return logits
+
+    def features_source(self, features: list[Any]) -> tuple[FrameSource, SplitData]:
+        """A FrameSource over N files' features in RAM (readers of `classify.frames`) with the model's
+        streams, and the split of all N: what evaluation reads from a store, for new audio."""
         codes, stream, ssl = model_streams(self.model)
         source = FrameSource.of(
             codes=ArrayReader([f.codes for f in features]) if codes else None,
@@ -241,11 +255,8 @@ class Detector:
         n = len(features)
         lengths = np.array([f.codes.shape[0] for f in features], dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
-        split = SplitData("files", [f.path for f in features], starts, lengths, np.zeros(n, bool), ["-"] * n,
-                          ["-"] * n, 0, np.arange(n))
-        logits = score_split(model, source, split, self.window, self.frame_budget, self.device, self.dtype)
-        self.front_end.add_time("head", time.perf_counter() - started)
-        return logits
+        return source, SplitData("files", [f.path for f in features], starts, lengths, np.zeros(n, bool), ["-"] * n,
+                                 ["-"] * n, 0, np.arange(n))
 
     def _too_short(self, features: Any) -> str:
         """Why a file's features cannot be scored by an SSL variant ("" when they can)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from classify.decision import PRIOR, check_prior, llr_threshold, parse
+
 
 @dataclass(frozen=True)
 class Threshold:
@@ -23,16 +25,21 @@ class Threshold:
         return "bonafide" if value >= self.value else "spoof"
 
 
-def make_threshold(spec: str | float, calibration: dict[str, Any] | None) -> Threshold:
+def make_threshold(spec: str | float, calibration: dict[str, Any] | None, prior: float = PRIOR) -> Threshold:
     """``eer``: the dev EER threshold of the calibrated score (LLR); ``bayes``: the Bayes threshold
-    of the LLR for the ASVspoof5 costs; a number: a threshold of the raw score. Both named ones come
-    from the model's calibration record: a model without one gets no decision (a Threshold whose
-    value is None, whose description says why). ValueError for anything else."""
+    of the LLR for the ASVspoof5 costs; a number: a threshold of the raw score; ``prior``,
+    ``mindcf``, ``far:R``: the operating points of `classify.decision` (``prior``: P(bona fide)).
+    The named ones come from the model's calibration record: a model without one gets no decision
+    (a Threshold whose value is None, whose description says why). ValueError for anything else."""
+    if isinstance(spec, str) and (spec in ("prior", "mindcf") or spec.startswith("far:")):
+        value, description = llr_threshold(spec, calibration, check_prior(prior))
+        return Threshold(spec, value, "llr", description)
     if not isinstance(spec, str) or spec not in ("eer", "bayes"):
         try:
             value = float(spec)
         except (TypeError, ValueError):
-            raise ValueError(f"threshold {spec!r}: use eer, bayes or a number (a raw-score threshold)") from None
+            parse(str(spec))  # the error names every choice
+            raise
         return Threshold("value", value, "score", f"raw score >= {value:g}")
     thresholds = (calibration or {}).get("thresholds")
     if not thresholds:

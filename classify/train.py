@@ -56,6 +56,7 @@ from classify.evaluate import autocast, frame_window, score_split
 from classify.fusion import FusedDetector, check_ssl_compatible, ssl_label, ssl_provenance
 from classify.metrics import compute_eer, compute_mindcf
 from classify.model import SpoofDetector
+from classify.ood import fit_run as fit_ood
 from classify.plots import plot_level_weights, plot_training_curves
 from classify.sources import make_source
 from classify.variants import needs
@@ -422,6 +423,9 @@ def _train(config: TrainConfig, store: FeatureStore, out_dir: Path, log: Callabl
         run.model.load_state_dict(load_checkpoint(best_path)["model"])
         paths.update(best=str(best_path), last=str(out_dir / LAST))
         paths["calibration"] = str(run.calibrate_best())
+        ood_path = fit_ood(run)  # the out-of-distribution record, beside the calibration (classify.ood)
+        if ood_path is not None:
+            paths["ood"] = str(ood_path)
         paths["training_curves"] = str(plot_training_curves(
             p.history, out_dir / CURVES, title=f"Training: {config.variant} / {config.head}", note=run.label))
         alpha = run.model.weighting.level_weights() if run.model.weighting is not None else None

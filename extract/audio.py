@@ -1,4 +1,12 @@
-"""Audio decoding for the codec: any soundfile format -> mono float32 at the codec's sample rate.
+"""Audio decoding for the codec: any audio file -> mono float32 at the codec's sample rate.
+
+Two decoders, one conversion. What libsndfile opens (WAV, FLAC, AIFF, MP3, Ogg ...) is read by
+soundfile exactly as before, so WAV and FLAC give the same samples, codes and scores as they always
+did. Everything else FFmpeg reads (M4A/AAC, WebM, Matroska, AMR, a video's audio track, and an Ogg
+file libsndfile opens but cannot read, e.g. some Ogg Opus files FFmpeg writes: "file is malformed")
+is decoded through `extract.avio`, the project's one FFmpeg module, to float32 at the file's own
+rate; from there both take the same channel mean and resampler. :data:`AUDIO_EXTENSIONS` lists the
+file name endings folders are searched for.
 
 The conversion is EnCodec's own (`encodec.utils.convert_audio`): mix down to mono by averaging the
 channels, then `torchaudio.transforms.Resample(sr, 24000)` with its default windowed-sinc filter.
@@ -36,12 +44,26 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from . import avio
+
 CODEC_SAMPLE_RATE = 24_000
 READ_BLOCK = 1 << 18
 """Frames per channel read at a time (about 16 s at 16 kHz)."""
 RESAMPLE_BLOCK = 1 << 18
 """Output samples resampled at a time (about 11 s at 24 kHz), rounded to whole filter positions."""
 
+
+SNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
+                      ".caf", ".w64", ".rf64", ".sph", ".nist")
+"""File name endings of formats libsndfile decodes (read by soundfile)."""
+FFMPEG_EXTENSIONS = (".m4a", ".mp4", ".m4b", ".aac", ".webm", ".mkv", ".mka", ".mov", ".3gp", ".amr", ".wma",
+                     ".wmv", ".avi", ".ac3", ".spx")
+"""File name endings of formats only FFmpeg decodes (through `extract.avio`), video containers included."""
+AUDIO_EXTENSIONS = SNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
+"""File name endings read as audio; folders are searched for these (case-insensitive)."""
+TRUNCATED_SHARE = 0.95
+"""An FFmpeg-decoded file is reported truncated when it holds less than this share of the samples its
+container declares (less 0.1 s: encoders' priming and padding make the two differ slightly)."""
 
 _CUT_DATA = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.M)
 """libsndfile's note (in ``extra_info``) on a WAV whose data chunk is shorter than its header says."""
@@ -55,11 +77,13 @@ class AudioError(Exception):
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What the file header says: sample rate, frames per channel, channels, seconds."""
+    """What the file header says: sample rate, frames per channel, channels, seconds; ``decoder``:
+    "soundfile" or "ffmpeg" (which one :func:`load_audio` reads the file with)."""
 
     sample_rate: int
     frames: int
     channels: int
+    decoder: str = "soundfile"
 
     @property
     def duration(self) -> float:
@@ -80,7 +104,8 @@ def _not_a_file(path: Path) -> str:
 
 
 def probe(path: str | Path) -> AudioInfo:
-    """Read the header only. Raises AudioError for missing, empty, unreadable and non-audio files."""
+    """Read the header only. Raises AudioError for missing, empty, unreadable and non-audio files.
+    A file libsndfile cannot open is asked of FFmpeg (:func:`_ffmpeg_probe`)."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(_not_a_file(path))
@@ -91,13 +116,38 @@ def probe(path: str | Path) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(f"not a readable audio file: {err}") from None
+        return _ffmpeg_probe(path, str(err))
     if info.frames <= 0:
         raise AudioError("audio has no samples")
     cut = _CUT_DATA.search(info.extra_info or "")
     if cut and int(cut[1]) not in _STREAMED_SIZES:  # libsndfile reads such a file as shorter, silently
         raise AudioError(f"truncated: the header declares {cut[1]} bytes of audio data, the file holds {cut[2]}")
     return AudioInfo(sample_rate=int(info.samplerate), frames=int(info.frames), channels=int(info.channels))
+
+
+def _ffmpeg_probe(path: Path, sndfile_error: str) -> AudioInfo:
+    """The header of a file libsndfile cannot open, as FFmpeg reads it (AudioError naming both
+    readers' reasons when FFmpeg cannot either). A file whose container declares no length is
+    decoded once to count its samples."""
+    try:
+        header = avio.info(path, label=path.name)
+        frames = header.frames or avio.decode(path, label=path.name)[0].shape[1]
+    except avio.AVError as err:
+        raise AudioError(_ffmpeg_reason(path, err, sndfile_error)) from None
+    return AudioInfo(sample_rate=header.sample_rate, frames=frames, channels=header.channels, decoder="ffmpeg")
+
+
+def _ffmpeg_reason(path: Path, err: avio.AVError, sndfile_error: str = "") -> str:
+    """AudioError's reason for a file FFmpeg refused: an MP4/M4A whose index is missing (its moov
+    atom is written last, so a cut file loses it) is reported as truncated."""
+    reason = str(err).removeprefix(f"{path.name}: ").replace(str(path), path.name)  # FFmpeg names the whole path
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    if head[4:8] == b"ftyp" and "not a file FFmpeg can read" in reason:
+        return f"truncated or damaged: an MP4/M4A file whose index (moov atom) cannot be read (FFmpeg: {reason})"
+    if sndfile_error:
+        return f"not a readable audio file: {sndfile_error} (FFmpeg: {reason})"
+    return f"decoding failed: {reason}"
 
 
 def resampled_length(frames: int, sample_rate: int, target_rate: int = CODEC_SAMPLE_RATE) -> int:
@@ -120,6 +170,8 @@ def load_audio(path: str | Path, target_rate: int = CODEC_SAMPLE_RATE) -> torch.
     emptiness. Digital silence is valid audio and is encoded as such.
     """
     info = probe(path)
+    if info.decoder == "ffmpeg":
+        return _load_ffmpeg(Path(path), info, target_rate)
     mono = np.empty(info.frames, dtype=np.float32)
     done = bad = 0
     try:
@@ -135,6 +187,8 @@ def load_audio(path: str | Path, target_rate: int = CODEC_SAMPLE_RATE) -> torch.
                 mono[done : done + n] = torch.from_numpy(np.ascontiguousarray(block.T)).mean(0).numpy()
                 done += n
     except (sf.LibsndfileError, RuntimeError) as err:
+        if sf.info(str(path)).format == "OGG":  # libsndfile opens some Ogg files FFmpeg writes, then fails
+            return _load_ffmpeg(Path(path), None, target_rate)
         raise AudioError(f"decoding failed: {err}") from None
     if done == 0:
         raise AudioError("audio has no samples")
@@ -143,6 +197,25 @@ def load_audio(path: str | Path, target_rate: int = CODEC_SAMPLE_RATE) -> torch.
     if bad:
         raise AudioError(f"{bad} non-finite (NaN/inf) samples")
     return resample_mono(torch.from_numpy(mono)[None], sr, target_rate)
+
+
+def _load_ffmpeg(path: Path, info: AudioInfo | None, target_rate: int) -> torch.Tensor:
+    """:func:`load_audio` for a file FFmpeg decodes (``info``: its probe, None when unknown): the
+    same checks, the same channel mean and resampler."""
+    try:
+        data, rate = avio.decode(path, label=path.name)
+        declared = info.frames if info is not None else avio.info(path, label=path.name).frames
+    except avio.AVError as err:
+        raise AudioError(_ffmpeg_reason(path, err)) from None
+    done = data.shape[1]
+    if declared and done < TRUNCATED_SHARE * declared - 0.1 * rate:
+        raise AudioError(f"truncated: the container declares {declared / rate:.2f} s of audio, the file holds "
+                         f"{done / rate:.2f} s")
+    bad = int((~np.isfinite(data)).sum())
+    if bad:
+        raise AudioError(f"{bad} non-finite (NaN/inf) samples")
+    mono = torch.from_numpy(data).mean(0, keepdim=True)
+    return resample_mono(mono, rate, target_rate)
 
 
 def to_codec_audio(wav: torch.Tensor, sample_rate: int, target_rate: int = CODEC_SAMPLE_RATE) -> torch.Tensor:

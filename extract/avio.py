@@ -150,25 +150,58 @@ def encode(wav: np.ndarray, sample_rate: int, name: str, bitrate: int | None = N
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class StreamInfo:
+    """The first audio track's header: sample rate, channels, and the samples per channel its
+    container declares (0 when it declares no length)."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+
+
+def _open(source: str | Path | bytes | BinaryIO, label: str | None) -> tuple[av.container.InputContainer, str]:
+    name = label or (str(source) if isinstance(source, str | Path) else "upload")
+    opened = io.BytesIO(source) if isinstance(source, bytes) else (str(source) if isinstance(source, Path) else source)
+    try:
+        return av.open(opened, mode="r"), name
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise AVError(f"{name}: not a file FFmpeg can read ({_reason(err)})") from None
+
+
+def _audio_stream(container: av.container.InputContainer, name: str) -> tuple[av.audio.stream.AudioStream, int]:
+    streams = container.streams.audio
+    if not streams:
+        raise AVError(f"{name}: has no audio track")
+    stream = streams[0]
+    rate = stream.codec_context.sample_rate or stream.rate
+    if not rate:
+        raise AVError(f"{name}: its audio track declares no sample rate")
+    return stream, int(rate)
+
+
+def info(source: str | Path | bytes | BinaryIO, label: str | None = None) -> StreamInfo:
+    """The header of ``source``'s first audio track, without decoding (AVError as :func:`decode`).
+    The length is the track's declared duration, else the container's."""
+    container, name = _open(source, label)
+    with container:
+        stream, rate = _audio_stream(container, name)
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        else:
+            seconds = container.duration / av.time_base if container.duration else 0.0
+        channels = stream.codec_context.layout.nb_channels or stream.channels or 1
+        return StreamInfo(rate, int(channels), max(0, round(seconds * rate)))
+
+
 def decode(source: str | Path | bytes | BinaryIO, label: str | None = None) -> tuple[np.ndarray, int]:
     """The first audio track of ``source`` (a path, the bytes of a file, or a binary file object)
     -> (float32 ``[channels, samples]``, sample rate). AVError (one line, naming ``label`` or the
     path) for a file FFmpeg cannot open, one without an audio track, or one whose packets do not
     decode."""
-    name = label or (str(source) if isinstance(source, str | Path) else "upload")
-    opened = io.BytesIO(source) if isinstance(source, bytes) else (str(source) if isinstance(source, Path) else source)
-    try:
-        container = av.open(opened, mode="r")
-    except (av.error.FFmpegError, OSError, ValueError) as err:
-        raise AVError(f"{name}: not a file FFmpeg can read ({_reason(err)})") from None
+    container, name = _open(source, label)
     with container:
-        streams = container.streams.audio
-        if not streams:
-            raise AVError(f"{name}: has no audio track")
-        stream = streams[0]
-        rate = stream.codec_context.sample_rate or stream.rate
-        if not rate:
-            raise AVError(f"{name}: its audio track declares no sample rate")
+        stream, rate = _audio_stream(container, name)
         resampler = av.AudioResampler(format="fltp", rate=rate)
         pieces: list[np.ndarray] = []
         try:

@@ -40,7 +40,16 @@ from encodec import EncodecModel
 
 from common.weights import PRETRAINED, UNTRAINED, file_sha256
 
-from .audio import CODEC_SAMPLE_RATE, AudioError, frame_energy, load_audio, probe, resampled_length, to_codec_audio
+from .audio import (
+    AUDIO_EXTENSIONS,
+    CODEC_SAMPLE_RATE,
+    AudioError,
+    frame_energy,
+    load_audio,
+    probe,
+    resampled_length,
+    to_codec_audio,
+)
 from .codec import HOP_LENGTH, WeightsError, codec_codebooks, n_quantizers, new_model
 from .encoder import BatchEncoder, Encoded
 from .ssl import (
@@ -59,10 +68,6 @@ from .unit import length_batches
 
 __all__ = ["AUDIO_EXTENSIONS", "MIN_BATCH_SECONDS", "WINDOW_SECONDS", "Features", "FrontEnd", "build_codec",
            "codec_codebooks", "crop_or_tile", "find_audio", "ssl_front_end"]
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
-                    ".caf", ".w64", ".rf64", ".sph", ".nist")
-"""File name endings read as audio (formats libsndfile decodes); folders are searched for these."""
 WINDOW_SECONDS = 60.0
 MIN_BATCH_SECONDS = 0.5
 """Encoder settings of stores that did not record theirs (`extract.run.ExtractConfig`'s defaults)."""

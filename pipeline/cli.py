@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "pipeline.commands.sweep:command",
     "matrix": "pipeline.commands.matrix:command",
     "score": "pipeline.commands.score:command",
+    "serve": "pipeline.commands.serve:command",
     "export-model": "pipeline.commands.export_model:command",
     "metrics": "pipeline.commands.metrics:command",
     "demo": "pipeline.commands.demo:command",

@@ -11,9 +11,13 @@ import click
 from tqdm import tqdm
 
 from classify.config import DEVICES
+from classify.decision import PRIOR
 from classify.detector import Detector
+from classify.ood import check as ood_check
 from classify.plots import plot_explanation
 from classify.score_rows import FORMATS, RowWriter, ScoreRow, format_for
+from classify.timeline import HOP_SECONDS, WINDOW_SECONDS, aggregate_rule, iter_timelines
+from classify.verdict import verdict
 from common.provenance import provenance
 from extract.frontend import AUDIO_EXTENSIONS, find_audio
 from pipeline.errors import local_path, one_line
@@ -53,6 +57,16 @@ def _in_order(indexed: Iterator[tuple[int, ScoreRow]]) -> Iterator[ScoreRow]:
             following += 1
 
 
+def _with_segments(detector: Detector, files, window: float, hop: float, handle) -> Iterator[ScoreRow]:
+    """Rows in input order, one file at a time, each file's verdict (`classify.verdict`: LLR,
+    probability, decision, segments, out-of-distribution check, model) written to ``handle`` as one JSON line."""
+    for row, timeline, features in iter_timelines(detector, files, window, hop):
+        ood, reason = ood_check(detector, features) if features is not None else (None, row.error)
+        handle.write(json.dumps(verdict(detector, row, timeline, ood, reason)) + "\n")
+        handle.flush()
+        yield row
+
+
 def _explain(detector: Detector, path: Path, plot: Path | None, window: float) -> None:
     explanation = detector.explain_file(path, window_seconds=window)
     llr = "" if explanation.llr is None else f", LLR {explanation.llr:.3f}"
@@ -81,8 +95,19 @@ def _explain(detector: Detector, path: Path, plot: Path | None, window: float) -
               help="csv | jsonl | asvspoof (ASVspoof5 score file) | table. Default: table on stdout, else by "
                    "the suffix of --out (.jsonl, .txt/.tsv = asvspoof, otherwise csv).")
 @click.option("--threshold", default="eer", show_default=True,
-              help="eer (dev EER threshold of the calibrated score), bayes (Bayes threshold of the LLR for the "
-                   "ASVspoof5 costs) or a number (raw-score threshold). Decision: bonafide when >= it.")
+              help="The operating point: eer (dev EER threshold of the calibrated score), bayes (Bayes threshold of "
+                   "the LLR for the ASVspoof5 costs), prior (Bayes threshold at --prior, equal costs), mindcf (dev "
+                   "min-DCF threshold), far:R (dev false-accept rate R, e.g. far:0.01) or a number (raw-score "
+                   "threshold). Decision: bonafide when >= it.")
+@click.option("--prior", type=float, default=PRIOR, show_default=True,
+              help="Prior probability of bona fide for the probabilities (and --threshold prior).")
+@click.option("--segments", "segments_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write each file's verdict as JSON lines here: LLR, probability at --prior, decision, the "
+                   "timeline of windows (--segment-window every --segment-hop) and the model's labels.")
+@click.option("--segment-window", type=float, default=WINDOW_SECONDS, show_default=True,
+              help="With --segments: seconds per timeline window.")
+@click.option("--segment-hop", type=float, default=HOP_SECONDS, show_default=True,
+              help="With --segments: seconds between timeline windows' starts.")
 @click.option("--batch-seconds", type=float, default=None,
               help="Padded audio seconds per encoder batch (default 0 = one file at a time on CPUs, where it is "
                    "about as fast and each file gets the codes it gets alone; 120 on CUDA).")
@@ -102,8 +127,8 @@ def _explain(detector: Detector, path: Path, plot: Path | None, window: float) -
 @click.option("--window", type=float, default=0.5, show_default=True,
               help="With --explain: seconds of audio occluded at a time (half a window apart).")
 @one_line("scoring")  # model, codec weights, threshold and setting errors; two files with one id in a score file
-def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec_weights, ssl_weights, eval_crop,
-            explain_path, plot, window):
+def command(paths, model_path, out, fmt, threshold, prior, segments_path, segment_window, segment_hop, batch_seconds,
+            device, codec_weights, ssl_weights, eval_crop, explain_path, plot, window):
     """Score audio files with a trained model: PATH is a file, a folder (searched recursively for
     audio files) or - (paths on stdin, one a line). One row per file: path, score (the model's logit,
     higher = more bona fide), llr (calibrated), decision, duration, and error for a file that cannot
@@ -114,12 +139,16 @@ def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec
         raise click.UsageError("--plot goes with --explain FILE")
     fmt = format_for(out, fmt)
     detector = Detector.load(model_path, codec_weights=codec_weights, device=device, threshold=threshold,
-                             batch_seconds=batch_seconds, eval_crop=eval_crop, ssl_weights=ssl_weights)
+                             batch_seconds=batch_seconds, eval_crop=eval_crop, ssl_weights=ssl_weights, prior=prior)
+    if not segment_window > 0 or not segment_hop > 0:
+        raise ValueError(f"--segment-window and --segment-hop must be > 0, got {segment_window} and {segment_hop}")
     _log(f"model: {detector.model_file.path} ({detector.config.variant} / {detector.config.head}); codec weights: "
          f"{detector.codec_label}, from {detector.codec_source}")
     if detector.ssl_label:
         _log(f"SSL weights: {detector.ssl_label}, from {detector.ssl_source}")
     _log(f"decision: {detector.threshold.description}")
+    if segments_path is not None:
+        _log(f"segments: {segment_window:g} s windows every {segment_hop:g} s; {aggregate_rule(detector)}")
     if explain_path is not None:
         try:
             _explain(detector, explain_path, plot, window)
@@ -136,10 +165,15 @@ def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
     handle = out.open("w", encoding="utf-8", newline="") if out is not None else sys.stdout
+    if segments_path is not None:
+        segments_path.parent.mkdir(parents=True, exist_ok=True)
+    segments_handle = segments_path.open("w", encoding="utf-8") if segments_path is not None else None
+    rows = (_in_order(detector.iter_scores(files)) if segments_handle is None else
+            _with_segments(detector, files, segment_window, segment_hop, segments_handle))
     n_rows, failed, seconds = 0, [], 0.0
     try:
         writer = RowWriter(handle, fmt, detector.weights_label)
-        for row in _in_order(detector.iter_scores(files)):
+        for row in rows:
             writer.write(row)
             n_rows += 1
             if row.error:
@@ -151,8 +185,13 @@ def command(paths, model_path, out, fmt, threshold, batch_seconds, device, codec
         bar.close()
         if out is not None:
             handle.close()
+        if segments_handle is not None:
+            segments_handle.close()
     if out is not None:
-        meta = {**detector.describe(), "results": str(out), "format": fmt, "files": n_rows, "failed": len(failed),
+        meta = {**detector.describe(), "prior": detector.prior, "results": str(out),
+                "segments": None if segments_path is None else {
+                    "file": str(segments_path), "window_seconds": segment_window, "hop_seconds": segment_hop,
+                    "aggregate": aggregate_rule(detector)}, "format": fmt, "files": n_rows, "failed": len(failed),
                 "audio_seconds": seconds, "timings_seconds": detector.timings, "provenance": provenance()}
         Path(f"{out}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     if skipped:

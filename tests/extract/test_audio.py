@@ -129,3 +129,68 @@ def test_frame_energy_is_each_frames_mean_power_in_db(n):
     expected = [10 * np.log10(np.mean(x[f * 320 : (f + 1) * 320].astype(np.float64) ** 2) + 1e-10) for f in range(frames)]
     assert got.shape == (frames, 1) and got.dtype == np.float16
     np.testing.assert_allclose(got[:, 0].astype(np.float64), expected, rtol=2e-3, atol=1e-2)
+
+
+def test_wav_and_flac_are_read_by_soundfile_with_todays_samples(tmp_path):
+    """WAV and FLAC never go through FFmpeg: the samples are soundfile's, converted by EnCodec's
+    convert_audio (what every stored code was made from)."""
+    for name in ("a.wav", "a.flac"):
+        sf.write(tmp_path / name, tone(22050, 0.6, channels=2), 22050, subtype="PCM_16")
+        data, _ = sf.read(tmp_path / name, dtype="float32", always_2d=True)
+        assert probe(tmp_path / name).decoder == "soundfile"
+        assert torch.equal(load_audio(tmp_path / name), convert_audio(torch.from_numpy(data.T.copy()), 22050, 24000, 1))
+
+
+@pytest.mark.parametrize("suffix,video", [(".m4a", False), (".webm", False), (".mp4", True), (".mkv", True)])
+def test_formats_only_ffmpeg_reads_are_decoded_through_avio(tmp_path, suffix, video):
+    """M4A (AAC), WebM (Opus), and the sound of a video clip: FFmpeg's samples (decoded independently
+    here with PyAV) through EnCodec's convert_audio; close to the source (lossy codecs)."""
+    import av
+
+    from tests.media import write
+
+    wav = tone(16000, 1.5)[:, 0].astype(np.float32)
+    path = write(tmp_path / f"clip{suffix}", wav, 16000, video=video)
+    info = probe(path)
+    assert info.decoder == "ffmpeg" and info.duration == pytest.approx(1.5, abs=0.1)
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray() for f in container.decode(audio=0)]
+        rate = container.streams.audio[0].rate
+    decoded = torch.from_numpy(np.concatenate(frames, axis=1).astype(np.float32))
+    got = load_audio(path)
+    assert torch.allclose(got, convert_audio(decoded, rate, 24000, 1), atol=1e-6)
+    source = convert_audio(torch.from_numpy(wav)[None], 16000, 24000, 1)[0].numpy()
+    lag = max(range(3000), key=lambda k: float(np.dot(source[: 24000 - k], got[0, k : 24000].numpy())))
+    assert np.corrcoef(source[: 24000 - lag], got[0, lag:24000].numpy())[0, 1] > 0.9
+
+
+def test_cut_ffmpeg_files_are_reported_truncated_and_garbage_unreadable(tmp_path):
+    from tests.media import write
+
+    wav = tone(16000, 3.0)[:, 0].astype(np.float32)
+    for suffix in (".m4a", ".webm"):
+        blob = write(tmp_path / f"whole{suffix}", wav, 16000).read_bytes()
+        (tmp_path / f"cut{suffix}").write_bytes(blob[: len(blob) // 2])
+        with pytest.raises(AudioError, match="^truncated") as err:
+            load_audio(tmp_path / f"cut{suffix}")
+        assert str(tmp_path) not in str(err.value)  # the file is named by its caller, never by a server path
+    (tmp_path / "junk.m4a").write_bytes(b"\x00junk" * 100)
+    with pytest.raises(AudioError, match=r"^not a readable audio file: .*\(FFmpeg: "):
+        load_audio(tmp_path / "junk.m4a")
+
+
+def test_an_ogg_file_libsndfile_opens_but_cannot_read_goes_to_ffmpeg(tmp_path, monkeypatch):
+    """libsndfile opens some Ogg Opus files FFmpeg writes and then fails ("file is malformed"):
+    the file is decoded by FFmpeg instead (simulated: soundfile's read fails)."""
+    from extract import avio
+
+    wav = tone(16000, 1.0)[:, 0].astype(np.float32)
+    (tmp_path / "x.ogg").write_bytes(avio.encode(wav, 16000, "opus", rate=48000))
+
+    def malformed(*_args, **_kwargs):
+        raise sf.LibsndfileError(0, "Internal psf_fseek() failed / file is malformed")
+
+    monkeypatch.setattr(sf.SoundFile, "read", malformed)
+    data, rate = avio.decode(tmp_path / "x.ogg")
+    expected = convert_audio(torch.from_numpy(data), rate, 24000, 1)
+    assert torch.allclose(load_audio(tmp_path / "x.ogg"), expected, atol=1e-6)

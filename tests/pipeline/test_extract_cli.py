@@ -157,3 +157,33 @@ def test_cpu_default_runs_in_this_process_without_a_cluster(small_corpus, tmp_pa
     assert result.exit_code == 0, result.output
     table = FeatureStore(str(out)).utterances
     assert len(table) == 8 and (table["status"] == "ok").all()
+
+
+def test_a_manifest_of_m4a_webm_and_video_files_is_extracted_and_a_cut_one_reported(tmp_path):
+    """`extract --dataset manifest` takes every format FFmpeg reads: the M4A of a FLAC recording gets
+    the FLAC's duration, a WebM and a video clip's sound are extracted, a cut M4A is reported truncated."""
+    from tests.media import write
+
+    wav = speechy(16000, 1.2).astype(np.float32)[:, 0]
+    sf.write(tmp_path / "a.flac", wav, 16000)
+    write(tmp_path / "a.m4a", wav, 16000)
+    write(tmp_path / "b.webm", speechy(16000, 1.0, seed=1).astype(np.float32)[:, 0], 16000)
+    write(tmp_path / "c.mp4", speechy(16000, 1.0, seed=2).astype(np.float32)[:, 0], 16000, video=True)
+    blob = (tmp_path / "a.m4a").read_bytes()
+    (tmp_path / "cut.m4a").write_bytes(blob[: len(blob) // 2])
+    names = ["a.flac", "a.m4a", "b.webm", "c.mp4", "cut.m4a"]
+    pd.DataFrame({"path": names, "label": ["bonafide", "spoof"] * 2 + ["spoof"]}).to_csv(tmp_path / "manifest.csv",
+                                                                                         index=False)
+    out = tmp_path / "s.zarr"
+    result = CliRunner().invoke(main, ["extract", "--dataset", "manifest", "--root", str(tmp_path / "manifest.csv"),
+                                       "--out", str(out), "--workers", "0", *SMALL, "--bandwidth", "3"])
+    assert result.exit_code == 1, result.output
+    table = FeatureStore(str(out)).utterances.set_index("utt_id")
+    assert set(table.index[table["status"] == "ok"]) == {"a", "a_2", "b", "c"}, table
+    ok = table[table["status"] == "ok"]
+    flac, m4a = ok[ok["path"].str.endswith("a.flac")].iloc[0], ok[ok["path"].str.endswith("a.m4a")].iloc[0]
+    assert m4a["duration"] == pytest.approx(flac["duration"], abs=0.1)  # AAC adds its priming and padding
+    assert abs(int(m4a["n_frames"]) - int(flac["n_frames"])) <= 8
+    reasons = dict(zip(FeatureStore(str(out)).failures["path"].map(lambda p: Path(p).name),
+                       FeatureStore(str(out)).failures["reason"]))
+    assert reasons["cut.m4a"].startswith("truncated")

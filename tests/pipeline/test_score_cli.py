@@ -227,3 +227,30 @@ def test_a_folder_of_1000_files_being_written(scoring, tmp_path, capsys, monkeyp
     assert {r["path"] for r in rows} == set(written)
     with capsys.disabled():
         print(capsys.readouterr().out)
+
+
+def test_a_folder_of_m4a_webm_and_video_files_is_scored(scoring, tmp_path):
+    """Every format FFmpeg reads is found in a folder and scored; each score equals the Detector's
+    score of the waveform PyAV decodes (an independent decode); a cut M4A is reported truncated."""
+    from extract import avio
+    from tests.media import write
+
+    data, rate = sf.read(scoring.files("eval")[0], dtype="float32")
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    sf.write(folder / "a.flac", data, rate)
+    for name, video in (("a.m4a", False), ("a.webm", False), ("a.mp4", True)):
+        write(folder / name, data, rate, video=video)
+    blob = (folder / "a.m4a").read_bytes()
+    (folder / "cut.m4a").write_bytes(blob[: len(blob) // 2])
+    out = tmp_path / "rows.jsonl"
+    result = run("--model", scoring.run, folder, "--out", out, "--batch-seconds", 0)
+    assert result.exit_code == 1, result.output  # the cut file
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"a.flac", "a.m4a", "a.webm", "a.mp4", "cut.m4a"}
+    assert rows["cut.m4a"]["error"].startswith("truncated")
+    detector = Detector.load(scoring.run, batch_seconds=0)
+    for name in ("a.m4a", "a.webm", "a.mp4"):
+        decoded, decoded_rate = avio.decode(folder / name)
+        assert rows[name]["score"] == pytest.approx(detector.score(decoded, decoded_rate), abs=1e-5), name
+    assert rows["a.flac"]["score"] == pytest.approx(detector.score(data, rate), abs=1e-5)
