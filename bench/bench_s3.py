@@ -33,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = re.compile(r'"(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP')
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+"""moto's log colours some request lines (e.g. 206 partial reads): the codes are stripped first."""
 MODULES = ["store/writer.py", "store/reader.py", "store/format.py", "extract/run.py", "extract/unit.py",
            "extract/committer.py", "common/lease.py", "classify/data.py", "classify/train.py"]
 
@@ -47,7 +49,7 @@ def count_requests(log: Path, start: int) -> tuple[dict[str, int], int]:
     """Requests in the moto log after byte ``start``, by kind; and the new end of the log."""
     text = log.read_bytes()
     counts: collections.Counter[str] = collections.Counter()
-    for method, target in REQUEST.findall(text[start:].decode(errors="replace")):
+    for method, target in REQUEST.findall(ANSI.sub("", text[start:].decode(errors="replace"))):
         kind = "LIST" if method == "GET" and ("list-type" in target or target.rstrip("/").count("/") <= 1 and "?" in target) else method
         counts[kind] += 1
     return dict(counts), len(text)
