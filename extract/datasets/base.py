@@ -236,6 +236,15 @@ class TableBuilder:
             self.reject(where, str(err), path=joined, utt_id=utt_id)
             return None
 
+    def existing_file(self, guard: PathGuard, relative: Path | str, where: str, utt_id: str,
+                      what: str = "audio file") -> str | None:
+        """:meth:`guarded_path`, and the file must exist; ``None`` after recording the problem."""
+        path = self.guarded_path(guard, relative, where, utt_id)
+        if path is not None and not os.path.isfile(path):
+            self.reject(where, f"{what} {path} not found", path=path, utt_id=utt_id)
+            return None
+        return path
+
     def add(self, where: str, **row: str | Path) -> None:
         """Add one row (every column but ``duration``), or record why it cannot be used."""
         utt_id, label = str(row["utt_id"]), str(row["label"])

@@ -101,11 +101,8 @@ class MLAAD(Dataset):
                 relative = row["path"].removeprefix("./")
                 if not relative.startswith("fake/"):
                     relative = os.path.join(os.path.relpath(meta.parent, base), relative)
-                path = builder.guarded_path(guard, relative, where, relative)
+                path = builder.existing_file(guard, relative, where, relative)
                 if path is None:
-                    continue
-                if not os.path.isfile(path):
-                    builder.reject(where, f"audio file {path} not found", path=path, utt_id=relative)
                     continue
                 rows.append((where, relative, path, row))
                 if bona_guard is not None and row["original_file"] and row["original_file"] not in bona:
@@ -117,11 +114,8 @@ class MLAAD(Dataset):
                         split=split_of(group), path=path, language=row["language"], model=row["model_name"],
                         architecture=row["architecture"])
         for original, (where, row) in bona.items():
-            path = builder.guarded_path(bona_guard, original, where, original)
+            path = builder.existing_file(bona_guard, original, where, original, "bona fide file (original_file)")
             if path is None:
-                continue
-            if not os.path.isfile(path):
-                builder.reject(where, f"bona fide file {path} (original_file) not found", path=path, utt_id=original)
                 continue
             group = row["model_name"] if split_by == "model" else row["language"]
             builder.add(where, utt_id=f"bonafide/{original}", speaker=mailabs_speaker(original), system=BONAFIDE,

@@ -81,7 +81,7 @@ def test_a_segment_scores_as_its_frames_scored_alone(scoring):
         first, last = round(s.start * 75), round(s.end * 75)
         alone = detector.score_features([Features("x", codes[first:last])])[0]
         assert s.score == pytest.approx(float(alone), abs=1e-6)
-        assert s.llr == pytest.approx(detector.llr(float(alone)))
+        assert s.llr == pytest.approx(detector.llr(s.score), abs=1e-12)  # the segment's own calibrated score
     short, one, _ = score_waveform(detector, data[:8000], rate, window_seconds=4.0, hop_seconds=2.0)
     assert len(one.segments) == 1 and one.segments[0].score == pytest.approx(short.score, abs=1e-6)
     with pytest.raises(ValueError, match="must be > 0"):

@@ -60,7 +60,7 @@ def test_flac_and_m4a_score_bad_audio_is_422_and_the_next_still_scores(detector,
         v = flac.json()
         assert KEYS <= set(v) and v["path"] == "a.flac"
         row = detector.score_files([scoring.files("eval")[0]])[0]
-        assert v["score"] == pytest.approx(row.score, abs=1e-6) and v["llr"] == pytest.approx(row.llr, rel=1e-6)
+        assert v["score"] == pytest.approx(row.score, abs=1e-6) and v["llr"] == pytest.approx(row.llr, abs=1e-5)
         assert v["probability"] == pytest.approx(probability(v["llr"], 0.5)) and v["decision"] == row.decision
         assert set(v["ood"]) >= {"score", "threshold", "flagged"} and len(v["segments"]) >= 2
         assert v["model"]["untrained"] and "UNTRAINED" in v["model"]["codec_weights"] and v["model"]["warning"]
