@@ -25,6 +25,7 @@ from typing import ClassVar
 import numpy as np
 
 from store.reader import FeatureStore, StoreReadError
+from store.sslstorage import PCA_BASIS, PCA_MEAN, SSLStorage
 
 
 class DataError(ValueError):
@@ -113,7 +114,9 @@ class StoredReader(FrameReader):
     layers a model merges), in RAM when the kept part is no larger than ``ram_bytes``, else read per
     utterance. ``aligned``: the stream must have the codes' frames (`FeatureStore.aligned`);
     ``hint``: what to do when the store lacks it. Its ``starts`` come from the stream's ``starts``
-    table when it has one (a cropped SSL stream), else 0."""
+    table when it has one (a cropped SSL stream), else 0. An SSL stream stored otherwise than as
+    float16 (``--ssl-storage``, `store.sslstorage`) is held and read in its stored form and returned
+    decoded, float16 [.., L, H] as a float16 stream's."""
 
     def __init__(self, store: FeatureStore, name: str, ram_bytes: float = 0, columns: np.ndarray | None = None,
                  aligned: bool = False, hint: str = "") -> None:
@@ -126,6 +129,12 @@ class StoredReader(FrameReader):
         self.starts = (np.asarray(store.root[starts_path][...], dtype=np.int64) if starts_path in stream.spec.tables
                        else np.zeros(len(self.offsets) - 1, np.int64))
         self.columns = columns
+        self.coding = SSLStorage.from_source(stream.spec.source)
+        self.pca = None
+        if self.coding.components:
+            group = stream.spec.array.rsplit("/", 1)[0]
+            mean, basis = (np.asarray(store.root[f"{group}/{n}"][...]) for n in (PCA_MEAN, PCA_BASIS))
+            self.pca = (_select(mean[None], columns)[0], _select(basis[None], columns)[0])
         self.lazy = stream.data
         self.ram = None
         self.name = name
@@ -135,6 +144,10 @@ class StoredReader(FrameReader):
             self.ram = np.asarray(stream.data[...]) if whole else np.asarray(stream.data[:, columns])
 
     def read(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
+        return self.decode(self.stored(rows, relative))
+
+    def stored(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
+        """The frames as stored."""
         index = self.offsets[rows][:, None] + relative
         if self.ram is not None:
             return self.ram[index]
@@ -143,6 +156,12 @@ class StoredReader(FrameReader):
             lo, hi = int(row.min()), int(row.max())
             out.append(_select(np.asarray(self.lazy[lo : hi + 1])[row - lo], self.columns))
         return np.stack(out)
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        """Stored frames -> the frames (unchanged for a float16 stream)."""
+        if self.coding.plain:
+            return stored
+        return self.coding.decode(stored, *(self.pca or (None, None))).astype(np.float16)
 
 
 @register_reader("memory")

@@ -80,6 +80,7 @@ class ExtractConfig:
     ssl_weights: str = "pretrained"
     ssl_crop: float | None = None
     ssl_stream: str = "ssl"
+    ssl_storage: str = "float16"  # float16 | int8 | pca:K | pca:K:int8 (store.sslstorage)
 
     def __post_init__(self):
         n_quantizers(self.bandwidth)  # raises WeightsError naming the valid bandwidths

@@ -146,10 +146,14 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
               "(offline and tests only). Default pretrained.")
 @click.option("--ssl-crop", type=float, default=None, help="Keep only the centre SECONDS of each train utterance in the "
               "SSL stream (dev and eval stay whole): the stream's size drops to about SECONDS / mean duration.")
+@click.option("--ssl-storage", default=None, help="How the SSL stream stores its frames: float16 (default), int8 "
+              "(per-frame-per-layer scales, 2x smaller), pca:K (K principal components per layer fitted on train, "
+              "float16; pca:256 is 4x smaller for WavLM-Large) or pca:K:int8 (8x at K=256). Recorded in the stream; "
+              "training reads every storage back as frames.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of extraction settings.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
 def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed,
-            ssl, ssl_layers, ssl_weights, ssl_crop, config_file, overrides):
+            ssl, ssl_layers, ssl_weights, ssl_crop, ssl_storage, config_file, overrides):
     """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
 
     Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
@@ -176,6 +180,7 @@ def command(dataset, root, out, split, bandwidth, weights, latent, energy, devic
             ssl_layers=ssl_layers,
             ssl_weights=ssl_weights,
             ssl_crop=ssl_crop,
+            ssl_storage=ssl_storage,
         )
     except (ConfigError, WeightsError) as err:
         raise click.ClickException(str(err)) from None
