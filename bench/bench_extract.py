@@ -625,7 +625,7 @@ MODULES = [
     "extract/audio.py",
     "extract/prefetch.py",
     "extract/committer.py",
-    "extract/malloc.py",
+    "common/malloc.py",
     "extract/unit.py",
     "store/writer.py",
     "store/format.py",

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from common.malloc import keep_large_blocks
 from store.reader import FeatureStore, StoreReadError
 from store.sslstorage import PCA_BASIS, PCA_MEAN, SSLStorage
 
@@ -142,6 +143,8 @@ class StoredReader(FrameReader):
         if stream.data.nbytes * share <= ram_bytes:
             whole = columns is None or columns.size == stream.data.shape[1]
             self.ram = np.asarray(stream.data[...]) if whole else np.asarray(stream.data[:, columns])
+        else:  # every batch is decompressed into large fresh blocks: keep them in the heap (common.malloc)
+            keep_large_blocks()
 
     def read(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
         return self.decode(self.stored(rows, relative))
@@ -151,11 +154,12 @@ class StoredReader(FrameReader):
         index = self.offsets[rows][:, None] + relative
         if self.ram is not None:
             return self.ram[index]
-        out = []
-        for row in index:  # one contiguous read per utterance
+        width = self.lazy.shape[1] if self.columns is None else self.columns.size
+        out = np.empty((*index.shape, width, *self.lazy.shape[2:]), self.lazy.dtype)
+        for b, row in enumerate(index):  # one contiguous read per utterance, into the batch
             lo, hi = int(row.min()), int(row.max())
-            out.append(_select(np.asarray(self.lazy[lo : hi + 1])[row - lo], self.columns))
-        return np.stack(out)
+            out[b] = _select(np.asarray(self.lazy[lo : hi + 1])[row - lo], self.columns)
+        return out
 
     def decode(self, stored: np.ndarray) -> np.ndarray:
         """Stored frames -> the frames (unchanged for a float16 stream)."""
