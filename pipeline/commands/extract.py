@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 from tqdm import tqdm
@@ -13,8 +15,9 @@ from common.config import ConfigError, load_config, parse_overrides
 from common.lease import LeaseHeld, LeaseLost
 from common.oserrors import describe
 from extract.codec import WeightsError
-from extract.datasets import DATASETS, DatasetError
+from extract.datasets import DATASETS, DatasetError, get_dataset
 from extract.run import ExtractConfig, extract, resolve_device
+from extract.sizing import available_memory_gb, choose_workers, estimate_audio_hours
 from extract.unit import UnitTask, iter_units, run_units, task_slices, warm_up
 from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, background_client, threads_per_worker
 from store.writer import StoreError
@@ -24,15 +27,20 @@ def _splits(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
 
-def default_workers(device: str | None) -> int:
-    """On CPUs 0, this process: its encoder's torch threads already use every core, its helper
-    threads decode and write beside them, and a worker process would only add start-up and
-    transfers (BENCHMARKS.md section 1). On CUDA one worker process per GPU, each on its own."""
-    if resolve_device(device or "auto").startswith("cuda"):
+def default_workers(config: ExtractConfig, log=None) -> int:
+    """On CUDA one worker process per GPU, each on its own. On CPUs chosen by the corpus's audio hours
+    and the available memory (`extract.sizing.choose_workers`: in this process below an hour of
+    audio or when fewer than two workers fit, else one single-thread worker per core), said in ``log``."""
+    if resolve_device(config.device or "auto").startswith("cuda"):
         import torch  # noqa: PLC0415
 
         return max(1, torch.cuda.device_count())
-    return 0
+    paths = get_dataset(config.dataset).load(Path(config.root), config.splits).table["path"].tolist()
+    hours = estimate_audio_hours(paths)
+    workers, why = choose_workers(hours, available_memory_gb(), os.cpu_count() or 1)
+    if log is not None:
+        log(f"extraction runs {why} (--workers N decides otherwise)")
+    return workers
 
 
 def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | None) -> int:
@@ -58,7 +66,7 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
 
     try:
         gpus = resolve_device(config.device).startswith("cuda")
-        workers = default_workers(config.device) if workers is None else workers
+        workers = default_workers(config, log) if workers is None and not scheduler else (workers or 0)
         if workers == 0 and not scheduler:
             def submit_local(tasks: list[UnitTask]) -> Iterator[dict]:
                 start_bar(tasks)
@@ -135,7 +143,8 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
 @click.option("--energy/--no-energy", default=None, help="Also store each frame's log energy, a no-codec control (default on).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--workers", type=int, default=None, help="LocalCluster worker processes (0: run in this process; "
-              "default 0 on CPU, one per GPU on CUDA, each worker on its own GPU).")
+              "default on CPUs: by the corpus's audio hours and memory, said at start (in this process under 1 "
+              "audio hour); on CUDA one per GPU, each worker on its own GPU).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
 @click.option("--batch-seconds", type=float, default=None, help="Padded audio seconds per encoder batch (default 8 on CPU, 240 on CUDA; 0 = one utterance at a time).")
 @click.option("--seed", type=int, default=None, help="Seed of the untrained codec (and SSL model) (default 0).")
