@@ -16,6 +16,17 @@ frames written as the store writes a stream: `store.writer.COMPRESSORS`, the spe
 Zarr memory store), the reduction against float16, and per layer the mean and the 1st percentile of
 the frame-wise cosine similarity of the decoded frames to the float16 frames. The basis itself
 (L x 1024 x (K + 1) float32, 12.6 MB at K = 256) is a fixed cost per store, listed apart.
+
+The EER comparison of issue 21 (paper.toml, paired seeds, with intervals) was not run (it needs hours
+of CPU per storage); on a machine that has them, per storage S in float16, int8, pca:256:
+
+    pipeline extract --dataset asv19 --root ../shared/data/offla19 --out o19.zarr --weights untrained
+    pipeline extract --dataset asv19 --root ../shared/data/offla19 --out o19.zarr --weights untrained \
+        --ssl wavlm-large --ssl-weights untrained --ssl-storage S --set ssl_stream=ssl_S
+    pipeline sweep --features o19.zarr --config configs/sweeps/paper.toml --out runs/storage_S --workers 1 \
+        --set 'ssl_kwargs={stream="ssl_S", layers="1-12", proj_dim=512, norm=false}' --set 'seed=[0,1,2]'
+
+then compare each variant's dev and eval EER per seed against float16's (same seeds: paired).
 """
 
 from __future__ import annotations
