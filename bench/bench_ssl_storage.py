@@ -18,13 +18,14 @@ the frame-wise cosine similarity of the decoded frames to the float16 frames. Th
 (L x 1024 x (K + 1) float32, 12.6 MB at K = 256) is a fixed cost per store, listed apart.
 
 The EER comparison of issue 21 (paper.toml, paired seeds, with intervals) was not run (it needs hours
-of CPU per storage); on a machine that has them, per storage S in float16, int8, pca:256:
+of CPU per storage); on a machine that has them, per storage S in float16, int8, pca:256 (stream NAME
+ssl_f16, ssl_int8, ssl_pca256):
 
     pipeline extract --dataset asv19 --root ../shared/data/offla19 --out o19.zarr --weights untrained
     pipeline extract --dataset asv19 --root ../shared/data/offla19 --out o19.zarr --weights untrained \
-        --ssl wavlm-large --ssl-weights untrained --ssl-storage S --set ssl_stream=ssl_S
-    pipeline sweep --features o19.zarr --config configs/sweeps/paper.toml --out runs/storage_S --workers 1 \
-        --set 'ssl_kwargs={stream="ssl_S", layers="1-12", proj_dim=512, norm=false}' --set 'seed=[0,1,2]'
+        --ssl wavlm-large --ssl-weights untrained --ssl-storage S --set ssl_stream=NAME
+    pipeline sweep --features o19.zarr --config configs/sweeps/paper.toml --out runs/NAME --workers 1 \
+        --set 'ssl_kwargs={stream="NAME", layers="1-12", proj_dim=512, norm=false}' --set 'seed=[0,1,2]'
 
 then compare each variant's dev and eval EER per seed against float16's (same seeds: paired).
 """
