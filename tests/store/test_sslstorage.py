@@ -76,3 +76,4 @@ def test_pca_spans_the_leading_subspace_and_round_trips():
     mean, basis, _ = fit_pca(frames, 24)
     back = full.decode(full.encode(frames, mean, basis), mean, basis)
     np.testing.assert_allclose(back, frames, atol=0.02)
+
