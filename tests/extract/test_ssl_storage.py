@@ -13,6 +13,7 @@ import pytest
 from classify.frames import open_reader
 from extract.run import extract
 from store.reader import FeatureStore
+from store.verify import verify_store
 from store.writer import StoreError
 
 from .conftest import quiet, tiny_config
@@ -49,6 +50,8 @@ def test_storage_is_recorded_and_sized(stored):
     assert fit["split"] == "train" and fit["frames"] > 12
     config = store.root["streams/ssl8"].attrs["config"]
     assert config["storage"] == "int8"
+    report = verify_store(stored)  # every stream's arrays, shapes, dtypes and checksums as recorded
+    assert report.ok, report
 
 
 def test_int8_frames_are_the_float16_frames_within_half_a_step(stored):
