@@ -75,9 +75,9 @@ from extract.datasets import get_dataset  # noqa: E402
 from extract.encoder import BatchEncoder  # noqa: E402
 from extract.prefetch import prefetch  # noqa: E402
 from extract.run import BATCH_SECONDS, UNIT_SIZE  # noqa: E402
+from extract.sizing import available_memory_gb, choose_workers  # noqa: E402
 from extract.unit import length_batches  # noqa: E402
 from pipeline.cluster import threads_per_worker  # noqa: E402
-from pipeline.commands.extract import default_workers  # noqa: E402
 from store.inspect import inspect_store  # noqa: E402
 from store.reader import FeatureStore  # noqa: E402
 
@@ -436,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = table["path"].tolist()
     base_spec = {"weights": weights, "paths": paths, "threads": threads1, "batch_seconds": batch, "unit_size": unit_size, "device": device}
     on = ["--device", device]
-    default = f"w{default_workers(device)}"  # the configuration `pipeline extract` runs without --workers
+    # the configuration `pipeline extract` runs without --workers (one per GPU on CUDA)
+    default = "w1" if device.startswith("cuda") else f"w{min(2, choose_workers(audio / 3600, available_memory_gb(), os.cpu_count() or 1)[0])}"
 
     # throughput, interleaved -------------------------------------------------------------------
     rounds: list[dict[str, dict]] = []
@@ -625,7 +626,7 @@ MODULES = [
     "extract/audio.py",
     "extract/prefetch.py",
     "extract/committer.py",
-    "extract/malloc.py",
+    "common/malloc.py",
     "extract/unit.py",
     "store/writer.py",
     "store/format.py",

@@ -211,7 +211,7 @@ MODULES = [
     "extract/lsuv.py",
     "extract/audio.py",
     "extract/frontend.py",
-    "extract/malloc.py",
+    "common/malloc.py",
     "pipeline/commands/score.py",
 ]
 

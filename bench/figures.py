@@ -53,7 +53,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DOCS = ("BENCHMARKS.md", "RELIABILITY.md", "README.md")
+DOCS = ("BENCHMARKS.md", "RELIABILITY.md", "README.md", "SCALE.md")
 MARKER = re.compile(r"<!--(fig|fig-table|fig-source) ([^>]*?)-->(.*?)<!--/\1-->", re.S)
 HEADING = re.compile(r"^(#{1,6}) +(.*?)\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")

@@ -1,6 +1,6 @@
 """Peak memory and wall time of the Detector API on a folder of files at one ``batch_seconds``: the
 companion of `bench/bench_score.py` for allocator experiments (run it under different ``MALLOC_*``
-environment variables; `extract.malloc` leaves glibc alone when any is set).
+environment variables; `common.malloc` leaves glibc alone when any is set).
 
     MALLOC_ARENA_MAX=1 python bench/score_memory.py --model RUN --folder DIR --batch-seconds 8 [--threads 2]
 
@@ -55,7 +55,7 @@ MODULES = [
     "extract/lsuv.py",
     "extract/audio.py",
     "extract/frontend.py",
-    "extract/malloc.py",
+    "common/malloc.py",
     "pipeline/commands/score.py",
 ]
 

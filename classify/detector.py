@@ -58,6 +58,7 @@ from classify.sources import model_streams
 from classify.thresholds import Threshold, make_threshold
 from classify.variants import needs
 from store.reader import CodecInfo
+from store.sslstorage import SSLStorage, dequantize, quantize
 
 GROUP_FILES = 256
 """Files read ahead and grouped by length at a time (a stream is scored group by group)."""
@@ -251,12 +252,16 @@ class Detector:
         source = FrameSource.of(
             codes=ArrayReader([f.codes for f in features]) if codes else None,
             latent=ArrayReader([f.latent for f in features], name=stream) if stream else None,
-            ssl=ArrayReader([f.ssl for f in features], self.model.layer_index, "ssl") if ssl else None)
+            ssl=ArrayReader([self._as_trained(f.ssl) for f in features], self.model.layer_index, "ssl") if ssl else None)
         n = len(features)
         lengths = np.array([f.codes.shape[0] for f in features], dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
         return source, SplitData("files", [f.path for f in features], starts, lengths, np.zeros(n, bool), ["-"] * n,
                                  ["-"] * n, 0, np.arange(n))
+
+    def _as_trained(self, frames: Any) -> np.ndarray:
+        """SSL frames as the model saw them in training (its stream's ``--ssl-storage``)."""
+        return as_trained(frames, SSLStorage.from_source(self.model.ssl_source))
 
     def _too_short(self, features: Any) -> str:
         """Why a file's features cannot be scored by an SSL variant ("" when they can)."""
@@ -351,3 +356,11 @@ class Detector:
         return self.explain(wav, self.front_end.sample_rate, **kwargs)
 
 
+def as_trained(frames: Any, storage: SSLStorage) -> Any:
+    """SSL frames [.., L, H] computed from audio as a model trained on a stream of ``storage``
+    (`store.sslstorage`) saw them: through int8 and back (float16) when it is int8; otherwise as they
+    are (float16 streams: as scoring always did; a ``pca:K`` basis lives in its store, not in the
+    model, so such a model scores unprojected frames: see the README)."""
+    if storage.int8 and not storage.components:
+        return dequantize(quantize(np.asarray(frames, dtype=np.float32))).astype(np.float16)
+    return frames

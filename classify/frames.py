@@ -24,7 +24,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from common.malloc import keep_large_blocks
 from store.reader import FeatureStore, StoreReadError
+from store.sslstorage import PCA_BASIS, PCA_MEAN, SSLStorage
 
 
 class DataError(ValueError):
@@ -113,7 +115,9 @@ class StoredReader(FrameReader):
     layers a model merges), in RAM when the kept part is no larger than ``ram_bytes``, else read per
     utterance. ``aligned``: the stream must have the codes' frames (`FeatureStore.aligned`);
     ``hint``: what to do when the store lacks it. Its ``starts`` come from the stream's ``starts``
-    table when it has one (a cropped SSL stream), else 0."""
+    table when it has one (a cropped SSL stream), else 0. An SSL stream stored otherwise than as
+    float16 (``--ssl-storage``, `store.sslstorage`) is held and read in its stored form and returned
+    decoded, float16 [.., L, H] as a float16 stream's."""
 
     def __init__(self, store: FeatureStore, name: str, ram_bytes: float = 0, columns: np.ndarray | None = None,
                  aligned: bool = False, hint: str = "") -> None:
@@ -126,6 +130,12 @@ class StoredReader(FrameReader):
         self.starts = (np.asarray(store.root[starts_path][...], dtype=np.int64) if starts_path in stream.spec.tables
                        else np.zeros(len(self.offsets) - 1, np.int64))
         self.columns = columns
+        self.coding = SSLStorage.from_source(stream.spec.source)
+        self.pca = None
+        if self.coding.components:
+            group = stream.spec.array.rsplit("/", 1)[0]
+            mean, basis = (np.asarray(store.root[f"{group}/{n}"][...]) for n in (PCA_MEAN, PCA_BASIS))
+            self.pca = (_select(mean[None], columns)[0], _select(basis[None], columns)[0])
         self.lazy = stream.data
         self.ram = None
         self.name = name
@@ -133,16 +143,29 @@ class StoredReader(FrameReader):
         if stream.data.nbytes * share <= ram_bytes:
             whole = columns is None or columns.size == stream.data.shape[1]
             self.ram = np.asarray(stream.data[...]) if whole else np.asarray(stream.data[:, columns])
+        else:  # every batch is decompressed into large fresh blocks: keep them in the heap (common.malloc)
+            keep_large_blocks()
 
     def read(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
+        return self.decode(self.stored(rows, relative))
+
+    def stored(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
+        """The frames as stored."""
         index = self.offsets[rows][:, None] + relative
         if self.ram is not None:
             return self.ram[index]
-        out = []
-        for row in index:  # one contiguous read per utterance
+        width = self.lazy.shape[1] if self.columns is None else self.columns.size
+        out = np.empty((*index.shape, width, *self.lazy.shape[2:]), self.lazy.dtype)
+        for b, row in enumerate(index):  # one contiguous read per utterance, into the batch
             lo, hi = int(row.min()), int(row.max())
-            out.append(_select(np.asarray(self.lazy[lo : hi + 1])[row - lo], self.columns))
-        return np.stack(out)
+            out[b] = _select(np.asarray(self.lazy[lo : hi + 1])[row - lo], self.columns)
+        return out
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        """Stored frames -> the frames (unchanged for a float16 stream)."""
+        if self.coding.plain:
+            return stored
+        return self.coding.decode(stored, *(self.pca or (None, None))).astype(np.float16)
 
 
 @register_reader("memory")

@@ -13,6 +13,7 @@ from classify.data import FrameSource
 from classify.frames import FrameReader, open_reader
 from classify.fusion import FusedDetector
 from classify.ssloptions import SSLOptions
+from common.malloc import keep_large_blocks
 from store.reader import FeatureStore
 
 
@@ -46,6 +47,7 @@ def make_source(store: FeatureStore, model: nn.Module, config: dict[str, Any]) -
         return codec_source(store, stream, config["latent_ram_mb"] * 2**20)
     latent = None if stream is None else stream_reader(store, stream, config["latent_ram_mb"] * 2**20)
     options = SSLOptions.from_dict(config.get("ssl_kwargs"))
+    keep_large_blocks()  # batches and activations of 100s of MB every step: reused, not faulted afresh (common.malloc)
     if options.online:
         layers = open_reader("ssl-online", store, model.ssl_source, model.layer_index, options,
                              config.get("device", "cpu"))

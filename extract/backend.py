@@ -119,6 +119,9 @@ class StreamBackend:
         """The settings that define the stream's content (JSON values)."""
         raise NotImplementedError
 
+    fingerprint_defaults: ClassVar[dict] = {}
+    """What a fingerprint key missing from a stream made before that setting existed means."""
+
     rename_hint: ClassVar[str] = ""
     """How to add the stream under another name, for the message refusing other settings."""
 
@@ -136,6 +139,11 @@ class StreamBackend:
     def load(self, path: str, row: int, span: tuple[int, int]) -> Any:
         """Decode and prepare one utterance (on a helper thread); AudioError when it cannot be read."""
         raise NotImplementedError
+
+    def prepare(self, rows: list[tuple[int, str, str]], skip: dict[int, str], log: Any) -> None:
+        """Before any unit runs (the stream created or resumed): fit what the units need from the
+        corpus (``rows``: (row, path, split) in plan order, ``skip``: failed rows) and write it into
+        the stream's group (nothing by default; the SSL stream's PCA basis)."""
 
     def open(self) -> Any:
         """The model of this back-end (built once per process and settings), or None."""

@@ -66,11 +66,13 @@ def run_tasks(tasks: list[UnitTask], submit: Submit | None, progress: Callable[[
             progress(result)
 
 
-def differences(stored: dict, wanted: dict, holder: str = "store") -> str:
+def differences(stored: dict, wanted: dict, holder: str = "store", defaults: dict | None = None) -> str:
     """"KEY: HOLDER has X, asked Y" for each setting of ``wanted`` that ``stored`` holds otherwise
-    ("" when none): the fingerprint check of a resume or an addition."""
-    return ", ".join(f"{k}: {holder} has {stored.get(k)!r}, asked {wanted[k]!r}" for k in wanted
-                     if stored.get(k) != wanted[k])
+    ("" when none): the fingerprint check of a resume or an addition. ``defaults``: what a key
+    ``stored`` lacks means (a setting newer than the stream)."""
+    defaults = defaults or {}
+    return ", ".join(f"{k}: {holder} has {stored.get(k, defaults.get(k))!r}, asked {wanted[k]!r}" for k in wanted
+                     if stored.get(k, defaults.get(k)) != wanted[k])
 
 
 def store_rows(files: StoreFiles, failed_reason: str = SKIPPED) -> tuple[list[tuple[int, str, str]], dict[int, str]]:
@@ -108,7 +110,7 @@ def add_stream(backend: StreamBackend, unit_size: int, device: str, submit: Subm
     label = f" ({backend.label})" if backend.label else ""
     if files.exists(f"{group}/zarr.json"):
         stream_attrs = files.read_group_attrs(group)
-        differ = differences(stream_attrs.get("config", {}), fingerprint, "stream")
+        differ = differences(stream_attrs.get("config", {}), fingerprint, "stream", backend.fingerprint_defaults)
         if differ:
             hint = f", or {backend.rename_hint}" if backend.rename_hint else ""
             raise StoreError(f"{url} already has a stream {name!r} made otherwise ({differ}); ask for the same "
@@ -122,6 +124,7 @@ def add_stream(backend: StreamBackend, unit_size: int, device: str, submit: Subm
         create_stream(url, spec, {"config": fingerprint, "provenance": provenance(device_label(device))})
         log(f"adding stream {spec.describe()} to {url}{label}; its other streams are not touched")
     rows, skip = store_rows(files)
+    backend.prepare(rows, skip, log)
     units = n_units(len(rows), unit_size)
     done = done_units(url, units, group)
     tasks = plan_units(backend, rows, unit_size, done, skip)

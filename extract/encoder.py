@@ -37,8 +37,9 @@ from encodec.modules.conv import SConv1d, get_extra_padding_for_conv1d
 from torch.nn.utils import remove_weight_norm
 from torch.nn.utils.weight_norm import WeightNorm
 
+from common.malloc import keep_large_blocks
+
 from .codec import FRAME_RATE, HOP_LENGTH
-from .malloc import keep_large_blocks
 
 
 @dataclass
@@ -81,7 +82,7 @@ class BatchEncoder:
         min_batch_seconds: float = 0.5,
         batch_seconds: float | None = None,
     ):
-        keep_large_blocks()  # windows of long files: no mmap/munmap of each layer's activations (extract.malloc)
+        keep_large_blocks()  # windows of long files: no mmap/munmap of each layer's activations (common.malloc)
         self.model = model.eval().to(device)
         self.model.set_target_bandwidth(bandwidth)
         self.encoder = _frozen_copy(self.model.encoder)

@@ -85,6 +85,7 @@ class ExtractConfig:
     # split it makes on request (model | language)
     bonafide_root: str | None = None
     split_by: str | None = None
+    ssl_storage: str = "float16"  # float16 | int8 | pca:K | pca:K:int8 (store.sslstorage)
 
     def __post_init__(self):
         n_quantizers(self.bandwidth)  # raises WeightsError naming the valid bandwidths

@@ -31,9 +31,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import zarr
 
 from store import format as sf
 from store.format import StreamSpec
+from store.sslstorage import PCA_BASIS, PCA_MEAN, Moments, SSLStorage
+from store.writer import COMPRESSORS
 
 from .audio import AudioInfo, resampled_length
 from .backend import Arrays, StreamBackend, register_backend
@@ -59,6 +62,10 @@ STARTS = "starts"
 CROP_SPLITS = ("train",)
 """Splits whose utterances are cropped by ``--ssl-crop`` (dev and eval are scored whole)."""
 DEFAULT_LAYERS = 12
+FIT_UTTERANCES = 64
+"""Train utterances (evenly spread over the split) whose frames fit a ``pca:K`` storage's basis."""
+FIT_FRAMES = 20_000
+"""At most this many frames of them (about 400 s of audio)."""
 
 
 def default_layers(model: str) -> str:
@@ -71,6 +78,13 @@ def _front_end(weights_key: tuple, layers: tuple[int, ...], device: str, torch_t
     if torch_threads:
         torch.set_num_threads(torch_threads)
     return front_end(SSLWeights(*weights_key), layers, device)
+
+
+@lru_cache(maxsize=2)
+def _pca_arrays(store: str, group: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (mean, basis) of a ``pca:K`` stream, read once per process."""
+    root = zarr.open_group(store, mode="r")
+    return np.asarray(root[f"{group}/{PCA_MEAN}"][...]), np.asarray(root[f"{group}/{PCA_BASIS}"][...])
 
 
 def utterance_span(n_samples: int, split: str, crop_seconds: float | None,
@@ -116,6 +130,13 @@ class SSLBackend(StreamBackend):
     device: str
     crop_seconds: float | None = None
     crop_splits: tuple[str, ...] = ()
+    storage: str = "float16"
+    fingerprint_defaults: ClassVar[dict] = {"storage": "float16"}  # streams made before --ssl-storage
+
+    @property
+    def coding(self) -> SSLStorage:
+        """The stream's storage (`store.sslstorage`)."""
+        return SSLStorage.parse(self.storage)
 
     def frame_arrays(self) -> tuple[str, ...]:
         return (self.stream,)
@@ -123,20 +144,51 @@ class SSLBackend(StreamBackend):
     def new_spec(self, store_attrs: dict) -> StreamSpec:
         weights = SSLWeights.from_dict(self.weights)
         about = f"transformer layers {format_layers(self.layers)} (outputs, 16 kHz input) of {weights.label}"
-        spec = sf.added_stream_spec(self.stream, SSL_FRAME_RATE, "float16",
-                                    (len(self.layers), architecture(weights.model).hidden), about,
-                                    stream_source(weights, self.layers, self.crop_seconds, self.crop_splits))
-        return dataclasses.replace(spec, tables=(f"{self.group}/{STARTS}",))
+        coding, hidden = self.coding, architecture(weights.model).hidden
+        coding.check(hidden)
+        source = {**stream_source(weights, self.layers, self.crop_seconds, self.crop_splits), "storage": coding.to_attrs()}
+        about += "" if coding.plain else f", stored as {coding.name}"
+        spec = sf.added_stream_spec(self.stream, SSL_FRAME_RATE, coding.dtype, coding.frame_shape(len(self.layers), hidden),
+                                    about, source)
+        pca = tuple(f"{self.group}/{name}" for name in (PCA_MEAN, PCA_BASIS)) if coding.components else ()
+        return dataclasses.replace(spec, tables=(f"{self.group}/{STARTS}", *pca))
 
     def fingerprint(self) -> dict[str, Any]:
         return {"model": self.weights["model"], "layers": list(self.layers), "weights_sha256": self.weights["sha256"],
                 "crop_seconds": self.crop_seconds, "crop_splits": list(self.crop_splits),
-                "batch_seconds": self.batch_seconds}
+                "batch_seconds": self.batch_seconds, "storage": self.coding.name}
 
     def note(self) -> str:
         arch = architecture(self.weights["model"])
         crop = f"; train utterances cropped to {self.crop_seconds:g} s" if self.crop_seconds else ""
-        return f"{len(self.layers)} layers x {arch.hidden} x float16 at 50 Hz{crop}"
+        stored = "" if self.coding.plain else f", stored as {self.coding.name}"
+        return f"{len(self.layers)} layers x {arch.hidden} x float16 at 50 Hz{stored}{crop}"
+
+    def prepare(self, rows: list[tuple[int, str, str]], skip: dict[int, str], log) -> None:
+        """A ``pca:K`` storage: fit its basis on a sample of the train split's frames (every split's
+        when the store has no train split) and write it into the stream's group, unless there."""
+        coding = self.coding
+        if not coding.components or PCA_BASIS in zarr.open_group(f"{self.store}", mode="r")[self.group]:
+            return
+        usable = [r for r in rows if r[0] not in skip]
+        pool = [r for r in usable if r[2] == "train"] or usable
+        picks = [pool[i] for i in np.unique(np.linspace(0, len(pool) - 1, min(FIT_UTTERANCES, len(pool))).astype(int))]
+        model, moments = self.open(), Moments()
+        for row, path, split in picks:
+            span = self.span(self.audio.probe(path, row), split)
+            if isinstance(span[0], str):
+                continue
+            moments.add(model([self.load(path, row, span)])[0].numpy())
+            if moments.count >= FIT_FRAMES:
+                break
+        mean, basis, kept = moments.pca(coding.components)
+        group = zarr.open_group(self.store, mode="r+")[self.group]
+        group.create_array(PCA_MEAN, data=mean, chunks=mean.shape, compressors=COMPRESSORS, overwrite=True)
+        group.create_array(PCA_BASIS, data=basis, chunks=basis.shape, compressors=COMPRESSORS, overwrite=True)
+        group.attrs["pca_fit"] = {"frames": int(moments.count), "split": pool[0][2] if pool else None,
+                                  "variance_kept": [round(float(k), 6) for k in kept]}
+        log(f"SSL storage {coding.name}: basis fitted on {moments.count} frames of the {pool[0][2]} split; "
+            f"variance kept per layer {min(kept):.4f}-{max(kept):.4f}")
 
     def span(self, info: AudioInfo, split: str) -> tuple[int, int] | tuple[str, str]:
         start, n = utterance_span(resampled_length(info.frames, info.sample_rate, SSL_SAMPLE_RATE), split,
@@ -157,9 +209,11 @@ class SSLBackend(StreamBackend):
 
     def compute(self, model: SSLFrontEnd, items: Sequence[torch.Tensor],
                 spans: Sequence[tuple[int, int]]) -> list[tuple[Arrays, int]]:
-        out = []
+        out, coding = [], self.coding
+        pca = _pca_arrays(self.store, self.group) if coding.components else (None, None)
         for (start, n), layers in zip(spans, model(list(items))):
-            arrays = {self.stream: layers.to(torch.float16).numpy(), STARTS: np.array([start // SSL_HOP], dtype=np.int64)}
+            frames = layers.to(torch.float16).numpy() if coding.plain else coding.encode(layers.numpy(), *pca)
+            arrays = {self.stream: frames, STARTS: np.array([start // SSL_HOP], dtype=np.int64)}
             out.append((arrays, len(model.windows(n))))
         return out
 
@@ -176,7 +230,8 @@ def ssl_backend(config, device: str, decode_threads: int, lease: str | None) -> 
                       batch_seconds=float(config.batch_seconds), max_seconds=config.max_seconds,
                       torch_threads=config.torch_threads, decode_threads=decode_threads,
                       label=weights.label, stream=config.ssl_stream, weights=weights.to_dict(), layers=layers,
-                      device=device, crop_seconds=config.ssl_crop, crop_splits=CROP_SPLITS if config.ssl_crop else ())
+                      device=device, crop_seconds=config.ssl_crop, crop_splits=CROP_SPLITS if config.ssl_crop else (),
+                      storage=SSLStorage.parse(config.ssl_storage).name)
 
 
 def bytes_per_second(layers: int, hidden: int, crop_share: float = 1.0) -> float:

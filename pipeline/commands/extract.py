@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 from tqdm import tqdm
 
 from common.config import load_config, parse_overrides
 from extract.codec import WeightsError
-from extract.datasets import DATASETS, DatasetError
+from extract.datasets import DATASETS, DatasetError, get_dataset
 from extract.run import ExtractConfig, extract, resolve_device
+from extract.sizing import available_memory_gb, choose_workers, estimate_audio_hours
 from extract.unit import UnitTask, iter_units, run_units, task_slices, warm_up
 from pipeline.cluster import NO_WORKER_SECONDS, WorkersLost, as_finished, background_client, threads_per_worker
 from pipeline.errors import one_line
@@ -23,15 +26,20 @@ def _splits(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
 
-def default_workers(device: str | None) -> int:
-    """On CPUs 0, this process: its encoder's torch threads already use every core, its helper
-    threads decode and write beside them, and a worker process would only add start-up and
-    transfers (BENCHMARKS.md section 1). On CUDA one worker process per GPU, each on its own."""
-    if resolve_device(device or "auto").startswith("cuda"):
+def default_workers(config: ExtractConfig, log=None) -> int:
+    """On CUDA one worker process per GPU, each on its own. On CPUs chosen by the corpus's audio hours
+    and the available memory (`extract.sizing.choose_workers`: in this process below an hour of
+    audio or when fewer than two workers fit, else one single-thread worker per core), said in ``log``."""
+    if resolve_device(config.device or "auto").startswith("cuda"):
         import torch  # noqa: PLC0415
 
         return max(1, torch.cuda.device_count())
-    return 0
+    paths = get_dataset(config.dataset).load(Path(config.root), config.splits).table["path"].tolist()
+    hours = estimate_audio_hours(paths)
+    workers, why = choose_workers(hours, available_memory_gb(), os.cpu_count() or 1)
+    if log is not None:
+        log(f"extraction runs {why} (--workers N decides otherwise)")
+    return workers
 
 
 @one_line("extraction", "fix that and run the same command again: every work unit already committed is kept, "
@@ -59,7 +67,7 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
 
     try:
         gpus = resolve_device(config.device).startswith("cuda")
-        workers = default_workers(config.device) if workers is None else workers
+        workers = default_workers(config, log) if workers is None and not scheduler else (workers or 0)
         if workers == 0 and not scheduler:
             def submit_local(tasks: list[UnitTask]) -> Iterator[dict]:
                 start_bar(tasks)
@@ -131,7 +139,8 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
 @click.option("--energy/--no-energy", default=None, help="Also store each frame's log energy, a no-codec control (default on).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--workers", type=int, default=None, help="LocalCluster worker processes (0: run in this process; "
-              "default 0 on CPU, one per GPU on CUDA, each worker on its own GPU).")
+              "default on CPUs: by the corpus's audio hours and memory, said at start (in this process under 1 "
+              "audio hour); on CUDA one per GPU, each worker on its own GPU).")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler to use instead of a LocalCluster.")
 @click.option("--batch-seconds", type=float, default=None, help="Padded audio seconds per encoder batch (default 8 on CPU, 240 on CUDA; 0 = one utterance at a time).")
 @click.option("--seed", type=int, default=None, help="Seed of the untrained codec (and SSL model) (default 0).")
@@ -142,11 +151,15 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
               "(offline and tests only). Default pretrained.")
 @click.option("--ssl-crop", type=float, default=None, help="Keep only the centre SECONDS of each train utterance in the "
               "SSL stream (dev and eval stay whole): the stream's size drops to about SECONDS / mean duration.")
+@click.option("--ssl-storage", default=None, help="How the SSL stream stores its frames: float16 (default), int8 "
+              "(per-frame-per-layer scales, 2x smaller), pca:K (K principal components per layer fitted on train, "
+              "float16; pca:256 is 4x smaller for WavLM-Large) or pca:K:int8 (8x at K=256). Recorded in the stream; "
+              "training reads every storage back as frames.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of extraction settings.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
 @one_line("extraction")
 def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed,
-            ssl, ssl_layers, ssl_weights, ssl_crop, config_file, overrides):
+            ssl, ssl_layers, ssl_weights, ssl_crop, ssl_storage, config_file, overrides):
     """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
 
     Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
@@ -172,5 +185,6 @@ def command(dataset, root, out, split, bandwidth, weights, latent, energy, devic
         ssl_layers=ssl_layers,
         ssl_weights=ssl_weights,
         ssl_crop=ssl_crop,
+        ssl_storage=ssl_storage,
     )
     sys.exit(run_extraction(config, workers, scheduler))

@@ -145,3 +145,17 @@ def test_ssl_weights_that_are_not_the_models_are_refused(ssl_scoring, tmp_path):
     torch.save({"x": torch.zeros(1)}, wrong)
     with pytest.raises(SSLWeightsError, match=r"--ssl-weights .*wrong\.pth: sha256 [0-9a-f]{12}\.\.\., not the model's"):
         Detector.load(tmp_path / "other.pt", ssl_weights=wrong)
+
+
+def test_new_files_frames_are_given_the_int8_round_trip_of_an_int8_model():
+    from classify.detector import as_trained
+    from store.sslstorage import SSLStorage
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((30, 2, 16)).astype(np.float32) * 4
+    int8 = SSLStorage.parse("int8")
+    # as the training reader decodes an int8 stream (encoded at extraction, decoded, float16)
+    np.testing.assert_array_equal(as_trained(x, int8), int8.decode(int8.encode(x)).astype(np.float16))
+    assert not np.array_equal(as_trained(x, int8), x.astype(np.float16))
+    for plain in (SSLStorage(), SSLStorage(8)):  # float16; a PCA (its basis is not the model's): as computed
+        assert as_trained(x, plain) is x

@@ -1,4 +1,5 @@
-"""glibc's malloc thresholds for the encoder's large activations.
+"""glibc's malloc thresholds for large, short-lived blocks: the encoder's activations, and the SSL
+frames of training batches.
 
 glibc serves a request above its mmap threshold with a fresh mapping and unmaps it when freed; the
 threshold adapts to freed sizes, but only up to 32 MB. A 60 s encoder window (a file longer than the
@@ -9,6 +10,12 @@ keeps such blocks in the heap for reuse, at the price of keeping up to the peak'
 is reused, not returned, between windows). Set here, when the encoder is built: 1.75 M faults and
 a quarter of the system time on that file (peak RSS 1.89 -> 2.34 GB); set in the environment before
 the process starts (so that allocations made earlier follow them too): 0.54 M faults.
+
+Training on SSL frames is the same pattern: a batch of 32 crops of 4 s of 12 x 1024 float16 layers
+is 157 MB, read (and, from a stream larger than ``ssl_kwargs.ram_mb``, decompressed chunk by chunk)
+into fresh blocks, then the model's activations of the same size, every step. A 2-epoch `train
+--variant ssl` from a lazily read stream spent 21 % of its CPU in system time with 3.2 M minor
+faults before `classify.sources` set the thresholds (bench/results/ssl_io.json).
 
 The setting is process-wide. It is skipped when the user set either threshold in the environment
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), and is a no-op outside glibc.

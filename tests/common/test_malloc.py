@@ -1,4 +1,4 @@
-"""extract.malloc: the thresholds are set once per process on glibc, and never over the user's own."""
+"""common.malloc: the thresholds are set once per process on glibc, and never over the user's own."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PROBE = "from extract.malloc import keep_large_blocks; print(keep_large_blocks(), keep_large_blocks())"
+PROBE = "from common.malloc import keep_large_blocks; print(keep_large_blocks(), keep_large_blocks())"
 
 
 def _run(extra_env: dict[str, str]) -> str:

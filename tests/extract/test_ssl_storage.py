@@ -1,0 +1,98 @@
+"""`--ssl-storage`: the SSL stream stored as int8 or a PCA basis fitted on train, recorded in the
+stream, read back as frames by the training reader within the coding's bounds of the float16
+stream of the same model; float16 streams that record no storage still open and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from classify.frames import open_reader
+from extract.run import extract
+from store.reader import FeatureStore
+from store.verify import verify_store
+from store.writer import StoreError
+
+from .conftest import quiet, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained")
+
+
+@pytest.fixture(scope="module")
+def stored(tiny_corpus, tiny_store, tmp_path_factory) -> str:
+    """A copy of the tiny store with the same SSL model's stream added three times: float16, int8, pca:12."""
+    out = tmp_path_factory.mktemp("storage") / "s.zarr"
+    shutil.copytree(tiny_store, out)
+    for name, storage in (("ssl", "float16"), ("ssl8", "int8"), ("sslpca", "pca:12")):
+        extract(tiny_config(tiny_corpus, out, **SSL, ssl_stream=name, ssl_storage=storage), log=quiet)
+    return str(out)
+
+
+def frames(store: FeatureStore, name: str) -> list[np.ndarray]:
+    """Each utterance's frames as the training reader returns them."""
+    reader = open_reader("store", store, name)
+    return [reader.read(np.array([r]), np.arange(n)[None])[0] for r, n in enumerate(reader.counts)]
+
+
+def test_storage_is_recorded_and_sized(stored):
+    store = FeatureStore(stored)
+    specs = {name: store.stream(name).spec for name in ("ssl", "ssl8", "sslpca")}
+    assert [specs[n].source["storage"]["name"] for n in specs] == ["float16", "int8", "pca:12"]
+    assert (specs["ssl8"].dtype, specs["ssl8"].frame_shape) == ("int8", (4, 34))
+    assert (specs["sslpca"].dtype, specs["sslpca"].frame_shape) == ("float16", (4, 12))
+    assert specs["sslpca"].source["hidden"] == 32  # what the model is built for
+    assert store.root["streams/sslpca/pca_basis"].shape == (4, 32, 12)
+    fit = store.root["streams/sslpca"].attrs["pca_fit"]
+    assert fit["split"] == "train" and fit["frames"] > 12
+    config = store.root["streams/ssl8"].attrs["config"]
+    assert config["storage"] == "int8"
+    report = verify_store(stored)  # every stream's arrays, shapes, dtypes and checksums as recorded
+    assert report.ok, report
+
+
+def test_int8_frames_are_the_float16_frames_within_half_a_step(stored):
+    store = FeatureStore(stored)
+    for plain, coded in zip(frames(store, "ssl"), frames(store, "ssl8")):
+        x = plain.astype(np.float64)
+        step = np.abs(x).max(axis=-1, keepdims=True) / 127
+        # half a step, plus float16's rounding of the float16 frames and of the decoded ones
+        assert (np.abs(coded - x) <= step / 2 * 1.01 + np.abs(x) * 2**-10 + 1e-6).all()
+        assert coded.dtype == np.float16 and coded.shape == plain.shape
+
+
+def test_pca_frames_are_as_close_as_the_best_rank_k_fit_of_train(stored):
+    store = FeatureStore(stored)
+    train = np.flatnonzero(store.utterances["split"].astype(str).to_numpy() == "train")
+    plain = np.concatenate([frames(store, "ssl")[r] for r in train]).astype(np.float64)
+    coded = np.concatenate([frames(store, "sslpca")[r] for r in train]).astype(np.float64)
+    for layer in range(4):
+        x = plain[:, layer]
+        m = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - m, full_matrices=False)  # the independent rank-12 fit
+        best = np.linalg.norm(x - (m + (x - m) @ vt[:12].T @ vt[:12]))
+        got = np.linalg.norm(x - coded[:, layer])
+        # fitted on (every, here) train utterance's float32 frames: as good as the SVD, to float16 rounding
+        assert got <= best * 1.02 + 1e-3 * np.linalg.norm(x)
+
+
+def test_a_stream_without_storage_opens_and_resumes_as_float16(stored, tiny_corpus, tmp_path):
+    old = tmp_path / "old.zarr"
+    shutil.copytree(stored, old)
+    meta = old / "streams" / "ssl" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    attrs = doc["attributes"]
+    del attrs["stream"]["source"]["storage"], attrs["config"]["storage"]  # as made before --ssl-storage
+    meta.write_text(json.dumps(doc))
+    store = FeatureStore(str(old))
+    assert "storage" not in store.stream("ssl").spec.source
+    for a, b in zip(frames(store, "ssl"), frames(FeatureStore(stored), "ssl")):
+        np.testing.assert_array_equal(a, b)
+    messages = []
+    extract(tiny_config(tiny_corpus, old, **SSL), log=messages.append)  # float16 asked: already complete
+    assert any("already complete" in m for m in messages)
+    with pytest.raises(StoreError, match="storage: stream has 'float16', asked 'int8'"):
+        extract(tiny_config(tiny_corpus, old, **SSL, ssl_storage="int8"), log=quiet)
