@@ -141,7 +141,8 @@ class Tree:
         for module in modules:
             if not self.exists(module) and not _in_commit(self.root, full, module):
                 raise FigureError(f"{path.relative_to(self.root)}: module {module!r} exists neither now nor at {commit[:7]}")
-        log = git(self.root, "log", "--format=@%H", "--name-only", f"{full}..{self.rev or 'HEAD'}", "--", *modules)
+        log = git(self.root, "log", "-c", "--format=@%H", "--name-only",  # -c: a merge lists what it changed against every parent
+                   f"{full}..{self.rev or 'HEAD'}", "--", *modules)
         commits, changed = [], []
         for line in log.splitlines():
             line = line.strip()

@@ -201,3 +201,20 @@ def test_a_name_with_spaces_or_dots_is_one_figure(repo: Path):
     path.write_text(text.replace('<!--fig "speed:groups.held out (new seed).rate" fmt=.1%-->',
                                  "<!--fig speed:groups.held out (new seed).rate fmt=.1%-->"))
     assert "no figure 'groups.held'" in figures(repo, "check").stderr
+
+
+def test_a_merge_that_changes_a_module_itself_names_it(repo: Path):
+    git(repo, "checkout", "-qb", "side")
+    (repo / "extract" / "other.py").write_text("X = 3\n")
+    git(repo, "commit", "-qam", "side: another module")
+    git(repo, "checkout", "-q", "main")
+    (repo / "extract" / "other.py").write_text("X = 4\n")
+    git(repo, "commit", "-qam", "main: another module")
+    subprocess.run(["git", "-C", str(repo), "merge", "-q", "--no-commit", "-X", "ours", "side"], check=True, capture_output=True)
+    (repo / "extract" / "encoder.py").write_text("SPEED = 9\n")  # changed by the merge itself, on neither side
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "merge, with an edit")
+    merge = git(repo, "rev-parse", "--short", "HEAD")
+    assert figures(repo, "check").returncode == 1
+    assert figures(repo, "render").returncode == 0
+    assert f"**Stale since {merge}** (extract/encoder.py changed in 1 commit" in (repo / "BENCHMARKS.md").read_text()
