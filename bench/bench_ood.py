@@ -27,6 +27,7 @@ Every figure names the codec weights (UNTRAINED): the shifts a real model meets 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -65,15 +66,18 @@ def main() -> None:
     bench_results.add_argument(parser, "ood")
     args = parser.parse_args()
     rec = bench_results.Recorder(args.result, MODULES, tee=False, interval_s=2.0)
+    scratch = Path(tempfile.mkdtemp(prefix="bench_ood_"))
     try:
-        measure_all(args, rec)
+        measure_all(args, rec, scratch)
     except BaseException:
         rec.abort()  # a half run is not a result
         raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     rec.finish()  # bench/results/NAME.json (nothing for --result none)
 
 
-def measure_all(args: argparse.Namespace, rec: bench_results.Recorder) -> None:
+def measure_all(args: argparse.Namespace, rec: bench_results.Recorder, scratch: Path) -> None:
     import soundfile as sf
     import torch
 
@@ -84,7 +88,6 @@ def measure_all(args: argparse.Namespace, rec: bench_results.Recorder) -> None:
 
     torch.set_num_threads(1)
     started = time.time()
-    scratch = Path(tempfile.mkdtemp(prefix="bench_ood_"))
     model = args.model
     if model is None:
         from classify.train import train

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -111,9 +112,11 @@ def main() -> None:
     except BaseException:
         rec.abort()  # a half run is not a result
         stop(proc)
+        shutil.rmtree(scratch, ignore_errors=True)
         raise
     wall = time.monotonic() - started
     stop(proc)
+    shutil.rmtree(scratch, ignore_errors=True)
     ok = np.array(latencies)
     figures = {"clients": args.clients, "requests_asked": args.requests, "seconds_cap": args.seconds,
                "requests_done": sum(statuses.values()), "ok": int(ok.size), "statuses": statuses,
