@@ -1,7 +1,7 @@
 """How often the out-of-distribution warning (classify.ood) fires on in-domain data and on the shifts
 that can be made here, for one trained model whose training fitted the OOD record.
 
-    python bench/bench_ood.py [--model RUN|BUNDLE] [--train-files 60] [--per-group 30] [--json bench/results/ood.json]
+    python bench/bench_ood.py [--model RUN|BUNDLE] [--train-files 60] [--per-group 30] [--result ood]
 
 Without ``--model``, a small workflow is built in a temporary folder: the generated demo corpus
 (``--train-files`` train, ``--per-group`` dev files; `extract.datasets.generate_demo_corpus`),
@@ -20,13 +20,14 @@ each):
 
 (A first version extracted offla19 and trained on it; on the shared 2-core machine at load 15-18 its
 extraction did 96 files in 25 minutes, so the model is trained on the generated corpus instead.)
-Every figure names the codec weights (UNTRAINED): the shifts a real model meets differ.
+Every figure names the codec weights (UNTRAINED): the shifts a real model meets differ. The result is
+``bench/results/ood.json`` (`bench/results.py`; ``--result NAME`` for another name, ``none`` for none).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
 import tempfile
 import time
@@ -36,8 +37,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import stamp  # noqa: E402
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
+
+MODULES = ["classify/ood.py", "classify/train.py"]
 
 DATA = Path("/work/shared/data")
 ROUND_TRIPS = (("mp3", 16_000, 16_000), ("opus", 6_000, 16_000), ("amrnb", 12_200, 8_000), ("alaw", None, 8_000))
@@ -59,8 +63,21 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--per-group", type=int, default=30)
     parser.add_argument("--train-files", type=int, default=60)
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "ood.json")
+    bench_results.add_argument(parser, "ood")
     args = parser.parse_args()
+    rec = bench_results.Recorder(args.result, MODULES, tee=False, interval_s=2.0)
+    scratch = Path(tempfile.mkdtemp(prefix="bench_ood_"))
+    try:
+        measure_all(args, rec, scratch)
+    except BaseException:
+        rec.abort()  # a half run is not a result
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    rec.finish()  # bench/results/NAME.json (nothing for --result none)
+
+
+def measure_all(args: argparse.Namespace, rec: bench_results.Recorder, scratch: Path) -> None:
     import soundfile as sf
     import torch
 
@@ -70,8 +87,7 @@ def main() -> None:
     from extract.datasets import generate_demo_corpus, get_dataset
 
     torch.set_num_threads(1)
-    load_before, sampler, started = stamp.load(), stamp.LoadSampler(), time.time()
-    scratch = Path(tempfile.mkdtemp(prefix="bench_ood_"))
+    started = time.time()
     model = args.model
     if model is None:
         from classify.train import train
@@ -103,7 +119,8 @@ def main() -> None:
               "offla19 eval spoof (real synthesizers)": spread(table.loc[table["label"] == "spoof", "path"].tolist(),
                                                                args.per_group),
               "offla5 eval (another corpus, coded copies)": spread(offla5_eval(), args.per_group)}
-    figures: dict = {"codec_weights": detector.codec_label, "threshold": record["threshold"],
+    figures: dict = rec.figures
+    figures |= {"codec_weights": detector.codec_label, "threshold": record["threshold"],
                      "quantile": record["quantile"], "n_train": record["n_train"], "n_dev": record["n_dev"],
                      "method": record["method"], "groups": {}}
 
@@ -126,11 +143,7 @@ def main() -> None:
             feats.append(detector._encode_waveform(avio.round_trip(wav, sr, codec, bitrate, rate), sr)[0])
         measure(f"held out through {codec} ({bitrate or 64000} bit/s at {rate} Hz)", feats)
     figures["seconds"] = round(time.time() - started, 1)
-    result = stamp.result("ood", sys.argv, load_before, ["classify/ood.py", "classify/train.py"], figures,
-                          load_during=sampler.mean(), codec_sha256=detector.codec.weights_sha256)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    rec.codec_weights(None, sha256=detector.codec.weights_sha256)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,17 @@ fixed number of requests is done or a fixed time has passed; latency percentiles
 errors by status.
 
     python bench/bench_serve.py [--model RUN] [--clients 4] [--requests 40] [--seconds 180]
-        [--workers 1] [--queue 8] [--file AUDIO] [--json bench/results/serve.json]
+        [--workers 1] [--queue 8] [--file AUDIO] [--result serve]
 
 The server is started here, as a subprocess on 127.0.0.1 (`tests.serving.start_server`), and never
 anywhere else. Without ``--model`` the tests' tiny workflow is built in a temporary folder
 (`tests.scoring.build`: an UNTRAINED codec and a 3-epoch model); without ``--file`` the upload is
 that workflow's eval recordings joined into one FLAC. Requests beyond ``workers`` + ``queue``
 waiting are answered 503 by design: they are counted as errors by status, not hidden.
+
+The result is ``bench/results/serve.json`` (`bench/results.py`; ``--result NAME`` for another name,
+``none`` for none); its load and date are those of the load test itself (the building of the tiny
+workflow is not in them).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -27,8 +32,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import stamp  # noqa: E402
+import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
+
+MODULES = ["pipeline/serve/app.py", "classify/timeline.py", "classify/ood.py", "classify/verdict.py"]
 
 
 def main() -> None:
@@ -40,7 +48,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--queue", type=int, default=8)
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "serve.json")
+    bench_results.add_argument(parser, "serve")
     args = parser.parse_args()
     if args.model is not None and args.file is None:
         parser.error("--model needs --file (the recording to post)")
@@ -69,12 +77,13 @@ def main() -> None:
     proc, url = start_server(model, "--workers", str(args.workers), "--queue", str(args.queue), "--timeout", "600")
     assert url.startswith("http://127.0.0.1:")
     health = httpx.get(url + "/health", timeout=10).json()
+    described = httpx.get(url + "/model", timeout=10).json()
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     lock = threading.Lock()
     issued = [0]
     deadline = time.monotonic() + args.seconds
-    load_before, sampler = stamp.load(), stamp.LoadSampler()
+    rec = bench_results.Recorder(args.result, MODULES, tee=False, interval_s=2.0)  # the load test's stamp and load
 
     def client() -> None:
         with httpx.Client(timeout=600) as session:
@@ -95,13 +104,19 @@ def main() -> None:
 
     started = time.monotonic()
     threads = [threading.Thread(target=client) for _ in range(args.clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    except BaseException:
+        rec.abort()  # a half run is not a result
+        stop(proc)
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     wall = time.monotonic() - started
-    load_during = sampler.mean()
     stop(proc)
+    shutil.rmtree(scratch, ignore_errors=True)
     ok = np.array(latencies)
     figures = {"clients": args.clients, "requests_asked": args.requests, "seconds_cap": args.seconds,
                "requests_done": sum(statuses.values()), "ok": int(ok.size), "statuses": statuses,
@@ -114,12 +129,11 @@ def main() -> None:
                "codec_weights": health["model"]["codec_weights"], "model": health["model"]["name"],
                "untrained": health["model"]["untrained"]}
     print(json.dumps(figures, indent=2))
-    result = stamp.result("serve", sys.argv, load_before, ["pipeline/serve/app.py", "classify/timeline.py",
-                                                           "classify/ood.py", "classify/verdict.py"],
-                          figures, load_during=load_during)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    rec.codec_weights(None, sha256=described["codec_weights"]["sha256"])
+    if described.get("ssl_weights"):
+        rec.ssl_weights(None, sha256=described["ssl_weights"]["sha256"])
+    rec.figures.update(figures)
+    rec.finish()  # bench/results/NAME.json (nothing for --result none)
 
 
 if __name__ == "__main__":

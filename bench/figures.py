@@ -28,7 +28,11 @@ that shows figures of a result carries that result's provenance line, which `ren
 
 A value is printed as stored (a string as is; a number with ``fmt=SPEC`` in the marker, Python's
 format spec, else ``str``). A key may go into lists by index: ``tables.speed.rows.3.1`` is a cell of a
-table figure (what `bench/results.py` keeps of a benchmark's printed report).
+table figure (what `bench/results.py` keeps of a benchmark's printed report). A name with dots in it is
+matched whole (the longest name that fits: ``augment.reverb(rt60_s=[0.8, 0.8])`` is one figure of
+``augment``), and a ``NAME:KEY`` with spaces in it is written in double quotes::
+
+    <!--fig "ood:groups.demo eval (unseen attacks).flagged_rate" fmt=.0%-->7%<!--/fig-->
 
 **Staleness.** A result is stale when a module it declares (``modules``) changed after its
 ``commit``: a commit in ``git log COMMIT..HEAD -- MODULES``, or an uncommitted change to one.
@@ -48,6 +52,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -136,7 +141,8 @@ class Tree:
         for module in modules:
             if not self.exists(module) and not _in_commit(self.root, full, module):
                 raise FigureError(f"{path.relative_to(self.root)}: module {module!r} exists neither now nor at {commit[:7]}")
-        log = git(self.root, "log", "--format=@%H", "--name-only", f"{full}..{self.rev or 'HEAD'}", "--", *modules)
+        log = git(self.root, "log", "-c", "--format=@%H", "--name-only",  # -c: a merge lists what it changed against every parent
+                   f"{full}..{self.rev or 'HEAD'}", "--", *modules)
         commits, changed = [], []
         for line in log.splitlines():
             line = line.strip()
@@ -192,15 +198,30 @@ def table_text(figure) -> str:
 
 
 def lookup(figures: dict, key: str):
-    value = figures
-    for part in key.split("."):  # a number indexes a list: tables.speed.rows.0.1 is a table's cell
-        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        elif isinstance(value, dict) and part in value:
-            value = value[part]
-        else:
+    value, rest = figures, key
+    while rest:  # a number indexes a list: tables.speed.rows.0.1 is a table's cell
+        if isinstance(value, list):
+            part, _, tail = rest.partition(".")
+            if not (part.isdigit() and int(part) < len(value)):
+                raise FigureError(f"no figure {key!r}")
+            value, rest = value[int(part)], tail
+            continue
+        # a dict: the longest of its names that ``rest`` is or starts (a name may hold dots)
+        names = [n for n in value if isinstance(n, str) and (rest == n or rest.startswith(n + "."))] if isinstance(value, dict) else []
+        if not names:
             raise FigureError(f"no figure {key!r}")
+        name = max(names, key=len)
+        value, rest = value[name], rest[len(name) + 1:]
     return value
+
+
+def quoted(target: str) -> str:
+    """``NAME:KEY`` as a marker writes it: in double quotes when it holds spaces."""
+    if not re.search(r"[\s\"'\\]", target):
+        return target
+    if '"' in target or "\\" in target or "-->" in target:
+        raise FigureError(f"a figure name {target!r} with a double quote, backslash or '-->' cannot be written in a marker")
+    return f'"{target}"'
 
 
 def source_text(state: State) -> str:
@@ -284,7 +305,10 @@ def parse(text: str) -> list[Marker]:
     for match in MARKER.finditer(masked(text)):
         kind, spec = match.group(1), match.group(2)
         body = text[match.start(3):match.end(3)]
-        words = spec.split()
+        try:
+            words = shlex.split(spec)  # "NAME:KEY WITH SPACES" in double quotes
+        except ValueError as error:
+            raise FigureError(f"a {kind} marker {spec!r} at offset {match.start()}: {error}") from error
         if not words:
             raise FigureError(f"a {kind} marker without a result name at offset {match.start()}")
         target, attrs = words[0], dict(w.split("=", 1) if "=" in w else (w, "") for w in words[1:])
@@ -303,7 +327,7 @@ def expected(marker: Marker, tree: Tree) -> tuple[str, str]:
         token = state.token
         spec = marker.name + (f" stale={token}" if token and token != "missing" else " missing" if token == "missing" else "")
         return spec, source_text(state)
-    spec = " ".join([f"{marker.name}:{marker.key}", *(f"{k}={v}" if v else k for k, v in marker.attrs.items())])
+    spec = " ".join([quoted(f"{marker.name}:{marker.key}"), *(f"{k}={v}" if v else k for k, v in marker.attrs.items())])
     if state.result is None:
         return spec, marker.body  # nothing to render from: kept, and its provenance line says so
     figure = lookup(state.result["figures"], marker.key)

@@ -175,3 +175,46 @@ def test_a_merge_that_brings_an_older_change_keeps_a_stale_mark_valid(repo: Path
     git(repo, "merge", "-q", "-X", "ours", "-m", "merge", "side")
     done = figures(repo, "check")  # "stale since" now names an older commit, but the figure is still shown stale
     assert done.returncode == 0, done.stderr
+
+
+def test_a_name_with_spaces_or_dots_is_one_figure(repo: Path):
+    result_path = repo / "bench" / "results" / "speed.json"
+    result = json.loads(result_path.read_text())
+    result["figures"]["groups"] = {"held out (new seed)": {"rate": 0.0667}, "reverb(rt60_s=[0.8, 0.8])": 17.3,
+                                   "reverb(rt60_s=[0.8, 0.8]).x": 99.0, "it's": {"n": 3}}
+    result_path.write_text(json.dumps(result))
+    path = repo / "BENCHMARKS.md"
+    path.write_text(path.read_text() + "\n<sub><!--fig-source speed--><!--/fig-source--></sub>\n"
+                    '\nHeld out: <!--fig "speed:groups.held out (new seed).rate" fmt=.1%-->?<!--/fig-->; '
+                    'reverb <!--fig "speed:groups.reverb(rt60_s=[0.8, 0.8])"-->?<!--/fig-->, longest name '
+                    '<!--fig "speed:groups.reverb(rt60_s=[0.8, 0.8]).x"-->?<!--/fig-->, '
+                    "<!--fig \"speed:groups.it's.n\"-->?<!--/fig-->.\n")
+    assert figures(repo, "render").returncode == 0
+    text = path.read_text()
+    assert 'Held out: <!--fig "speed:groups.held out (new seed).rate" fmt=.1%-->6.7%<!--/fig-->' in text
+    assert 'reverb <!--fig "speed:groups.reverb(rt60_s=[0.8, 0.8])"-->17.3<!--/fig-->' in text
+    assert 'longest name <!--fig "speed:groups.reverb(rt60_s=[0.8, 0.8]).x"-->99.0<!--/fig-->' in text
+    assert "<!--fig \"speed:groups.it's.n\"-->3<!--/fig-->" in text
+    assert figures(repo, "check").returncode == 0
+    assert figures(repo, "render").returncode == 0 and path.read_text() == text  # a second render changes nothing
+    # without the quotes the key stops at the space: caught, not guessed
+    path.write_text(text.replace('<!--fig "speed:groups.held out (new seed).rate" fmt=.1%-->',
+                                 "<!--fig speed:groups.held out (new seed).rate fmt=.1%-->"))
+    assert "no figure 'groups.held'" in figures(repo, "check").stderr
+
+
+def test_a_merge_that_changes_a_module_itself_names_it(repo: Path):
+    git(repo, "checkout", "-qb", "side")
+    (repo / "extract" / "other.py").write_text("X = 3\n")
+    git(repo, "commit", "-qam", "side: another module")
+    git(repo, "checkout", "-q", "main")
+    (repo / "extract" / "other.py").write_text("X = 4\n")
+    git(repo, "commit", "-qam", "main: another module")
+    subprocess.run(["git", "-C", str(repo), "merge", "-q", "--no-commit", "-X", "ours", "side"], check=True, capture_output=True)
+    (repo / "extract" / "encoder.py").write_text("SPEED = 9\n")  # changed by the merge itself, on neither side
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "merge, with an edit")
+    merge = git(repo, "rev-parse", "--short", "HEAD")
+    assert figures(repo, "check").returncode == 1
+    assert figures(repo, "render").returncode == 0
+    assert f"**Stale since {merge}** (extract/encoder.py changed in 1 commit" in (repo / "BENCHMARKS.md").read_text()
