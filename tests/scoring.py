@@ -19,7 +19,10 @@ from store.format import WEIGHTS
 from store.reader import FeatureStore
 from tests.synthetic import tiny_config as train_config
 
-SIZES = {"train": 6, "dev": 4, "eval": 4}
+SIZES = {"train": 16, "dev": 4, "eval": 4}
+"""The training split is the untrained codec's calibration sample (equal numbers of bona fide and spoof
+utterances, `extract.calibration`): 16 files (5 bona fide) give it more frames than a level has
+codewords, so that its deep levels do not collapse to one code."""
 
 
 def quiet(_message: str) -> None:
