@@ -125,7 +125,8 @@ class SSLBackend(StreamBackend):
         about = f"transformer layers {format_layers(self.layers)} (outputs, 16 kHz input) of {weights.label}"
         spec = sf.added_stream_spec(self.stream, SSL_FRAME_RATE, "float16",
                                     (len(self.layers), architecture(weights.model).hidden), about,
-                                    stream_source(weights, self.layers, self.crop_seconds, self.crop_splits))
+                                    stream_source(weights, self.layers, self.crop_seconds, self.crop_splits),
+                                    group=self.group or None)
         return dataclasses.replace(spec, tables=(f"{self.group}/{STARTS}",))
 
     def fingerprint(self) -> dict[str, Any]:

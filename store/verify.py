@@ -49,6 +49,7 @@ import zarr
 from . import format as sf
 from .chunks import Affected, ChunkLayout, Damage, affected_utterances, check_array_chunks, unit_size
 from .format import StoreFiles
+from .views import VIEWS, all_view_specs, pending_views
 
 __all__ = ["Affected", "Check", "ChunkLayout", "Damage", "VerifyReport", "quick_check", "unit_size", "verify_store"]
 
@@ -275,8 +276,9 @@ def _check_streams(files: StoreFiles, root: zarr.Group, specs: dict[str, sf.Stre
         if path == sf.OFFSETS:
             _check_table_offsets(offsets, steps, table, check)
         elif len(steps) == len(table):
-            name = path.split("/")[-2]
-            failures = files.read_table(f"{sf.added_stream_group(name)}/{sf.FAILURES}")
+            group = path.rsplit("/", 1)[0]  # an added stream's group, or an augmented view's
+            name = group.removeprefix(f"{sf.STREAMS}/")
+            failures = files.read_table(f"{group}/{sf.FAILURES}")
             missing = table.loc[(table["status"] == "ok").to_numpy() & (steps == 0), "utt_id"]
             missing = missing[~missing.isin(failures["utt_id"])]
             if len(missing):
@@ -370,6 +372,13 @@ def _check_format(files: StoreFiles, check: Check, pending_streams_ok: bool = Fa
         if files.exists(f"{group}/zarr.json") and files.read_group_attrs(group).get("state") != sf.STATE_COMPLETE \
                 and not pending_streams_ok:
             check.problems.append(f"{group}: stream {name!r} is still being added; run the same `pipeline extract` again")
+    try:
+        unfinished = [] if pending_streams_ok else pending_views(files)
+    except ValueError as err:  # a torn zarr.json of a view
+        unfinished = [f"(unreadable: {err})"]
+    for view in unfinished:
+        check.problems.append(f"{VIEWS}/: view {view} is still being extracted; run the same `pipeline extract --views "
+                              "...` again")
     return None if check.problems else attrs
 
 
@@ -382,7 +391,7 @@ def _specs(files: StoreFiles, attrs: dict) -> dict[str, sf.StreamSpec]:
             stream_attrs = files.read_group_attrs(group)
             if stream_attrs.get("state") == sf.STATE_COMPLETE:
                 specs[name] = sf.StreamSpec.from_attrs(stream_attrs["stream"])
-    return specs
+    return {**specs, **all_view_specs(files)}  # augmented views' streams, keyed views/NAME/STREAM
 
 
 
@@ -428,7 +437,7 @@ def verify_store(url: str, decode: bool = True, pending_streams_ok: bool = False
     elif not decode:
         weights.detail = "not checked (quick check)"
     size = attrs.get("codec", {}).get("codebook_size", 2**16)
-    codes = specs[sf.CODES].array if sf.CODES in specs else None
+    codes = tuple(spec.array for spec in specs.values() if spec.name == sf.CODES)  # the store's and its views'
     unguarded = [n for n in shapes if _guarded(chunks, lambda n=n: check_array_chunks(
         files, root, n, size, codes, chunks.problems, values.problems, report.damage, decode)) is False]
     chunks.detail = f"every chunk of {', '.join(shapes)} present{' and decodable' if decode else ' (not decoded)'}"

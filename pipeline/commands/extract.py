@@ -106,6 +106,8 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
     click.echo(f"codec weights: {result.weights.label}")
     if result.ssl_weights:
         click.echo(f"SSL weights: {result.ssl_weights}")
+    if result.views:
+        click.echo(f"views extracted: {', '.join(result.views)} (`pipeline inspect` lists every view's recipe)")
     if result.added_streams:
         click.echo(f"streams added to the finished store: {', '.join(result.added_streams)} (the others were not touched)")
     click.echo(
@@ -146,10 +148,14 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
               "(offline and tests only). Default pretrained.")
 @click.option("--ssl-crop", type=float, default=None, help="Keep only the centre SECONDS of each train utterance in the "
               "SSL stream (dev and eval stay whole): the stream's size drops to about SECONDS / mean duration.")
+@click.option("--views", "views", type=click.Path(dir_okay=False), default=None, help="Views file (TOML, e.g. "
+              "configs/views/train.toml): also extract each view's augmented copy of its splits; a finished store "
+              "gets the views it lacks. The estimated cost is printed first.")
+@click.option("--views-only", default=None, help="Comma-separated names of the views file's views to extract (default all).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of extraction settings.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
 def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed,
-            ssl, ssl_layers, ssl_weights, ssl_crop, config_file, overrides):
+            ssl, ssl_layers, ssl_weights, ssl_crop, views, views_only, config_file, overrides):
     """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
 
     Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
@@ -176,7 +182,9 @@ def command(dataset, root, out, split, bandwidth, weights, latent, energy, devic
             ssl_layers=ssl_layers,
             ssl_weights=ssl_weights,
             ssl_crop=ssl_crop,
+            views=views,
+            views_only=views_only,
         )
-    except (ConfigError, WeightsError) as err:
+    except (ConfigError, WeightsError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     sys.exit(run_extraction(config, workers, scheduler))
