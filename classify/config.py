@@ -25,7 +25,7 @@ RESUMABLE_CHANGES = ("epochs", "patience", "device")
 #: Fields added after runs, checkpoints and sweep results existed, with the value that reproduces what
 #: those did: a checkpoint or results table without the field counts as having this value (resuming
 #: works, sweep trial ids stay; see `classify.sweep.trial_id`).
-LATER_FIELDS: dict[str, Any] = {"ssl_kwargs": {}}
+LATER_FIELDS: dict[str, Any] = {"ssl_kwargs": {}, "views": "", "view_clean_share": 0.5}
 
 
 @dataclass
@@ -65,6 +65,9 @@ class TrainConfig:
       larger than this, else per crop from the store.
     - ``ssl_kwargs``: options of the SSL variants (`ssl`, `ssl+V`): stream, layers, AttM sizes,
       online features; see `classify.fusion.SSLOptions`.
+    - ``views``: the store's augmented views to train on ("" none, "all", "a,b"); each epoch each
+      utterance is drawn clean with probability ``view_clean_share``, else one of its views
+      (`classify.views`). Dev selection and calibration stay on the clean dev split.
     """
 
     variant: str = "qaf-static"
@@ -92,6 +95,8 @@ class TrainConfig:
     dev_split: str = "dev"
     latent_ram_mb: float = 4096.0
     ssl_kwargs: dict[str, Any] = field(default_factory=dict)  # SSL variants only: see classify.fusion.SSLOptions
+    views: str = ""
+    view_clean_share: float = 0.5
 
     def __post_init__(self) -> None:
         check_variant(self.variant)  # the registry's parser (classify.variants); k's range needs the store
@@ -112,6 +117,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not isinstance(self.views, str) or not 0.0 <= self.view_clean_share <= 1.0:
+            raise ValueError(f"views must be a string (\"all\", \"a,b\") and view_clean_share within [0, 1]; got "
+                             f"{self.views!r}, {self.view_clean_share!r}")
         for name in ("weight_decay", "warmup_steps", "patience", "latent_ram_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
