@@ -88,8 +88,9 @@ class VerifyReport:
         damaged_only = self.affected and all(c.name in ("chunks", "values") for c in self.checks if not c.ok)
         if damaged_only and not all(a.repairable for a in self.affected):
             names = sorted({a.stream for a in self.affected if not a.repairable})
+            groups = sorted({a.array.rsplit("/", 1)[0] for a in self.affected if not a.repairable})  # a view's too
             return (f"repair: stream(s) {', '.join(names)} (SSL features) are not re-extracted in place: remove "
-                    f"{', '.join(f'{self.store}/{sf.added_stream_group(n)}' for n in names)} and run the same "
+                    f"{', '.join(f'{self.store}/{g}' for g in groups)} and run the same "
                     "`pipeline extract --ssl ...` again, which adds the stream anew and touches nothing else")
         if damaged_only:
             n = len({r for a in self.affected for r in a.repair_rows})

@@ -173,3 +173,32 @@ def test_a_damaged_view_chunk_is_repaired_from_the_recorded_recipe(viewed, tmp_p
     result = repair_store(out, log=quiet)
     assert result.report.ok and result.compared_frames >= 0
     np.testing.assert_array_equal(FeatureStore(out).view("noisy").stream("latent").data[...], original)
+
+
+def test_a_view_asking_for_the_ssl_stream_gets_the_ssl_model_on_its_augmented_audio(tiny_corpus, tiny_store, tmp_path):
+    from extract import ssl
+
+    views = tmp_path / "ssl.toml"
+    views.write_text('[view.loud]\nseed = 3\nsplits = ["dev"]\nstreams = ["ssl"]\nchain = [{augment = "noise", snr_db = [10, 10]}]\n')
+    out = copy_store(tiny_store, tmp_path / "s.zarr")
+    with pytest.raises(ValueError, match="streams has 'ssl': give --ssl MODEL"):
+        extract(tiny_config(tiny_corpus, out, views=str(views)), log=quiet)
+    extract(tiny_config(tiny_corpus, out, views=str(views), ssl="wavlm-tiny", ssl_weights="untrained"), log=quiet)
+    store = FeatureStore(out)
+    view = store.view("loud")
+    assert set(view.streams) == {"ssl"} and set(store.streams) == {"codes", "latent", "energy", "ssl"}
+    stream = view.stream("ssl")
+    assert stream.spec.array == "views/loud/streams/ssl/data"
+    source = stream.spec.source
+    model = ssl.front_end(ssl.SSLWeights.from_dict(source["weights"]), tuple(source["layers"]))
+    table = store.utterances
+    for row in range(len(table)):
+        if table["split"].iloc[row] != "dev":
+            assert len(stream.utterance(row)) == 0
+            continue
+        data, rate = sf.read(table["path"].iloc[row], dtype="float32")
+        noisy = apply_view(load_views(views)["loud"], table["utt_id"].iloc[row], data, rate)  # at the file's 16 kHz
+        expected = model([torch.from_numpy(noisy)])[0].numpy()
+        np.testing.assert_allclose(stream.utterance(row).astype(np.float32), expected, rtol=2e-3, atol=2e-3)
+        assert not np.allclose(stream.utterance(row), store.stream("ssl").utterance(row), atol=1e-2)
+    assert verify_store(out).ok
