@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import av
 import torch
 
 from common.lease import Lease
@@ -65,6 +66,7 @@ def _view(recipe_json: str) -> View:
 
 @lru_cache(maxsize=4)
 def _utt_ids(store: str) -> tuple[str, ...]:
+    """The store's utterance ids by row, read once per process (a finished store's table never changes)."""
     return tuple(StoreFiles(store).read_table(sf.UTTERANCES)["utt_id"].astype(str))
 
 
@@ -93,7 +95,7 @@ class ViewAudio:
         mono = load_audio(path, info.sample_rate)[0].numpy()
         try:
             return apply_view(view, _utt_ids(self.store)[row], mono, info.sample_rate)
-        except (AugmentError, ValueError, OSError, RuntimeError) as err:  # a codec or resampler refusing this audio
+        except (AugmentError, ValueError, OSError, RuntimeError, av.error.FFmpegError) as err:  # a codec refusing this audio
             raise AudioError(f"view {view.name!r}: augmentation failed ({type(err).__name__}: {err})") from None
 
     def probe(self, path: str, row: int) -> AudioInfo:

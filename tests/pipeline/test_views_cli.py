@@ -47,7 +47,7 @@ def export(store: Path, out: Path, view: str | None = None) -> dict:
 def test_views_from_extraction_to_robustness_table(tmp_path):
     corpus = generate_demo_corpus(tmp_path / "demo", n_per_split={"train": 4, "dev": 3, "eval": 3}, seed=4)
     store, again = tmp_path / "s.zarr", tmp_path / "again.zarr"
-    base = ["extract", "--dataset", "demo", "--root", corpus, *SMALL]
+    base = ["extract", "--dataset", "asv19", "--root", corpus, *SMALL]
     # train.toml with the store, then (a copy of the clean store kept aside) robustness.toml added to it
     invoke([*base, "--out", store, "--views-only", "rawboost_series", "--views", REPO / "configs/views/train.toml"])
     shutil.copytree(store, again)
