@@ -202,3 +202,21 @@ def test_a_view_asking_for_the_ssl_stream_gets_the_ssl_model_on_its_augmented_au
         np.testing.assert_allclose(stream.utterance(row).astype(np.float32), expected, rtol=2e-3, atol=2e-3)
         assert not np.allclose(stream.utterance(row), store.stream("ssl").utterance(row), atol=1e-2)
     assert verify_store(out).ok
+
+
+def test_bad_views_input_is_one_line_before_any_audio(tiny_corpus, tmp_path, views_file, monkeypatch):
+    import extract.audio as audio
+    from extract.augment import AugmentError
+    from extract.run import ExtractConfig
+
+    monkeypatch.setattr(audio, "load_audio", lambda *a, **k: pytest.fail("audio was read"))
+    out = tmp_path / "never.zarr"
+    cases = [(dict(views=str(tmp_path / "missing.toml")), AugmentError, "views file not found"),
+             (dict(views=str(views_file), views_only="noisy,nope"), AugmentError, "view 'nope': not defined; defined: noisy, ulaw")]
+    for settings, kind, message in cases:
+        with pytest.raises(kind, match=message) as err:
+            extract(tiny_config(tiny_corpus, out, **settings), log=quiet)
+        assert "\n" not in str(err.value)
+    assert not out.exists()
+    with pytest.raises(ValueError, match="views_only names views of a views file"):
+        ExtractConfig(dataset="asv19", root="x", out="y", views_only="a")
