@@ -57,7 +57,7 @@ def main() -> None:
         root = generate_demo_corpus(Path(work) / "demo", n_per_split={"train": args.train, "dev": args.dev,
                                                                        "eval": args.eval}, seed=5)
         out = str(Path(work) / "store.zarr")
-        settings = dict(dataset="demo", root=str(root), out=out, weights="untrained", device="cpu",
+        settings = dict(dataset="asv19", root=str(root), out=out, weights="untrained", device="cpu",
                         torch_threads=args.threads, kmeans_frames=4096, kmeans_iters=10)
         started = time.perf_counter()
         extract(ExtractConfig(**settings), log=quiet)
