@@ -63,6 +63,9 @@ class TrainConfig:
     - ``ssl_kwargs``: options of the SSL variants (`ssl`, `ssl+V`): stream, layers, AttM sizes,
       online features; see `classify.ssloptions.SSLOptions`. Older checkpoints and results
       without a field read as `classify.migrations` says.
+    - ``views``: the store's augmented views to train on ("" none, "all", "a,b"); each epoch each
+      utterance is drawn clean with probability ``view_clean_share``, else one of its views
+      (`classify.views`). Dev selection and calibration stay on the clean dev split.
     """
 
     variant: str = "qaf-static"
@@ -90,6 +93,8 @@ class TrainConfig:
     dev_split: str = "dev"
     latent_ram_mb: float = 4096.0
     ssl_kwargs: dict[str, Any] = field(default_factory=dict)  # SSL variants only: see classify.ssloptions.SSLOptions
+    views: str = ""
+    view_clean_share: float = 0.5
 
     def __post_init__(self) -> None:
         check_variant(self.variant)  # the registry's parser (classify.variants); k's range needs the store
@@ -111,6 +116,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not isinstance(self.views, str) or not 0.0 <= self.view_clean_share <= 1.0:
+            raise ValueError(f"views must be a string (\"all\", \"a,b\") and view_clean_share within [0, 1]; got "
+                             f"{self.views!r}, {self.view_clean_share!r}")
         for name in ("weight_decay", "warmup_steps", "patience", "latent_ram_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -54,6 +54,7 @@ from classify.plots import plot_det
 from classify.scorefiles import SCORE_FORMAT_REGISTRY, SCORE_FORMATS, read_asv_scores, score_format_of, write_scores
 from classify.sources import make_source
 from classify.tables import headline_mask, store_tables
+from classify.views import open_view, view_names
 from common.provenance import device_label, provenance
 from store.reader import FeatureStore
 
@@ -154,9 +155,10 @@ def _with_calibrated_costs(raw: dict[str, Any], calibrated: dict[str, Any]) -> d
 def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: str | Path,
              asv_scores: str | Path | None = None, calibrate: bool = True, fmt: str = "auto",
              device: str = "auto", log: Callable[[str], None] = print,
-             origin: dict[str, Any] | None = None) -> dict[str, Any]:
+             origin: dict[str, Any] | None = None, view: str | None = None) -> dict[str, Any]:
     """Score ``split`` of ``store`` with ``checkpoint`` (a file, or a run directory meaning its
-    best.pt), write the outputs listed in the module docstring to ``out_dir``, return metrics.json's
+    best.pt), or (``view``) the store's augmented view of it (`classify.views`), write the outputs
+    listed in the module docstring to ``out_dir``, return metrics.json's
     content (``origin``: provenance of what asked, as in `classify.train.train`). Raises CheckpointError (other codec), DataError (split), ValueError (inputs)."""
     ckpt_path = checkpoint_path(checkpoint)
     state = load_checkpoint(ckpt_path)
@@ -168,8 +170,10 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     torch_device = resolve_device(device)
     dtype = amp_dtype(config, torch_device)
     model = model_from_checkpoint(state, store).to(torch_device)
-    source = make_source(store, model, {**state["config"], "device": str(torch_device)})
-    data = source.split(store, split)
+    clean = make_source(store, model, {**state["config"], "device": str(torch_device)})
+    scored = open_view(store, view_names(store, view, split)[0]) if view else store
+    source = clean if scored is store else make_source(scored, model, {**state["config"], "device": str(torch_device)})
+    data = source.split(scored, split)
     if data.n_failed:
         log(f"warning: {data.n_failed} utterance(s) of split {split!r} failed extraction in {store.url}; "
             "they have no features and are not scored")
@@ -182,6 +186,8 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     raw = metrics_table(scores[headline], data.is_bonafide[headline], attacks, codecs)
     result: dict[str, Any] = {
         "split": split,
+        "view": view or "clean",
+        **({"view_recipe": scored.recipe} if view else {}),
         "checkpoint": str(ckpt_path),
         "store": store.url,
         "dataset": store.attrs.get("dataset", {}).get("name"),
@@ -202,12 +208,12 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
                                  f"{state['calibration']['calibration']['dev_split']!r})"}
     elif calibrate:
         try:
-            dev = source.split(store, config.dev_split)
+            dev = clean.split(store, config.dev_split)  # calibration: the clean dev split
         except DataError as err:
             raise DataError(f"{err}; {ckpt_path} holds no calibration of its own (last.pt, or trained before "
                             "calibrations were saved with the run), so it would be fitted on the store's dev "
                             "split: use best.pt of a current run, or --no-calibrate to skip it") from None
-        dev_scores = score_split(model, source, dev, window, budget, torch_device, dtype)
+        dev_scores = score_split(model, clean, dev, window, budget, torch_device, dtype)
         calibration = {"applied": True, "dev_split": config.dev_split,
                        **fit_calibration(dev_scores, dev.is_bonafide), "source": f"fitted now on {store.url}"}
     if calibrate:
@@ -237,11 +243,12 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     if asv_scores is not None and "phases" not in result:
         result.update(_tdcf(scores, data.is_bonafide, Path(asv_scores)))
     note = store.codec.weights_label + (f"; SSL: {ssl_label(model)}" if ssl_label(model) else "")
-    result["det_plot"] = str(plot_det({f"{config.variant} / {config.head} ({split})": (bona, spoof)},
-                                      out_dir / "det.png", title=f"DET, split {split}", note=note))
+    copy = f"{split}, view {view}" if view else split
+    result["det_plot"] = str(plot_det({f"{config.variant} / {config.head} ({copy})": (bona, spoof)},
+                                      out_dir / "det.png", title=f"DET, split {copy}", note=note))
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     tdcf = f", min t-DCF {result['min_tdcf']:.4f}" if result.get("min_tdcf") is not None else ""
-    log(f"{split}: EER {100 * result['eer']:.2f} %, minDCF {result['min_dcf']:.4f}, actDCF "
+    log(f"{copy}: EER {100 * result['eer']:.2f} %, minDCF {result['min_dcf']:.4f}, actDCF "
         f"{result['act_dcf']:.4f}, Cllr {result['cllr']:.4f}{tdcf} ({len(data)} utterances; "
         f"codec weights: {note})")
     return result

@@ -13,8 +13,8 @@ Versions:
 - 1: written up to commit 7e33d6e. Over its life it took several shapes: before the SSL variants
   there was no ``config.ssl_kwargs`` and no ``ssl`` entry; SSL models from before AttM's output norm
   have no ``attm.norm`` parameters and no ``ssl_kwargs.norm``.
-- 2: every entry is present (``ssl_kwargs``, ``ssl``), and an SSL model without the norm says
-  ``ssl_kwargs.norm = false``; a missing ``norm`` means the default (true).
+- 2: every entry is present (``ssl_kwargs``, ``ssl``, ``views``, ``view_clean_share``), and an SSL
+  model without the norm says ``ssl_kwargs.norm = false``; a missing ``norm`` means the default (true).
 
 A new version: raise :data:`FORMAT_VERSION`, register a ``@migration(old)`` step, add a fixture made
 by the old code to ``tests/classify/fixtures``.
@@ -119,10 +119,11 @@ def _is_ssl(config: dict[str, Any]) -> bool:
 
 
 def _v2_id_form(fields: dict[str, Any]) -> dict[str, Any]:
-    """Version 1's trial ids: ``ssl_kwargs`` left out while it is ``{}`` (the value every config had
-    before it existed), and SSL trials with AttM's output norm marked ``ssl_attm_norm`` (trials
+    """Version 1's trial ids: ``ssl_kwargs``, ``views`` and ``view_clean_share`` left out while they
+    have the value every config had before they existed (``{}``, ``""``, 0.5), and SSL trials with AttM's output norm marked ``ssl_attm_norm`` (trials
     finished before the norm existed had none, and must not be taken for them)."""
-    out = {k: v for k, v in fields.items() if not (k == "ssl_kwargs" and v == {})}
+    out = {k: v for k, v in fields.items() if (k, v) not in (("views", ""), ("view_clean_share", 0.5))
+           and not (k == "ssl_kwargs" and v == {})}
     if _is_ssl(fields) and (fields.get("ssl_kwargs") or {}).get("norm", True):
         out["ssl_attm_norm"] = True
     return out
@@ -133,6 +134,8 @@ def _explicit_ssl_entries(state: State) -> State:
     """1 -> 2: entries added during version 1 become explicit.
 
     - ``config.ssl_kwargs``: absent in checkpoints from before the SSL variants, which ran as ``{}``.
+    - ``config.views`` and ``config.view_clean_share``: absent before augmented views; such runs
+      trained on the clean audio alone (``""``; the share is then unused, 0.5 by default).
     - ``ssl`` (the SSL stream's record): absent then too; None, a codec variant's value.
     - AttM's output norm: an SSL model whose ``ssl_kwargs`` names no ``norm`` was trained with the
       norm only when its parameters hold ``attm.norm.weight``; without them ``norm = false`` is
@@ -145,6 +148,8 @@ def _explicit_ssl_entries(state: State) -> State:
     if _is_ssl(config) and "norm" not in kwargs and model is not None and "attm.norm.weight" not in model:
         kwargs["norm"] = False
     config["ssl_kwargs"] = kwargs
+    config.setdefault("views", "")  # trained on the clean audio alone: augmented views came later
+    config.setdefault("view_clean_share", 0.5)
     out = {**state, "config": config}
     if "model" in state:
         out.setdefault("ssl", None)

@@ -60,6 +60,7 @@ from classify.ood import fit_run as fit_ood
 from classify.plots import plot_level_weights, plot_training_curves
 from classify.sources import make_source
 from classify.variants import needs
+from classify.views import train_source
 from common.lease import Lease
 from common.provenance import device_label, provenance
 from store.reader import FeatureStore
@@ -163,6 +164,8 @@ class TrainingRun:
         self.source = make_source(store, self.model, dataclasses.asdict(config))
         self.train_data = self.source.split(store, config.train_split)
         self.dev_data = self.source.split(store, config.dev_split)
+        self.train_source = train_source(store, self.model, dataclasses.asdict(config), self.source,
+                                         config.train_split, log)  # augmented views drawn in (classify.views)
         self.fit_stream()
         self.optimizer = torch.optim.AdamW(param_groups(self.model, config), lr=config.lr,
                                            weight_decay=config.weight_decay)
@@ -249,7 +252,7 @@ class TrainingRun:
         """Train one epoch: (mean loss, last learning rate, seconds spent gathering batches).
         Raises NonFiniteLoss at the first NaN or infinite loss."""
         self.model.train()
-        batches = self.source.train_batches(self.train_data, self.config.batch_size, self.crop, self.config.pad,
+        batches = self.train_source.train_batches(self.train_data, self.config.batch_size, self.crop, self.config.pad,
                                             self.config.balance, self.generator)
         losses: list[float] = []
         load_seconds = 0.0
@@ -410,6 +413,7 @@ def _train(config: TrainConfig, store: FeatureStore, out_dir: Path, log: Callabl
             "epoch": epoch, "train_loss": loss, "dev_eer": dev_eer, "dev_min_dcf": dev_min_dcf, "lr": lr,
             "seconds": time.perf_counter() - epoch_started, "load_seconds": load_seconds,
             "codec_weights": info.weights_label,
+            **({"view_draws": run.train_source.counts} if run.train_source is not run.source else {}),
         })
     p = run.progress
     if p.stopped != DIVERGED:

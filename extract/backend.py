@@ -57,6 +57,12 @@ Arrays = dict[str, np.ndarray]
 class FileAudio:
     """Audio read from the utterance's file (`extract.audio`): mixed to mono, resampled."""
 
+    where: str = ""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What defines the audio beyond the file (none here; an augmented view's recipe)."""
+        return {}
+
     def probe(self, path: str, row: int) -> AudioInfo:
         return probe(path)
 
@@ -66,7 +72,13 @@ class FileAudio:
 
 
 class AudioSource(Protocol):
-    """What a back-end reads audio through (an augmented view's source wraps :class:`FileAudio`)."""
+    """What a back-end reads audio through (an augmented view's source wraps :class:`FileAudio`):
+    ``where`` names it in log lines ("" for the files themselves), :meth:`fingerprint` joins the
+    back-end's settings fingerprint."""
+
+    where: str
+
+    def fingerprint(self) -> dict[str, Any]: ...
 
     def probe(self, path: str, row: int) -> AudioInfo: ...
 
@@ -114,6 +126,15 @@ class StreamBackend:
     def new_spec(self, store_attrs: dict) -> StreamSpec:
         """The spec of the stream it adds to a finished store (whose root attributes are ``store_attrs``)."""
         raise NotImplementedError
+
+    def new_specs(self, store_attrs: dict) -> list[StreamSpec]:
+        """The specs of every stream it adds (several share the group's offsets); default: :meth:`new_spec`."""
+        return [self.new_spec(store_attrs)]
+
+    @property
+    def where(self) -> str:
+        """Where the audio comes from when not from the files themselves (an augmented view), for log lines."""
+        return self.audio.where
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that define the stream's content (JSON values)."""

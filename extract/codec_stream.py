@@ -11,6 +11,7 @@ the same weights, so that it equals the one extracted with the codes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 from collections.abc import Sequence
@@ -58,7 +59,18 @@ class CodecBackend(StreamBackend):
 
     def new_spec(self, store_attrs: dict) -> StreamSpec:
         spec = next(s for s in sf.codec_stream_specs(store_attrs["codec"], latent=True, energy=True) if s.name == self.name)
-        return sf.added_stream_spec(self.name, spec.frame_rate, spec.dtype, spec.frame_shape, spec.about)
+        return sf.added_stream_spec(self.name, spec.frame_rate, spec.dtype, spec.frame_shape, spec.about,
+                                    group=self.group or None)
+
+    def new_specs(self, store_attrs: dict) -> list[StreamSpec]:
+        """One stream: its group's ``data`` (:meth:`new_spec`). Several (an augmented view's codes,
+        latent and energy, from one pass of the encoder): ``GROUP/NAME`` each, sharing ``GROUP/offsets``,
+        laid out as the store's own streams are."""
+        if len(self.streams) == 1:
+            return [self.new_spec(store_attrs)]
+        specs = {s.name: s for s in sf.codec_stream_specs(store_attrs["codec"], latent=True, energy=True)}
+        return [dataclasses.replace(specs[name], array=f"{self.group}/{name}", offsets=f"{self.group}/{sf.OFFSETS}",
+                                    tables=()) for name in self.streams]
 
     def fingerprint(self) -> dict[str, Any]:
         return {"bandwidth": self.bandwidth, "batch_seconds": self.batch_seconds, "window_seconds": self.window_seconds,

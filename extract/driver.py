@@ -99,17 +99,21 @@ def _write_utterance_arrays(url: str, backend: StreamBackend, units: int, n_rows
 
 
 def add_stream(backend: StreamBackend, unit_size: int, device: str, submit: Submit | None,
-               log: Callable[[str], None], progress: Callable[[dict], None] | None, lease: Lease | None = None) -> int:
+               log: Callable[[str], None], progress: Callable[[dict], None] | None, lease: Lease | None = None,
+               skip: dict[int, str] | None = None) -> int:
     """Add (or finish adding) ``backend``'s stream to the finished store ``backend.store``; returns
     the number of units run (0: it was complete). Nothing else in the store is touched. StoreError
-    when the store already has that stream made with other settings (its fingerprint)."""
+    when the store already has that stream made with other settings (its fingerprint). ``skip``:
+    rows recorded as failed with their reason, unread (an augmented view's rows outside its splits),
+    besides those that failed in the store."""
     started = time.perf_counter()
-    url, name, group = backend.store, backend.name, backend.group
+    url, group = backend.store, backend.group
+    name = ", ".join(backend.frame_arrays())
     files = StoreFiles(url)
-    fingerprint = {**backend.fingerprint(), "unit_size": unit_size}
+    fingerprint = {**backend.fingerprint(), **backend.audio.fingerprint(), "unit_size": unit_size}
     label = f" ({backend.label})" if backend.label else ""
-    if files.exists(f"{group}/zarr.json"):
-        stream_attrs = files.read_group_attrs(group)
+    stream_attrs = files.read_group_attrs(group) if files.exists(f"{group}/zarr.json") else {}
+    if "config" in stream_attrs:  # started before (a view's group may hold only the view's record yet)
         differ = differences(stream_attrs.get("config", {}), fingerprint, "stream", backend.fingerprint_defaults)
         if differ:
             hint = f", or {backend.rename_hint}" if backend.rename_hint else ""
@@ -120,10 +124,13 @@ def add_stream(backend: StreamBackend, unit_size: int, device: str, submit: Subm
             return 0
         log(f"resuming the addition of stream {name!r} to {url}")
     else:
-        spec = backend.new_spec(files.read_group_attrs())
-        create_stream(url, spec, {"config": fingerprint, "provenance": provenance(device_label(device))})
-        log(f"adding stream {spec.describe()} to {url}{label}; its other streams are not touched")
-    rows, skip = store_rows(files)
+        specs = backend.new_specs(files.read_group_attrs())
+        create_stream(url, specs if len(specs) > 1 else specs[0],
+                      {"config": fingerprint, "provenance": provenance(device_label(device))}, group)
+        log(f"adding stream{'s' if len(specs) > 1 else ''} {', '.join(s.describe() for s in specs)} to {url}"
+            f"{f' ({group})' if backend.where else ''}{label}; its other streams are not touched")
+    rows, failed = store_rows(files)
+    skip = {**(skip or {}), **failed}
     backend.prepare(rows, skip, log)
     units = n_units(len(rows), unit_size)
     done = done_units(url, units, group)
@@ -132,7 +139,7 @@ def add_stream(backend: StreamBackend, unit_size: int, device: str, submit: Subm
         log(f"{len(done)} of {units} work units of stream {name!r} already done; running {len(tasks)}")
     run_tasks(tasks, submit, progress, lease)
     _write_utterance_arrays(url, backend, units, len(rows))
-    records = finish_stream(url, name, units, {"finished_by": provenance(device_label(device))})
+    records = finish_stream(url, name, units, {"finished_by": provenance(device_label(device))}, group=group)
     _log_added(files, backend, records, len(skip), time.perf_counter() - started, log)
     return len(tasks)
 
@@ -142,11 +149,11 @@ def _log_added(files: StoreFiles, backend: StreamBackend, records, skipped: int,
     table = files.read_table(sf.UTTERANCES)
     ok = (records["status"] == "ok").to_numpy()
     audio = max(float(table.loc[ok, "duration"].sum()), 1e-9)
-    spec = sf.StreamSpec.from_attrs(files.read_group_attrs(backend.group)["stream"])
-    raw = int(records["n_frames"].sum()) * spec.frame_bytes
+    specs = sf.group_stream_specs(files.read_group_attrs(backend.group))
+    raw = int(records["n_frames"].sum()) * sum(spec.frame_bytes for spec in specs)
     failed = int((~ok).sum()) - skipped
     note = f" ({backend.note()})" if backend.note() else ""
-    log(f"stream {backend.name!r} added in {seconds:.1f} s: {int(ok.sum())} utterances"
+    log(f"stream {', '.join(backend.frame_arrays())!r}{f' of {backend.where}' if backend.where else ''} added in {seconds:.1f} s: {int(ok.sum())} utterances"
         + (f", {failed} failed ({backend.group}/{sf.FAILURES})" if failed else "")
         + f"; {raw / audio:,.0f} bytes per audio second uncompressed, {files.size(backend.group) / audio:,.0f} on disk"
         + note)

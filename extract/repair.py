@@ -18,6 +18,7 @@ the extraction driver, `extract.driver`), into a scratch group ``repair/`` of th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,11 +29,13 @@ from common.lease import Lease
 from store import format as sf
 from store.format import StoreFiles
 from store.verify import Affected, VerifyReport, unit_size, verify_store
+from store.views import all_view_specs
 
 from .codec_stream import CodecBackend
 from .driver import SKIPPED, plan_units
 from .run import resolve_device
 from .unit import run_unit
+from .views import view_backend_audio, view_skip
 
 SCRATCH = "repair"
 
@@ -190,8 +193,12 @@ def repair_store(url: str, log: Callable[[str], None] = print) -> RepairResult:
                 size = unit_size(files, attrs, spec0) or 1
                 units = sorted({u for a in items for u in a.units})
                 skip = set(np.flatnonzero(table["status"].to_numpy() != "ok").tolist()) if group else set()
+                skip |= set(view_skip(url, group, table))  # an augmented view's rows outside its splits
                 streams = tuple(a.stream for a in items)
-                fresh = _reextract(url, units, size, table, skip, _backend(url, attrs, config, streams, lease), log)
+                backend = _backend(url, attrs, config, streams, lease)
+                audio = view_backend_audio(url, group)  # a view's units are re-made from its recorded recipe
+                fresh = _reextract(url, units, size, table, skip,
+                                   backend if audio is None else dataclasses.replace(backend, audio=audio), log)
                 for affected in items:
                     spec = specs[affected.array]
                     built, compared = _check_and_build(files, root, affected, spec, table, fresh[spec.name], units, size)
@@ -215,8 +222,7 @@ def repair_store(url: str, log: Callable[[str], None] = print) -> RepairResult:
     return result
 
 
-def _group_of(spec: sf.StreamSpec) -> str:
-    return spec.array.rsplit("/", 1)[0] if spec.array.startswith(sf.STREAMS + "/") else ""
+_group_of = sf.group_of
 
 
 def _stream_specs(files: StoreFiles, attrs: dict) -> list[sf.StreamSpec]:
@@ -226,4 +232,4 @@ def _stream_specs(files: StoreFiles, attrs: dict) -> list[sf.StreamSpec]:
         group = sf.added_stream_group(name)
         if files.exists(f"{group}/zarr.json"):
             specs.append(sf.StreamSpec.from_attrs(files.read_group_attrs(group)["stream"]))
-    return specs
+    return specs + list(all_view_specs(files).values())

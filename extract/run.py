@@ -86,9 +86,14 @@ class ExtractConfig:
     bonafide_root: str | None = None
     split_by: str | None = None
     ssl_storage: str = "float16"  # float16 | int8 | pca:K | pca:K:int8 (store.sslstorage)
+    # augmented views (extract.views): a views file, and the names of its views to extract (None: all)
+    views: str | None = None
+    views_only: str | None = None
 
     def __post_init__(self):
         n_quantizers(self.bandwidth)  # raises WeightsError naming the valid bandwidths
+        if self.views_only and not self.views:
+            raise ValueError("views_only names views of a views file: give the file too (--views FILE)")
         if self.kmeans_frames < CODEBOOK_SIZE:
             raise ValueError(f"kmeans_frames must be at least the codebook size ({CODEBOOK_SIZE}); got {self.kmeans_frames}")
         if self.batch_seconds is not None and self.batch_seconds < 0:
@@ -122,6 +127,7 @@ class ExtractResult:
     wall_seconds: float = 0.0
     added_streams: list[str] = field(default_factory=list)
     ssl_weights: str = ""
+    views: list[str] = field(default_factory=list)  # views that ran units
 
 
 def package_versions() -> dict[str, str]:
@@ -264,6 +270,10 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
     config.root = str(Path(config.root).resolve()) if "://" not in config.root else config.root
     files = StoreFiles(config.out)
 
+    views = None
+    if config.views:  # the whole views file is checked before any audio is read
+        from .views import plan_views  # noqa: PLC0415
+        views = plan_views(config.views, config.views_only, config.out, config.ssl)
     dataset = get_dataset(config.dataset)
     options = {name: getattr(config, name) for name in dataset.options if getattr(config, name) is not None}
     unused = [name for name in ("bonafide_root", "split_by") if getattr(config, name) is not None and name not in options]
@@ -313,7 +323,12 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
         ssl_ran = add_stream(backend, config.unit_size, device, submit, log, progress, lease)
         ran, ssl_label = ran + ssl_ran, backend.label
         added += [config.ssl_stream] if ssl_ran else []
-    if attrs is not None and attrs.get("state") == sf.STATE_COMPLETE and not added:
+    view_names: list[str] = []
+    if views:
+        from .views import extract_views  # noqa: PLC0415
+        view_ran, view_names = extract_views(config, views, weights, device, submit, log, progress, lease)
+        ran += view_ran
+    if attrs is not None and attrs.get("state") == sf.STATE_COMPLETE and not added and not view_names:
         log(f"{config.out} is already complete; nothing to do")
     return ExtractResult(
         config.out,
@@ -325,6 +340,7 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
         wall_seconds=time.perf_counter() - started,
         added_streams=added,
         ssl_weights=ssl_label,
+        views=view_names,
     )
 
 

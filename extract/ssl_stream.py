@@ -149,7 +149,7 @@ class SSLBackend(StreamBackend):
         source = {**stream_source(weights, self.layers, self.crop_seconds, self.crop_splits), "storage": coding.to_attrs()}
         about += "" if coding.plain else f", stored as {coding.name}"
         spec = sf.added_stream_spec(self.stream, SSL_FRAME_RATE, coding.dtype, coding.frame_shape(len(self.layers), hidden),
-                                    about, source)
+                                    about, source, group=self.group or None)
         pca = tuple(f"{self.group}/{name}" for name in (PCA_MEAN, PCA_BASIS)) if coding.components else ()
         return dataclasses.replace(spec, tables=(f"{self.group}/{STARTS}", *pca))
 

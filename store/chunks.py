@@ -178,8 +178,8 @@ def shard_index(files: StoreFiles, path: str, layout: ChunkLayout) -> tuple[np.n
     return entries, None
 
 
-def _value_problem(name: str, data: np.ndarray, codebook_size: int, codes: str | None) -> str | None:
-    if name == codes:
+def _value_problem(name: str, data: np.ndarray, codebook_size: int, codes: tuple[str, ...]) -> str | None:
+    if name in codes:
         bad = int(np.count_nonzero(data >= codebook_size))
         return f"{bad} codes >= codebook size {codebook_size} (max {int(data.max())})" if bad else None
     if data.dtype.kind == "f":
@@ -192,11 +192,11 @@ def _rows(region: tuple[slice, ...]) -> tuple[int, int]:
     return (region[0].start, region[0].stop) if region else (0, 1)
 
 
-def check_array_chunks(files: StoreFiles, root: zarr.Group, name: str, codebook_size: int, codes: str | None,
+def check_array_chunks(files: StoreFiles, root: zarr.Group, name: str, codebook_size: int, codes: tuple[str, ...],
                        chunks: list[str], values: list[str], damage: list[Damage] | None = None,
                        decode: bool = True) -> bool:
     """Look up, decode and check every chunk of one array: a chunk missing or not decodable adds a
-    line to ``chunks``, one with bad values (codes of array ``codes`` >= ``codebook_size``, floats not
+    line to ``chunks``, one with bad values (codes of the arrays ``codes`` >= ``codebook_size``, floats not
     finite) to ``values``, and each damaged one is also added to ``damage``. ``decode=False`` only
     looks them up (and reads shard indexes). Returns whether its chunks carry checksums."""
     layout = ChunkLayout.from_metadata(name, json.loads(files.read_bytes(f"{name}/zarr.json")))
@@ -245,8 +245,8 @@ def check_array_chunks(files: StoreFiles, root: zarr.Group, name: str, codebook_
 
 def unit_size(files: StoreFiles, attrs: dict, spec: sf.StreamSpec) -> int | None:
     """Utterances per work unit of the extraction that wrote stream ``spec``."""
-    if spec.array.startswith(sf.STREAMS + "/"):
-        group = spec.array.rsplit("/", 1)[0]
+    group = sf.group_of(spec)
+    if group:  # a stream added later, or an augmented view's
         return files.read_group_attrs(group).get("config", {}).get("unit_size")
     return attrs.get("config", {}).get("unit_size")
 

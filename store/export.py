@@ -9,7 +9,8 @@ For tools that want the embeddings themselves rather than codes plus codebooks. 
                     utterance's row in the store, ``store_frame_offset`` its first frame there
     codebooks       float32 [n_q, codebook_size, dim]
     latent          float16 [frames, dim]        with ``--latent`` only
-    attributes      the store, the codec, the weights (label, sha256, source) and the split
+    attributes      the store, the codec, the weights (label, sha256, source), the split, and the
+                    augmented view (``view``, ``view_recipe``; "" for the clean features)
 
 Memory stays bounded: codes are read a block at a time and turned into at most
 :data:`DENSE_BYTES` of dense embeddings before they are written. The file is written under a
@@ -18,6 +19,7 @@ temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +91,9 @@ def _rows_per_chunk(row_bytes: int, total: int) -> int:
 
 
 def _selection(store: FeatureStore, split: str | None) -> pd.DataFrame:
+    if store.recipe and split is not None and split not in store.recipe.get("splits", []):
+        raise ExportError(f"{store.url}: view {store.view_name!r} applies to split(s) "
+                          f"{', '.join(store.recipe.get('splits', []))}, not {split!r}")
     table = store.split(split) if split is not None else store.utterances[store.utterances["status"] == "ok"]
     if table.empty:
         raise ExportError(f"{store.url}: no ok utterances to export" + (f" in split {split!r}" if split else ""))
@@ -118,6 +123,8 @@ def _attributes(store: FeatureStore, split: str | None, latent: bool) -> dict[st
         "weights_trained": codec.trained,
         "dataset": store.attrs.get("dataset", {}).get("name", ""),
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
+        "view": store.view_name,
+        "view_recipe": json.dumps(store.recipe, sort_keys=True) if store.recipe else "",
     }
 
 
@@ -167,14 +174,19 @@ def export_hdf5(
     split: str | None = None,
     latent: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    view: str | None = None,
 ) -> ExportResult:
-    """Export the ok utterances of a finished store (or of one ``split``) to the HDF5 file ``out``.
+    """Export the ok utterances of a finished store (or of one ``split``) to the HDF5 file ``out``;
+    ``view``: those of the store's augmented view of that name instead (`store.views`), under the
+    same utterance ids, the view's recipe in the attributes.
 
     ``progress(frames written, total frames)`` is called after each block. Raises
     :class:`StoreReadError` for an unreadable store, an unknown split or a missing latent, and
     :class:`ExportError` when there is nothing to export or the file cannot be written.
     """
     store = FeatureStore(url, in_memory=False)
+    if view:
+        store = store.view(view)
     if latent and not store.has_latent:
         raise StoreReadError(f"{store.url}: this store has no latent; export without --latent, or re-extract with --latent")
     table = _selection(store, split)
@@ -195,4 +207,5 @@ def export_hdf5(
 
 
 EXPORTERS: dict[str, Callable[..., ExportResult]] = {"hdf5": export_hdf5}
-"""Export formats by name (``pipeline export --format``): each takes (store url, out, split, latent, progress)."""
+"""Export formats by name (``pipeline export --format``): each takes (store url, out, split, latent, progress,
+view)."""

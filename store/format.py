@@ -135,10 +135,26 @@ def added_stream_group(name: str) -> str:
 
 
 def added_stream_spec(name: str, frame_rate: float, dtype: str, frame_shape: tuple[int, ...], about: str = "",
-                      source: dict | None = None) -> StreamSpec:
-    group = added_stream_group(name)
+                      source: dict | None = None, group: str | None = None) -> StreamSpec:
+    """The spec of a stream added later: its data in ``GROUP/data`` (``group``: default
+    ``streams/NAME``; an augmented view's SSL stream lives under its view, `store.views`)."""
+    group = group or added_stream_group(name)
     return StreamSpec(name, f"{group}/{STREAM_DATA}", f"{group}/{OFFSETS}", frame_rate, dtype, tuple(frame_shape),
                       about=about, source=source)
+
+
+def group_stream_specs(attrs: dict) -> list[StreamSpec]:
+    """The streams a stream group's attributes declare: one (``stream``, a stream added to a
+    finished store) or several sharing the group's offsets (``streams``, an augmented view's codec
+    streams)."""
+    if "streams" in attrs:
+        return [StreamSpec.from_attrs(spec) for spec in attrs["streams"].values()]
+    return [StreamSpec.from_attrs(attrs["stream"])] if "stream" in attrs else []
+
+
+def group_of(spec: StreamSpec) -> str:
+    """The group whose work units wrote ``spec`` ("" for the streams written with the store)."""
+    return spec.array.rsplit("/", 1)[0] if "/" in spec.array else ""
 
 
 def codec_stream_specs(codec: dict, latent: bool, energy: bool) -> list[StreamSpec]:

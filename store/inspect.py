@@ -24,6 +24,7 @@ from . import codebooks
 from . import format as sf
 from .format import StoreFiles
 from .reader import FeatureStore, StoreReadError, check_format
+from .views import format_views, view_list
 from .writer import done_units
 
 FIRST_FAILURES = 5
@@ -127,6 +128,7 @@ def _finished(files: StoreFiles, attrs: dict) -> dict[str, Any]:
         "bytes_per_audio_second": {name: s["bytes_per_audio_second"] for name, s in streams.items()},
         "failures": _failures(failures),
         "summary": attrs.get("summary", {}),
+        "views": view_list(files, table),
     }
 
 
@@ -282,6 +284,7 @@ def format_report(info: dict[str, Any]) -> str:
         lines.append(f"stream      {name}: {stream['frame_rate']:g} frames/s, {stream['dtype']} [{shape}], {stream['frames']} frames, "
                      f"{_size(stream['bytes'])}" + (f" ({_size(rate)} per audio second)" if rate else "")
                      + (f"; {stream['about']}" if stream["about"] else ""))
+    lines += format_views(info.get("views", []))
     for name in info.get("pending_streams", []):
         lines.append(f"stream      {name}: BEING ADDED (unfinished); run the same `pipeline extract` again")
     sizes = ", ".join(f"{k} {_size(v)}" for k, v in info["bytes"].items() if k != "total")

@@ -120,7 +120,11 @@ def check_format(url: str, attrs: dict) -> None:
 
 
 class FeatureStore:
-    """A finished feature store, opened read-only. ``url``: a path or an fsspec URL."""
+    """A finished feature store, opened read-only. ``url``: a path or an fsspec URL. ``view_name``
+    and ``recipe``: "" and None (the clean features; :meth:`view` opens an augmented view)."""
+
+    view_name: str = ""
+    recipe: dict | None = None
 
     def __init__(self, url: str, in_memory: bool = True, check: bool = False):
         self.url = str(url)
@@ -156,6 +160,20 @@ class FeatureStore:
             if attrs.get("state") == sf.STATE_COMPLETE and "stream" in attrs:
                 specs[name] = StreamSpec.from_attrs(attrs["stream"])
         return specs
+
+    def view(self, name: str) -> FeatureStore:
+        """This store seen through its augmented view ``name`` (`store.views.ViewStore`: the view's
+        streams under the same utterance rows and ids); StoreReadError naming the views there are."""
+        from .views import ViewStore  # noqa: PLC0415 - views builds on this module
+
+        return ViewStore(self, name)
+
+    @cached_property
+    def views(self) -> dict[str, dict]:
+        """The recipe of each augmented view the store has (finished or not), by name."""
+        from .views import recipes  # noqa: PLC0415
+
+        return recipes(self.files)
 
     def pending_streams(self) -> list[str]:
         """Streams whose addition started but did not finish."""

@@ -50,6 +50,7 @@ import zarr
 from . import format as sf
 from .chunks import Affected, ChunkLayout, Damage, affected_utterances, check_array_chunks, unit_size
 from .format import StoreFiles
+from .views import VIEWS, all_view_specs, pending_views
 
 __all__ = ["Affected", "Check", "ChunkLayout", "Damage", "VerifyReport", "quick_check", "unit_size", "verify_store"]
 
@@ -88,8 +89,9 @@ class VerifyReport:
         damaged_only = self.affected and all(c.name in ("chunks", "values") for c in self.checks if not c.ok)
         if damaged_only and not all(a.repairable for a in self.affected):
             names = sorted({a.stream for a in self.affected if not a.repairable})
+            groups = sorted({a.array.rsplit("/", 1)[0] for a in self.affected if not a.repairable})  # a view's too
             return (f"repair: stream(s) {', '.join(names)} (SSL features) are not re-extracted in place: remove "
-                    f"{', '.join(f'{self.store}/{sf.added_stream_group(n)}' for n in names)} and run the same "
+                    f"{', '.join(f'{self.store}/{g}' for g in groups)} and run the same "
                     "`pipeline extract --ssl ...` again, which adds the stream anew and touches nothing else")
         if damaged_only:
             n = len({r for a in self.affected for r in a.repair_rows})
@@ -276,8 +278,9 @@ def _check_streams(files: StoreFiles, root: zarr.Group, specs: dict[str, sf.Stre
         if path == sf.OFFSETS:
             _check_table_offsets(offsets, steps, table, check)
         elif len(steps) == len(table):
-            name = path.split("/")[-2]
-            failures = files.read_table(f"{sf.added_stream_group(name)}/{sf.FAILURES}")
+            group = path.rsplit("/", 1)[0]  # an added stream's group, or an augmented view's
+            name = group.removeprefix(f"{sf.STREAMS}/")
+            failures = files.read_table(f"{group}/{sf.FAILURES}")
             missing = table.loc[(table["status"] == "ok").to_numpy() & (steps == 0), "utt_id"]
             missing = missing[~missing.isin(failures["utt_id"])]
             if len(missing):
@@ -371,6 +374,13 @@ def _check_format(files: StoreFiles, check: Check, pending_streams_ok: bool = Fa
         if files.exists(f"{group}/zarr.json") and files.read_group_attrs(group).get("state") != sf.STATE_COMPLETE \
                 and not pending_streams_ok:
             check.problems.append(f"{group}: stream {name!r} is still being added; run the same `pipeline extract` again")
+    try:
+        unfinished = [] if pending_streams_ok else pending_views(files)
+    except ValueError as err:  # a torn zarr.json of a view
+        unfinished = [f"(unreadable: {err})"]
+    for view in unfinished:
+        check.problems.append(f"{VIEWS}/: view {view} is still being extracted; run the same `pipeline extract --views "
+                              "...` again")
     return None if check.problems else attrs
 
 
@@ -383,7 +393,7 @@ def _specs(files: StoreFiles, attrs: dict) -> dict[str, sf.StreamSpec]:
             stream_attrs = files.read_group_attrs(group)
             if stream_attrs.get("state") == sf.STATE_COMPLETE:
                 specs[name] = sf.StreamSpec.from_attrs(stream_attrs["stream"])
-    return specs
+    return {**specs, **all_view_specs(files)}  # augmented views' streams, keyed views/NAME/STREAM
 
 
 
@@ -429,7 +439,7 @@ def verify_store(url: str, decode: bool = True, pending_streams_ok: bool = False
     elif not decode:
         weights.detail = "not checked (quick check)"
     size = attrs.get("codec", {}).get("codebook_size", 2**16)
-    codes = specs[sf.CODES].array if sf.CODES in specs else None
+    codes = tuple(spec.array for spec in specs.values() if spec.name == sf.CODES)  # the store's and its views'
     unguarded = [n for n in shapes if _guarded(chunks, lambda n=n: check_array_chunks(
         files, root, n, size, codes, chunks.problems, values.problems, report.damage, decode)) is False]
     chunks.detail = f"every chunk of {', '.join(shapes)} present{' and decodable' if decode else ' (not decoded)'}"

@@ -234,28 +234,42 @@ def finish_store(url: str, n_units: int, summary_extra: dict | None = None, attr
     return table
 
 
-def create_stream(url: str, spec: StreamSpec, attrs: dict) -> None:
-    """Start adding stream ``spec`` to the finished store at ``url``: its group, in state
-    "extracting", with ``attrs`` (config, provenance). Nothing else in the store is touched."""
-    zarr.open_group(url, mode="r+").create_group(sf.added_stream_group(spec.name), overwrite=True)
-    StoreFiles(url).update_group_attrs({**attrs, "stream": spec.to_attrs(), "state": sf.STATE_EXTRACTING,
-                                        "created": now()}, sf.added_stream_group(spec.name))
+def create_stream(url: str, spec: StreamSpec | list[StreamSpec], attrs: dict, group: str | None = None) -> None:
+    """Start adding stream ``spec`` (or several streams sharing one offsets array, e.g. an augmented
+    view's codec streams) to the finished store at ``url``: their group (default
+    ``streams/NAME``), in state "extracting", with ``attrs`` (config, provenance). Attributes the
+    group already holds (an augmented view's record) are kept; nothing else in the store is touched."""
+    specs = spec if isinstance(spec, list) else [spec]
+    group = group or sf.added_stream_group(specs[0].name)
+    files = StoreFiles(url)
+    if files.exists(f"{group}/zarr.json"):
+        kept = {k: v for k, v in files.read_group_attrs(group).items() if k not in ("stream", "streams", "state", "config")}
+        files.remove(f"{group}/{sf.PARTS}")
+    else:
+        kept = {}
+        zarr.open_group(url, mode="r+").create_group(group, overwrite=True)  # whatever a killed creation left
+    described = {"stream": specs[0].to_attrs()} if len(specs) == 1 and not isinstance(spec, list) else \
+        {"streams": {s.name: s.to_attrs() for s in specs}}
+    files.update_group_attrs({**kept, **attrs, **described, "state": sf.STATE_EXTRACTING, "created": now()}, group)
 
 
 def finish_stream(url: str, name: str, n_units: int, attrs_extra: dict | None = None,
-                  chunk: int | None = None) -> pd.DataFrame:
-    """Copy an added stream's parts into its data array and offsets, record its failures, mark it
-    complete, drop its parts. Safe to run again after a kill. Returns its per-utterance records."""
+                  chunk: int | None = None, group: str | None = None) -> pd.DataFrame:
+    """Copy an added stream group's parts (``group``, default ``streams/NAME``) into its data
+    arrays and offsets, record its failures, mark it complete, drop its parts. Safe to run again
+    after a kill. Returns its per-utterance records."""
     files = StoreFiles(url)
-    group = sf.added_stream_group(name)
+    group = group or sf.added_stream_group(name)
     attrs = files.read_group_attrs(group)
-    spec = sf.StreamSpec.from_attrs(attrs["stream"])
+    specs = sf.group_stream_specs(attrs)
     table = files.read_table(sf.UTTERANCES)
     records = _records_table(url, n_units, len(table), group)
     offsets = _offsets(records["n_frames"].to_numpy())
     root = zarr.open_group(url, mode="r+")
-    write_concatenated(root, spec, _part_blocks(url, n_units, group, name), int(offsets[-1]), chunk)
-    root.create_array(spec.offsets, data=offsets, chunks=offsets.shape, compressors=COMPRESSORS, overwrite=True)
+    for spec in specs:
+        write_concatenated(root, spec, _part_blocks(url, n_units, group, spec.name), int(offsets[-1]), chunk)
+    for path in dict.fromkeys(spec.offsets for spec in specs):
+        root.create_array(path, data=offsets, chunks=offsets.shape, compressors=COMPRESSORS, overwrite=True)
     failed = records["status"] != "ok"
     failures = pd.DataFrame({"utt_id": table["utt_id"].to_numpy()[failed.to_numpy()],
                              "path": table["path"].to_numpy()[failed.to_numpy()],

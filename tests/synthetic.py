@@ -270,3 +270,50 @@ def add_ssl_stream(path: str, layers: int = 3, hidden: int = 8, seed: int = 0, s
     zarr.open_group(path, mode="r+").create_array(f"{group}/starts", data=first, chunks=first.shape, overwrite=True)
     finish_stream(path, name, 1)
     return frames
+
+
+def view_recipe(name: str, splits: tuple[str, ...], seed: int = 1, streams: tuple[str, ...] = ("codes", "latent")) -> dict:
+    """A recipe as `extract.augment.View.recipe` writes it (a gain of 0 dB: the frames are made up here)."""
+    return {"name": name, "seed": seed, "splits": list(splits), "streams": list(streams), "description": f"synthetic {name}",
+            "chain": [{"augment": "gain", "db": [0.0, 0.0], "origin": "signal processing"}], "rng": "synthetic",
+            "versions": {"numpy": np.__version__}}
+
+
+def add_view(path: str, name: str, splits: tuple[str, ...], marker: int | None = None, seed: int = 1,
+             streams: tuple[str, ...] = ("codes", "latent"), unit_size: int = 8) -> dict[int, np.ndarray]:
+    """Add a synthetic augmented view to the finished store at ``path`` through the writer, laid out
+    as `pipeline extract --views` does (`store.views`): the codes of each ok utterance of ``splits``
+    are the clean ones plus 1 (modulo the codebook size), or all ``marker`` (a view recognisable in a
+    batch); the latent, when asked, is the clean latent plus 1. Returns each row's view codes."""
+    import zarr
+
+    from store.views import view_group
+
+    root = zarr.open_group(path, mode="r")
+    attrs = sf.StoreFiles(path).read_group_attrs()
+    table = pd.read_parquet(f"{path}/{sf.UTTERANCES}")
+    offsets = root[sf.OFFSETS][...]
+    size = attrs["codec"]["codebook_size"]
+    group = view_group(name)
+    zarr.open_group(path, mode="r+").create_group(group)
+    sf.StoreFiles(path).update_group_attrs({"view": view_recipe(name, splits, seed, streams)}, group)
+    base = {s.name: s for s in sf.codec_stream_specs(attrs["codec"], latent=True, energy=True)}
+    specs = [sf.StreamSpec(**{**base[s].__dict__, "array": f"{group}/{s}", "offsets": f"{group}/{sf.OFFSETS}", "tables": ()})
+             for s in streams]
+    create_stream(path, specs, {"config": {"unit_size": unit_size}}, group)
+    out = {}
+    for unit, first in enumerate(range(0, len(table), unit_size)):
+        records, arrays = [], {s: [] for s in streams}
+        for row in range(first, min(first + unit_size, len(table))):
+            if table["status"].iloc[row] != "ok" or table["split"].iloc[row] not in splits:
+                records.append({"row": row, "status": "failed", "n_frames": 0, "stage": "store", "reason": "outside"})
+                continue
+            codes = root[sf.CODES][offsets[row] : offsets[row + 1]].astype(np.int64)
+            out[row] = (np.full_like(codes, marker) if marker is not None else (codes + 1) % size).astype(np.uint16)
+            arrays["codes"].append(out[row])
+            if "latent" in streams:
+                arrays["latent"].append((root[sf.LATENT][offsets[row] : offsets[row + 1]] + 1).astype(np.float16))
+            records.append({"row": row, "status": "ok", "n_frames": len(codes)})
+        write_part(path, PartData(unit, records, arrays), group)
+    finish_stream(path, name, -(-len(table) // unit_size), group=group)
+    return out

@@ -149,6 +149,7 @@ class Speed(Augmentation):
 
     name = "speed"
     speed = 5000.0
+    changes_length = True
     factor: Range | None = None
     factors: tuple[float, ...] | None = None
 

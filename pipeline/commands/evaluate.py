@@ -8,6 +8,7 @@ import click
 
 from classify.config import DEVICES
 from classify.evaluate import FORMATS, evaluate
+from classify.views import evaluate_views
 from pipeline.errors import local_path, one_line
 from store.reader import FeatureStore
 
@@ -32,12 +33,17 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
               help="Score file format; auto: the official one of the store's dataset.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--view", default=None, help="Score the store's augmented view NAME of the split instead of the clean "
+              "copy; several (a,b or all): clean and each view into OUT/NAME, and OUT/views.md, EER per view beside clean.")
 @one_line("evaluation")  # store, split, checkpoint/codec mismatch, score file errors; a full disk
-def command(checkpoint, features, split, out_dir, asv_scores, calibrate, fmt, device):
+def command(checkpoint, features, split, out_dir, asv_scores, calibrate, fmt, device, view):
     """Write official-format scores (higher = bona fide), metrics.json (EER, minDCF, actDCF, Cllr,
     per attack and codec condition; min t-DCF with --asv-scores) and a DET plot. On ASVspoof 2021,
     In-the-Wild, MLAAD and Codecfake stores, also the official per-condition tables (per phase for 2021)."""
     store = FeatureStore(features, check=True)  # refuses a damaged store before any work
-    evaluate(checkpoint, store, split, out_dir, asv_scores=asv_scores, calibrate=calibrate, fmt=fmt,
-             device=device, log=click.echo)
-    click.echo(f"wrote {out_dir / 'metrics.json'}")
+    kwargs = dict(asv_scores=asv_scores, calibrate=calibrate, fmt=fmt, device=device, log=click.echo)
+    if view:
+        evaluate_views(checkpoint, store, split, out_dir, view, **kwargs)
+    else:
+        evaluate(checkpoint, store, split, out_dir, **kwargs)
+    click.echo(f"wrote {out_dir / ('views.md' if view and (view == 'all' or ',' in view) else 'metrics.json')}")

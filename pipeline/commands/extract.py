@@ -110,6 +110,8 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
     click.echo(f"codec weights: {result.weights.label}")
     if result.ssl_weights:
         click.echo(f"SSL weights: {result.ssl_weights}")
+    if result.views:
+        click.echo(f"views extracted: {', '.join(result.views)} (`pipeline inspect` lists every view's recipe)")
     if result.added_streams:
         click.echo(f"streams added to the finished store: {', '.join(result.added_streams)} (the others were not touched)")
     click.echo(
@@ -155,11 +157,15 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
               "(per-frame-per-layer scales, 2x smaller), pca:K (K principal components per layer fitted on train, "
               "float16; pca:256 is 4x smaller for WavLM-Large) or pca:K:int8 (8x at K=256). Recorded in the stream; "
               "training reads every storage back as frames.")
+@click.option("--views", "views", type=click.Path(dir_okay=False), default=None, help="Views file (TOML, e.g. "
+              "configs/views/train.toml): also extract each view's augmented copy of its splits; a finished store "
+              "gets the views it lacks. The estimated cost is printed first.")
+@click.option("--views-only", default=None, help="Comma-separated names of the views file's views to extract (default all).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of extraction settings.")
 @click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
 @one_line("extraction")
 def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed,
-            ssl, ssl_layers, ssl_weights, ssl_crop, ssl_storage, config_file, overrides):
+            ssl, ssl_layers, ssl_weights, ssl_crop, ssl_storage, views, views_only, config_file, overrides):
     """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
 
     Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
@@ -186,5 +192,7 @@ def command(dataset, root, out, split, bandwidth, weights, latent, energy, devic
         ssl_weights=ssl_weights,
         ssl_crop=ssl_crop,
         ssl_storage=ssl_storage,
+        views=views,
+        views_only=views_only,
     )
     sys.exit(run_extraction(config, workers, scheduler))

@@ -67,8 +67,10 @@ def _repair(store: str) -> None:
 @click.option("--out", callback=local_path, type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file (replaced if it exists).")
 @click.option("--split", default=None, help="Export only this split (default: every split).")
 @click.option("--latent", is_flag=True, help="Also export the continuous latent (float16 [frames, dim]).")
+@click.option("--view", default=None, help="Export the store's augmented view NAME instead of the clean features "
+              "(same utterance ids; `pipeline inspect` lists the views).")
 @one_line("export")  # StoreReadError, ExportError (ValueErrors); a full disk
-def export_command(store: str, fmt: str, out: Path, split: str | None, latent: bool) -> None:
+def export_command(store: str, fmt: str, out: Path, split: str | None, latent: bool, view: str | None) -> None:
     """Export the dense per-quantizer embeddings (float32 [frames, n_q, dim], C_q[code_q]) of the
     ok utterances of STORE, with offsets, utterance ids, the table's columns, the codebooks and
     the codec weights' provenance. Dense data is 256 times the size of the codes: about 307 KB per
@@ -80,10 +82,11 @@ def export_command(store: str, fmt: str, out: Path, split: str | None, latent: b
         bar.update(done - bar.n)
 
     try:
-        result = EXPORTERS[fmt](store, out, split=split, latent=latent, progress=progress)
+        result = EXPORTERS[fmt](store, out, split=split, latent=latent, progress=progress, view=view)
     finally:
         bar.close()
     click.echo(
         f"wrote {result.out}: {result.utterances} utterances, {result.frames} frames, embeddings "
         f"[{result.frames}, {result.n_q}, {result.dim}] float32{', latent' if result.latent else ''} ({result.bytes / 1e6:.1f} MB)"
+        + (f"; view {view}" if view else "")
     )

@@ -90,11 +90,14 @@ def test_grid_expands_in_order_with_stable_ids(tmp_path, store):
     assert {t.trial_id for t in expand(moved, identity)} == {t.trial_id for t in trials}
     assert trial_id(trials[0].config, {**identity, "weights_sha256": "0" * 64}) != trials[0].trial_id
     assert config_diff(trials[4].config, base_config(spec)) == {"variant": "single:1", "seed": 1}
-    # a field added later (ssl_kwargs) is hashed only away from its old-behaviour value: older ids stay
-    older = {k: v for k, v in dataclasses.asdict(trials[0].config).items() if k != "ssl_kwargs"}
+    # a field added later (ssl_kwargs, views, view_clean_share) is hashed only away from its old-behaviour
+    # value: older ids stay
+    older = {k: v for k, v in dataclasses.asdict(trials[0].config).items()
+             if k not in ("ssl_kwargs", "views", "view_clean_share")}
     digest = hashlib.sha256(json.dumps({"config": older, "store": identity}, sort_keys=True).encode()).hexdigest()[:8]
     assert trials[0].trial_id == f"mean-s0-{digest}"
     assert trial_id(dataclasses.replace(trials[0].config, ssl_kwargs={"proj_dim": 8}), identity) != trials[0].trial_id
+    assert trial_id(dataclasses.replace(trials[0].config, views="all"), identity) != trials[0].trial_id
     # an SSL trial with AttM's output norm (the default since it exists) does not take the id such a
     # config had before, when AttM had no norm; with norm = false it is a new config too
     ssl = dataclasses.replace(trials[0].config, variant="ssl+mean", ssl_kwargs={"proj_dim": 8})
@@ -285,3 +288,12 @@ def test_failing_trials_are_recorded_and_the_rest_finish(tmp_path, store, monkey
     # a re-run retries the failed trials only
     calls = count_train_calls(monkeypatch)
     assert run(trials, store, tmp_path / "out").failed == [latent, single] and calls == [latent, single]
+
+
+def test_a_grid_over_augmented_views_is_a_sweep(tmp_path, store):
+    spec = load_sweep(sweep_file(tmp_path, 'views = ["", "all", {views = "a,b", view_clean_share = 0.2}]\n'))
+    trials = expand(spec, store_identity(store))
+    assert [(t.config.views, t.config.view_clean_share) for t in trials] == [("", 0.5), ("all", 0.5), ("a,b", 0.2)]
+    assert len({t.trial_id for t in trials}) == 3
+    with pytest.raises((ConfigError, ValueError), match="view_clean_share"):
+        expand(load_sweep(sweep_file(tmp_path, 'view_clean_share = [0.5, 1.5]\n', name="bad.toml")), store_identity(store))
