@@ -236,7 +236,9 @@ MODULES = [
     "extract/audio.py",
     "extract/run.py",
     "classify/online.py",
-    "classify/ssldata.py",
+    "classify/frames.py",
+    "classify/data.py",
+    "classify/sources.py",
 ]
 
 if __name__ == "__main__":

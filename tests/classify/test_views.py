@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from classify.data import DataError
 from classify.evaluate import evaluate
-from classify.fusion import build_detector
+from classify.rebuild import for_store
 from classify.sources import make_source
 from classify.train import HISTORY, train
 from classify.views import CLEAN, ViewMix, draw_copies, evaluate_views, train_source, view_names
@@ -61,7 +61,7 @@ def test_the_draw_frequency_follows_the_clean_share(share):
 
 def test_a_batch_row_holds_the_frames_of_the_copy_drawn_for_it(store):
     config = dataclasses.asdict(tiny_config(views="one,two", view_clean_share=0.25))
-    model = build_detector(config, store)
+    model = for_store(config, store)
     clean = make_source(store, model, config)
     mix = train_source(store, model, config, clean, "train", quiet)
     assert isinstance(mix, ViewMix) and mix.names == [CLEAN, "one", "two"]
