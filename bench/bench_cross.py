@@ -206,9 +206,29 @@ def main() -> int:
     steps.run(f"matrix_{args.variants}_s{args.seeds}", lambda: pipeline("matrix", "--runs", *map(str, runs), "--features", *map(str, stores), "--out",
                                          str(matrix), "--bootstrap", str(args.bootstrap)))
     figures = collect(matrix, steps.done, args)
+    figures["clean_eval_phase"] = clean_on_eval_phase(matrix, eval_rows)
     print((matrix / "matrix.md").read_text())
     bench_results.record(codec_weights=weights, **figures)
     return 0
+
+
+def clean_on_eval_phase(matrix: Path, eval_rows: list[dict]) -> dict:
+    """The clean store's EER on the trials of the 2021 layouts' eval phase only (the matrix's 2021
+    columns score that phase, the clean column every trial): per setting (variant), mean over seeds, %."""
+    from classify.metrics import compute_eer  # noqa: PLC0415
+    from classify.scorefiles import read_scores  # noqa: PLC0415
+
+    phase = layout_cross.phases([{"key": r["label"]} for r in eval_rows])
+    keep = {r["utt_id"]: r["label"] == "bonafide" for r, p in zip(eval_rows, phase, strict=True) if p == "eval"}
+    per_variant: dict[str, list[float]] = {}
+    for run in sorted((matrix / "cells").iterdir()):
+        read = read_scores(json.loads((run / "manifest" / "metrics.json").read_text())["scores_file"])
+        scores = dict(zip(read.utt_ids, map(float, read.scores), strict=True))
+        bona = [scores[u] for u, b in keep.items() if b]
+        spoof = [scores[u] for u, b in keep.items() if not b]
+        per_variant.setdefault(run.name.rsplit("_s", 1)[0], []).append(100 * compute_eer(bona, spoof)[0])
+    return {"trials": len(keep), "bonafide": sum(keep.values()),
+            **{v: f"{sum(e) / len(e):.2f}" for v, e in per_variant.items()}}
 
 
 def pct(x) -> str:
@@ -223,6 +243,12 @@ def collect(matrix: Path, done: dict, args: argparse.Namespace) -> dict:
     columns = [COLUMN_NAMES.get(c, c) for c in main_table["columns"]]
     rows = pd.read_parquet(matrix / "matrix.parquet")
     figures: dict = {"matrix": bench_results.table(columns, main_table["rows"]), "matrix_md": md}
+    short = {"manifest": "clean", "asv21la": "la", "asv21df": "df", "itw": "itw", "pooled": "pooled", "average": "average"}
+    figures["eer"] = {}  # variant -> test -> mean EER % (the matrix cell's first number)
+    for row in main_table["rows"]:
+        variant = row[0].split("/", 1)[0]
+        figures["eer"][variant] = {short.get(c, c): cell.split(" ", 1)[0]
+                                   for c, cell in zip(main_table["columns"][1:], row[1:], strict=True)}
     ok = rows[rows["empty"].fillna("") == ""]
     pooled = ok[(ok["condition"] == "pooled") & (ok["phase"].isin(["eval", "all"]))]
     means = pooled.groupby(["setting", "corpus"])["eer"].agg(["mean", "std", "count"]).reset_index()
@@ -234,7 +260,8 @@ def collect(matrix: Path, done: dict, args: argparse.Namespace) -> dict:
             continue
         grouped = part.groupby(["setting", "condition"], sort=False).agg(eer=("eer", "mean"), sd=("eer", "std"),
                                                                          n_b=("n_bonafide", "first"), n_s=("n_spoof", "first"))
-        conditions = list(dict.fromkeys(part["condition"]))
+        present = part.groupby("condition", sort=False)[["n_bonafide", "n_spoof"]].first().sum(axis=1)
+        conditions = [c for c in dict.fromkeys(part["condition"]) if present[c] > 0]  # LA C3 (PSTN): not simulated
         body = []
         for setting in dict.fromkeys(part["setting"]):
             body.append([setting, *[f"{pct(grouped.loc[(setting, c), 'eer'])} ± {pct(grouped.loc[(setting, c), 'sd'])}"
