@@ -277,8 +277,8 @@ def collect(matrix: Path, done: dict, args: argparse.Namespace) -> dict:
                 "layout": f"{facts.get('trials')} trials x 3 layouts, {facts.get('audio_s')} audio s each"}.get(name, "")
         if name.startswith("extract_"):
             what = f"--dataset {facts.get('dataset')}"
-        steps_rows.append([name, what, f"{facts['seconds']:,.0f}",
-                           f"{facts['bytes'] / 1e6:,.1f}" if facts.get("bytes") else "-"])
+        nbytes = facts.get("bytes") or sum(facts.get(k, {}).get("bytes", 0) for k in ("asv21la", "asv21df", "itw"))
+        steps_rows.append([name, what, f"{facts['seconds']:,.0f}", f"{nbytes / 1e6:,.1f}" if nbytes else "-"])
     figures["steps"] = bench_results.table(["step", "what", "wall s", "MB"], steps_rows)
     figures["steps_raw"] = done
     figures["total_wall_min"] = round(sum(f["seconds"] for f in done.values()) / 60, 1)
