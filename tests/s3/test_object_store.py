@@ -185,9 +185,10 @@ def test_a_worker_killed_mid_extraction_loses_nothing_and_the_rerun_resumes(s3_e
     # the run either finished on the surviving worker or stopped; a re-run (in process) completes it
     rerun = pipeline(server, "extract", "--dataset", "asv19", "--root", corpus, "--out", store, *SMALL_CODEC,
                      "--set", "unit_size=1", "--workers", "0")
-    assert "18 extracted, 0 failed" in rerun.stdout or "complete" in rerun.stdout
-    done_before = re.search(r"(\d+) already done", rerun.stdout)
-    assert done_before is None or int(done_before[1]) >= 2  # the units committed before the kill were kept
+    assert "18 extracted, 0 failed" in rerun.stdout
+    if "already complete" not in rerun.stdout + rerun.stderr:  # the first run stopped: the re-run resumed it
+        assert int(re.search(r"(\d+) already done", rerun.stdout)[1]) >= 2  # the units committed before the kill were kept
+    # else the surviving worker finished the run (dask moved the killed worker's units to it)
     verified = pipeline(server, "verify", store)
     assert "OK: every check passed" in verified.stdout
     info = json.loads(pipeline(server, "inspect", store, "--json").stdout)
