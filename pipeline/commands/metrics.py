@@ -17,6 +17,7 @@ from classify.scorefiles import (
     read_keys,
     read_scores,
 )
+from pipeline.errors import one_line
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 _GROUP_COLUMNS = ("n_bonafide", "n_spoof", "eer", "min_dcf", "act_dcf", "cllr")
@@ -28,10 +29,10 @@ def _tdcf(trials: Trials, scores: Path, asv_path: Path) -> dict[str, float]:
         asv = read_asv_scores(asv_path)
         return min_tdcf_with_asv(trials.scores[trials.is_bonafide], trials.scores[~trials.is_bonafide],
                                  asv.target, asv.nontarget, asv.spoof)
-    except ScoreFileError as err:
-        raise click.ClickException(str(err)) from err
-    except ValueError as err:
-        raise click.ClickException(f"{err} (CM scores {scores}, ASV scores {asv_path})") from err
+    except ScoreFileError:
+        raise
+    except ValueError as err:  # a problem of the pair of files: name both (one line, `pipeline.errors`)
+        raise ValueError(f"{err} (CM scores {scores}, ASV scores {asv_path})") from None
 
 
 def _cell(value: Any, column: str) -> str:
@@ -86,17 +87,15 @@ def _report(result: dict[str, Any], scores: Path, keys: Path) -> str:
 
 
 def _evaluate(scores: Path, keys: Path, asv_scores: Path | None) -> dict[str, Any]:
-    """Load, join and score; every input problem becomes a ClickException naming the file."""
-    try:
-        score_file = read_scores(scores)
-        key_file = read_keys(keys)
-        trials = join_scores_keys(score_file, key_file)
-    except ScoreFileError as err:
-        raise click.ClickException(str(err)) from err
+    """Load, join and score; every input problem is a ValueError naming the file (ScoreFileError
+    names it itself), which `pipeline.errors.one_line` turns into one line."""
+    score_file = read_scores(scores)
+    key_file = read_keys(keys)
+    trials = join_scores_keys(score_file, key_file)
     try:
         result = metrics_table(trials.scores, trials.is_bonafide, trials.attacks, trials.codecs)
     except ValueError as err:  # e.g. a class absent from the key file
-        raise click.ClickException(f"{keys}: {err}") from err
+        raise ValueError(f"{keys}: {err}") from None
     result["scores_format"] = score_file.format
     result["keys_format"] = key_file.format
     if asv_scores is not None:
@@ -114,6 +113,7 @@ def _evaluate(scores: Path, keys: Path, asv_scores: Path | None) -> dict[str, An
 @click.option("--asv-scores", "asv_scores", type=_FILE, default=None,
               help="ASVspoof 2019 ASV score file (SOURCE KEY SCORE) to add the min t-DCF.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@one_line("computing the metrics")
 def command(scores: Path, keys: Path, asv_scores: Path | None, as_json: bool) -> None:
     """EER, minDCF, actDCF and Cllr (official ASVspoof definitions), pooled, per attack and per
     codec condition; min t-DCF when ASV scores are given. Higher score = more bona fide."""
