@@ -138,16 +138,23 @@ def encode(wav: np.ndarray, sample_rate: int, name: str, bitrate: int | None = N
             stream.bit_rate = bitrate or codec.default_bitrate
         if codec.options:
             stream.codec_context.options = dict(codec.options)
-        target = stream.codec_context.format.name
-        resampler = av.AudioResampler(format=target, layout=layout, rate=rate)
-        for frame in _to_frames(wav, sample_rate, channels=codec.channels) + [None]:
-            for converted in resampler.resample(frame):
-                converted.pts = None
-                for packet in stream.encode(converted):
-                    out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        write_audio(out, stream, wav, sample_rate, codec.channels)
     return buffer.getvalue()
+
+
+def write_audio(out: av.container.OutputContainer, stream: av.audio.stream.AudioStream, wav: np.ndarray,
+                sample_rate: int, channels: int = 1) -> None:
+    """Encode mono float32 ``wav`` at ``sample_rate`` into the open audio ``stream`` of ``out``
+    (converted by FFmpeg's resampler to the stream's sample format, layout and rate) and flush it."""
+    layout = "mono" if channels == 1 else "stereo"
+    resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=stream.codec_context.sample_rate)
+    for frame in _to_frames(np.asarray(wav, dtype=np.float32).reshape(-1), sample_rate, channels=channels) + [None]:
+        for converted in resampler.resample(frame):
+            converted.pts = None
+            for packet in stream.encode(converted):
+                out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
 
 
 @dataclass(frozen=True)

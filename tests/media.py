@@ -35,12 +35,5 @@ def write(path: str | Path, wav: np.ndarray, rate: int, video: bool = False) -> 
             for packet in picture.encode(None):
                 out.mux(packet)
         samples = avio.resample(wav, rate, out_rate) if out_rate != rate else np.asarray(wav, np.float32)
-        resampler = av.AudioResampler(format=audio.codec_context.format.name, layout="mono", rate=out_rate)
-        for frame in avio._to_frames(samples, out_rate) + [None]:
-            for converted in resampler.resample(frame):
-                converted.pts = None
-                for packet in audio.encode(converted):
-                    out.mux(packet)
-        for packet in audio.encode(None):
-            out.mux(packet)
+        avio.write_audio(out, audio, samples, out_rate)
     return path
