@@ -54,9 +54,9 @@ class Augmentation(BaseModel):
     """Audio seconds per second on one core (bench/results/augment.json, 16 kHz, measured on the
     shared 2-core VM at load 8.8: lower bounds), for the estimate (:meth:`audio_per_second`)."""
     origin: ClassVar[str] = "signal processing"
+    """What its material is: "generated", "simulated", "files" (recorded in the recipe)."""
     changes_length: ClassVar[bool] = False
     """Whether its output may be longer or shorter than its input (speed perturbation)."""
-    """What its material is: "generated", "simulated", "files" (recorded in the recipe)."""
 
     def __call__(self, wav: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
