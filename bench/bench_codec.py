@@ -397,6 +397,9 @@ MODULES = [
     "extract/lsuv.py",
     "extract/run.py",
     "extract/encoder.py",
+    "extract/calibration.py",
+    "extract/driver.py",
+    "extract/codec_stream.py",
 ]
 
 if __name__ == "__main__":

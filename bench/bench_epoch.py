@@ -204,6 +204,8 @@ MODULES = [
     "classify/weighting.py",
     "classify/model.py",
     "classify/sweep.py",
+    "classify/frames.py",
+    "classify/sources.py",
 ]
 
 if __name__ == "__main__":

@@ -632,6 +632,10 @@ MODULES = [
     "store/format.py",
     "pipeline/cluster.py",
     "pipeline/commands/extract.py",
+    "extract/driver.py",
+    "extract/backend.py",
+    "extract/codec_stream.py",
+    "extract/sizing.py",
 ]
 
 if __name__ == "__main__":

@@ -303,6 +303,8 @@ MODULES = [
     "classify/model.py",
     "classify/sweep.py",
     "classify/report.py",
+    "classify/frames.py",
+    "classify/sources.py",
 ]
 
 if __name__ == "__main__":

@@ -213,6 +213,8 @@ MODULES = [
     "extract/frontend.py",
     "common/malloc.py",
     "pipeline/commands/score.py",
+    "classify/rebuild.py",
+    "classify/frames.py",
 ]
 
 if __name__ == "__main__":

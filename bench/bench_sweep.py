@@ -134,6 +134,12 @@ MODULES = [
     "extract/encoder.py",
     "pipeline/cluster.py",
     "pipeline/commands/sweep.py",
+    "extract/calibration.py",
+    "extract/driver.py",
+    "extract/codec_stream.py",
+    "classify/rebuild.py",
+    "classify/frames.py",
+    "classify/sources.py",
 ]
 
 if __name__ == "__main__":

@@ -525,6 +525,8 @@ MODULES = [
     "extract/encoder.py",
     "extract/audio.py",
     "extract/codec.py",
+    "classify/frames.py",
+    "classify/sources.py",
 ]
 
 if __name__ == "__main__":
