@@ -1,8 +1,12 @@
-"""Benchmark: the shipped variants sweep (every weighting variant x 3 seeds) on a feature store,
-its wall time, and the speed-up of 2 dask workers over 1.
+"""Benchmark: the shipped variants sweep (every weighting variant x head x the file's seeds) on a
+feature store, its wall time, and the speed-up of 2 dask workers over 1.
 
     python bench/bench_sweep.py [--store /tmp/bench/offla19.zarr] [--config configs/sweeps/variants.toml]
                                 [--out /tmp/bench/sweep] [--workers 2] [--speedup-set seed=0]
+                                [--repeats 2] [--set 'seed=[0,1,2]' ...]
+
+``--set`` overrides go to the full sweep only (as `pipeline sweep --set`); ``--repeats 0`` skips the
+speed-up pairs.
 
 Runs of `pipeline sweep`, each a fresh process into a fresh directory (nothing resumed):
 
@@ -71,14 +75,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--speedup-set", action="append", default=None,
                         help="--set of the 1-vs-2-worker subset (repeatable; default seed=0 and four variants)")
-    parser.add_argument("--repeats", type=int, default=2, help="pairs of subset runs (2 workers, then 1)")
+    parser.add_argument("--repeats", type=int, default=2, help="pairs of subset runs (2 workers, then 1); 0: none")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="a `pipeline sweep --set` for the full sweep (repeatable), e.g. 'seed=[0,1,2]'")
     args = parser.parse_args()
     pairs = args.speedup_set or ["seed=0", 'variant=["mean","qaf-static","latent","trainable-tables"]']
     subset = [item for pair in pairs for item in ("--set", pair)]
     args.out.mkdir(parents=True, exist_ok=True)
 
     loads = [load()]
-    full_seconds, full_stdout = run_sweep(args.store, args.config, args.out / "full", args.workers, [])
+    full_seconds, full_stdout = run_sweep(args.store, args.config, args.out / "full", args.workers,
+                                          [item for pair in args.overrides for item in ("--set", pair)])
+    bench_results.record(codec_weights=Path(args.store) / "codec_weights.th", full_sweep_s=round(full_seconds, 1))
     loads.append(load())
     timings: list[tuple[int, float, str, str]] = []  # (workers, seconds, load before, load after)
     for repeat in range(args.repeats):
@@ -88,7 +96,7 @@ def main() -> None:
             timings.append((workers, seconds, before, load()))
 
     results = pd.read_parquet(args.out / "full" / "results.parquet")
-    n_subset = len(pd.read_parquet(args.out / "subset_w1_0" / "results.parquet"))
+    n_subset = len(pd.read_parquet(args.out / "subset_w1_0" / "results.parquet")) if args.repeats else 0
     per_variant = results.groupby("variant", sort=False).agg(
         trials=("trial_id", "size"), wall_s=("wall_seconds", "mean"), train_s=("train_seconds", "mean"),
         epochs=("epochs_run", "mean"), params=("n_trainable", "first"))
@@ -106,8 +114,9 @@ def main() -> None:
         print(f"| subset `{' '.join(subset)}` | {n_subset} | {workers} | {threads_per_worker(workers)} | "
               f"{seconds:.0f} s | {before} / {after} |")
     total = {w: sum(t[1] for t in timings if t[0] == w) for w in (1, 2)}
-    print(f"\nSpeed-up of 2 workers over 1 on the subset (total over {args.repeats} pair(s)): "
-          f"{total[1] / total[2]:.2f}x\n")
+    if args.repeats:
+        print(f"\nSpeed-up of 2 workers over 1 on the subset (total over {args.repeats} pair(s)): "
+              f"{total[1] / total[2]:.2f}x\n")
     print(f"Failed trials in the full sweep: {int((results['status'] != 'ok').sum())}\n")
     print("### Ranking of the full sweep (as printed by `pipeline sweep`)\n")
     print(ranking_lines(full_stdout) + "\n")
