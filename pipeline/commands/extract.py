@@ -29,7 +29,12 @@ def _splits(value: str | None) -> list[str] | None:
 def default_workers(config: ExtractConfig, log=None) -> int:
     """On CUDA one worker process per GPU, each on its own. On CPUs chosen by the corpus's audio hours
     and the available memory (`extract.sizing.choose_workers`: in this process below an hour of
-    audio or when fewer than two workers fit, else one single-thread worker per core), said in ``log``."""
+    audio or when fewer than two workers fit, else one single-thread worker per core), said in ``log``.
+    Re-coding a stored SSL stream (``--ssl-from``) runs in this process."""
+    if config.ssl_from:  # re-coding a stored stream runs no model: nothing to spread over processes
+        if log is not None:
+            log(f"re-coding stream {config.ssl_from!r} runs in this process (--workers N decides otherwise)")
+        return 0
     if resolve_device(config.device or "auto").startswith("cuda"):
         import torch  # noqa: PLC0415
 
