@@ -178,3 +178,17 @@ def test_the_recoded_stream_needs_its_own_name(tiny_corpus, tmp_path):
         tiny_config(tiny_corpus, tmp_path / "x.zarr", ssl_from="ssl")
     with pytest.raises(ValueError, match="takes no --ssl-crop"):
         tiny_config(tiny_corpus, tmp_path / "x.zarr", ssl_from="ssl", ssl_stream="b", ssl_crop=1.0)
+
+
+def test_an_int8_stream_recoded_to_float16_is_its_dequantized_frames(source, tiny_corpus, tmp_path, no_model):
+    out = tmp_path / "f.zarr"
+    shutil.copytree(source, out)
+    recode(tiny_corpus, out, ssl_stream="ssl8", ssl_storage="int8")
+    extract(tiny_config(tiny_corpus, out, ssl_from="ssl8", ssl_stream="back", ssl_layers="4"), log=quiet)
+    store = FeatureStore(str(out))
+    assert store.stream("back").spec.source["recoded_from"] == {"stream": "ssl8", "storage": "int8"}
+    for row in range(len(store.utterances)):
+        stored = store.stream("ssl8").utterance(row)[:, 3]
+        scale = stored[:, -2:].copy().view(np.float16).astype(np.float32)  # the scale's float16 bits
+        want = (stored[:, :-2].astype(np.float32) * scale).astype(np.float16)[:, None]
+        np.testing.assert_array_equal(store.stream("back").utterance(row), want)
