@@ -46,11 +46,12 @@ def source_spec(url: str, name: str) -> StreamSpec:
         raise StoreError(f"{url}: --ssl-from re-codes a stream of a finished store; this one is not finished "
                          "(run its extraction first)")
     group = sf.added_stream_group(name)
-    if not files.exists(f"{group}/zarr.json"):
-        have = ", ".join(FeatureStore(url).streams) or "none"
-        raise StoreError(f"{url}: --ssl-from {name}: no stream {name!r} to re-code; this store has: {have}")
-    attrs = files.read_group_attrs(group)
-    spec = StreamSpec.from_attrs(attrs["stream"]) if "stream" in attrs else None
+    streams = FeatureStore(url).streams
+    if not files.exists(f"{group}/zarr.json") and name not in streams:
+        raise StoreError(f"{url}: --ssl-from {name}: no stream {name!r} to re-code; this store has: "
+                         f"{', '.join(streams) or 'none'}")
+    attrs = files.read_group_attrs(group) if files.exists(f"{group}/zarr.json") else {}
+    spec = StreamSpec.from_attrs(attrs["stream"]) if "stream" in attrs else streams.get(name)
     if spec is None or (spec.source or {}).get("kind") != "ssl":
         raise StoreError(f"{url}: --ssl-from {name}: stream {name!r} is not an SSL stream")
     if attrs.get("state") != sf.STATE_COMPLETE:

@@ -152,6 +152,7 @@ def _edit_stream(out, name: str, change) -> None:
 @pytest.mark.parametrize(("settings", "message"), [
     (dict(ssl_from="nope"), "--ssl-from nope: no stream 'nope' to re-code; this store has: codes"),
     (dict(ssl_from="codecish"), "stream 'codecish' is not an SSL stream"),
+    (dict(ssl_from="codes"), "stream 'codes' is not an SSL stream"),
     (dict(ssl_from="half"), "stream 'half' is unfinished"),
     (dict(ssl_from="ssl", ssl_layers="1,5"), None),
     (dict(ssl_from="ssl", ssl_layers="3-4", ssl="wavlm-large"), "was made by wavlm-tiny, not --ssl wavlm-large"),
