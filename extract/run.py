@@ -86,6 +86,9 @@ class ExtractConfig:
     bonafide_root: str | None = None
     split_by: str | None = None
     ssl_storage: str = "float16"  # float16 | int8 | pca:K | pca:K:int8 (store.sslstorage)
+    # re-code this finished SSL stream of the store into ssl_stream with ssl_storage, no model run
+    # (extract.ssl_recode); it keeps the source's model, weights and crop
+    ssl_from: str | None = None
     # augmented views (extract.views): a views file, and the names of its views to extract (None: all)
     views: str | None = None
     views_only: str | None = None
@@ -94,6 +97,12 @@ class ExtractConfig:
         n_quantizers(self.bandwidth)  # raises WeightsError naming the valid bandwidths
         if self.views_only and not self.views:
             raise ValueError("views_only names views of a views file: give the file too (--views FILE)")
+        if self.ssl_from and self.ssl_from == self.ssl_stream:
+            raise ValueError(f"--ssl-from {self.ssl_from}: the re-coded stream needs another name "
+                             "(--set ssl_stream=NAME)")
+        if self.ssl_from and (self.views or self.ssl_crop is not None):
+            raise ValueError(f"--ssl-from {self.ssl_from} re-codes a stream of the store as it is: it takes no "
+                             f"{'--views' if self.views else '--ssl-crop'} (the source's crop is kept)")
         if self.kmeans_frames < CODEBOOK_SIZE:
             raise ValueError(f"kmeans_frames must be at least the codebook size ({CODEBOOK_SIZE}); got {self.kmeans_frames}")
         if self.batch_seconds is not None and self.batch_seconds < 0:
@@ -270,6 +279,9 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
     config.root = str(Path(config.root).resolve()) if "://" not in config.root else config.root
     files = StoreFiles(config.out)
 
+    if config.ssl_from:  # its source is checked before any work
+        from .ssl_recode import check_source  # noqa: PLC0415
+        check_source(config)
     views = None
     if config.views:  # the whole views file is checked before any audio is read
         from .views import plan_views  # noqa: PLC0415
@@ -316,7 +328,7 @@ def _extract(config: ExtractConfig, submit, log, progress, lease: Lease) -> Extr
         backend = codec_backend(config, weights, device, (name,), sf.added_stream_group(name), lease)
         ran += add_stream(backend, config.unit_size, device, submit, log, progress, lease)
     ssl_label = ""
-    if config.ssl:  # the SSL stream of the paper's full system, added like the others
+    if config.ssl or config.ssl_from:  # the SSL stream of the paper's full system, added like the others
         from .ssl_stream import ssl_backend  # noqa: PLC0415
         backend = ssl_backend(config, device, config.decode_threads or _default_decode_threads(device),
                               lease.token if lease is not None else None)

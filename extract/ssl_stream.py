@@ -220,18 +220,28 @@ class SSLBackend(StreamBackend):
 
 def ssl_backend(config, device: str, decode_threads: int, lease: str | None) -> SSLBackend:
     """The SSL back-end an `extract.run.ExtractConfig` asks for (``config.ssl`` and its ``ssl_*``
-    settings); its weights resolved (`extract.ssl.resolve_weights`)."""
+    settings); its weights resolved (`extract.ssl.resolve_weights`). With ``config.ssl_from``: the
+    stream re-coded from that stream of the store (`extract.ssl_recode`), no model run."""
+    if config.ssl_from:
+        from .ssl_recode import recode_backend  # noqa: PLC0415 - it builds on this module
+        return recode_backend(config, decode_threads, lease)
     arch = architecture(config.ssl)
     layers = parse_layers(config.ssl_layers or default_layers(config.ssl), arch.num_layers)
     if config.ssl_crop is not None and config.ssl_crop * SSL_SAMPLE_RATE < SSL_RECEPTIVE_FIELD:
         raise ValueError(f"--ssl-crop must be at least {SSL_RECEPTIVE_FIELD / SSL_SAMPLE_RATE:g} s; got {config.ssl_crop}")
     weights = resolve_weights(config.ssl, config.ssl_weights, max(layers), config.seed, config.download)
-    return SSLBackend(store=config.out, group=sf.added_stream_group(config.ssl_stream), lease=lease,
-                      batch_seconds=float(config.batch_seconds), max_seconds=config.max_seconds,
-                      torch_threads=config.torch_threads, decode_threads=decode_threads,
-                      label=weights.label, stream=config.ssl_stream, weights=weights.to_dict(), layers=layers,
-                      device=device, crop_seconds=config.ssl_crop, crop_splits=CROP_SPLITS if config.ssl_crop else (),
-                      storage=SSLStorage.parse(config.ssl_storage).name)
+    return SSLBackend(**driver_fields(config, decode_threads, lease), label=weights.label, weights=weights.to_dict(),
+                      layers=layers, device=device, crop_seconds=config.ssl_crop,
+                      crop_splits=CROP_SPLITS if config.ssl_crop else ())
+
+
+def driver_fields(config, decode_threads: int, lease: str | None) -> dict[str, Any]:
+    """The fields of the SSL back-end of ``config`` that do not depend on where its frames come
+    from: the driver's, the stream's name and its storage."""
+    return dict(store=config.out, group=sf.added_stream_group(config.ssl_stream), lease=lease,
+                batch_seconds=float(config.batch_seconds), max_seconds=config.max_seconds,
+                torch_threads=config.torch_threads, decode_threads=decode_threads, stream=config.ssl_stream,
+                storage=SSLStorage.parse(config.ssl_storage).name)
 
 
 def bytes_per_second(layers: int, hidden: int, crop_share: float = 1.0) -> float:

@@ -206,4 +206,4 @@ def task_slices(tasks: list[UnitTask], workers: int, most: int = 8) -> list[list
 def warm_up() -> None:
     """Sent to a fresh worker so that it imports this module and the stream back-ends (torch, the
     codec, the SSL model) before its first unit arrives."""
-    from . import codec_stream, ssl_stream  # noqa: F401, PLC0415
+    from . import codec_stream, ssl_recode, ssl_stream  # noqa: F401, PLC0415

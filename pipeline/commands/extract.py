@@ -29,7 +29,12 @@ def _splits(value: str | None) -> list[str] | None:
 def default_workers(config: ExtractConfig, log=None) -> int:
     """On CUDA one worker process per GPU, each on its own. On CPUs chosen by the corpus's audio hours
     and the available memory (`extract.sizing.choose_workers`: in this process below an hour of
-    audio or when fewer than two workers fit, else one single-thread worker per core), said in ``log``."""
+    audio or when fewer than two workers fit, else one single-thread worker per core), said in ``log``.
+    Re-coding a stored SSL stream (``--ssl-from``) runs in this process."""
+    if config.ssl_from:  # re-coding a stored stream runs no model: nothing to spread over processes
+        if log is not None:
+            log(f"re-coding stream {config.ssl_from!r} runs in this process (--workers N decides otherwise)")
+        return 0
     if resolve_device(config.device or "auto").startswith("cuda"):
         import torch  # noqa: PLC0415
 
@@ -157,6 +162,9 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
               "(per-frame-per-layer scales, 2x smaller), pca:K (K principal components per layer fitted on train, "
               "float16; pca:256 is 4x smaller for WavLM-Large) or pca:K:int8 (8x at K=256). Recorded in the stream; "
               "training reads every storage back as frames.")
+@click.option("--ssl-from", default=None, help="Re-code this finished SSL stream of the store into the stream "
+              "--set ssl_stream=NAME with --ssl-storage (and --ssl-layers, a subset of its layers) without running the "
+              "SSL model; it keeps the source's model, weights and crop.")
 @click.option("--views", "views", type=click.Path(dir_okay=False), default=None, help="Views file (TOML, e.g. "
               "configs/views/train.toml): also extract each view's augmented copy of its splits; a finished store "
               "gets the views it lacks. The estimated cost is printed first.")
@@ -165,7 +173,7 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
 @click.option("--set", "overrides", multiple=True, help="key=value override of any setting (repeatable).")
 @one_line("extraction")
 def command(dataset, root, out, split, bandwidth, weights, latent, energy, device, workers, scheduler, batch_seconds, seed,
-            ssl, ssl_layers, ssl_weights, ssl_crop, ssl_storage, views, views_only, config_file, overrides):
+            ssl, ssl_layers, ssl_weights, ssl_crop, ssl_storage, ssl_from, views, views_only, config_file, overrides):
     """Run the frozen EnCodec 24 kHz once over a corpus into a Zarr v3 feature store.
 
     Re-running the same command resumes an interrupted extraction. Exit status 1 when any file failed.
@@ -192,6 +200,7 @@ def command(dataset, root, out, split, bandwidth, weights, latent, energy, devic
         ssl_weights=ssl_weights,
         ssl_crop=ssl_crop,
         ssl_storage=ssl_storage,
+        ssl_from=ssl_from,
         views=views,
         views_only=views_only,
     )

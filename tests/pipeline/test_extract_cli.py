@@ -187,3 +187,31 @@ def test_a_manifest_of_m4a_webm_and_video_files_is_extracted_and_a_cut_one_repor
     reasons = dict(zip(FeatureStore(str(out)).failures["path"].map(lambda p: Path(p).name),
                        FeatureStore(str(out)).failures["reason"]))
     assert reasons["cut.m4a"].startswith("truncated")
+
+
+def test_ssl_from_recodes_a_stream_in_this_process_and_refuses_a_missing_one(small_corpus, tmp_path, monkeypatch):
+    """`--ssl-from ssl --ssl-storage int8 --set ssl_stream=ssl8`: the stored SSL stream re-coded, in this
+    process, no SSL model built; a source the store lacks is refused in one line."""
+    import extract.ssl_stream as ssl_stream
+    import pipeline.commands.extract as command
+
+    out = tmp_path / "s.zarr"
+    base = ["extract", "--dataset", "asv19", "--root", str(small_corpus), "--out", str(out), *SMALL, "--set", "unit_size=4",
+            "--set", "torch_threads=1"]
+    made = CliRunner().invoke(main, [*base, "--workers", "0", "--ssl", "wavlm-tiny", "--ssl-weights", "untrained"])
+    assert made.exit_code == 0, made.output
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a LocalCluster or the SSL model was started")
+
+    monkeypatch.setattr(command, "background_client", refuse)
+    monkeypatch.setattr(ssl_stream, "front_end", refuse)
+    ssl_stream._front_end.cache_clear()
+    result = CliRunner().invoke(main, [*base, "--ssl-from", "ssl", "--ssl-storage", "int8", "--set", "ssl_stream='ssl8'"])
+    assert result.exit_code == 0, result.output
+    assert "re-coding stream 'ssl' runs in this process" in result.output
+    store = FeatureStore(str(out))
+    assert store.stream("ssl8").spec.dtype == "int8" and store.stream("ssl8").spec.source["recoded_from"]["stream"] == "ssl"
+    bad = CliRunner().invoke(main, [*base, "--ssl-from", "nope", "--set", "ssl_stream='x'"])
+    assert bad.exit_code != 0 and "no stream 'nope' to re-code" in bad.output
+    assert not (out / "streams" / "x").exists()
