@@ -407,7 +407,8 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
             roles.append(("eval", task.eval_split, open_store(task.eval_store_url) if task.eval_store_url else store))
         for role, split, scored in roles:
             metrics = evaluate(out, scored, split, out / role, fmt=_score_format(scored), device=config.device,
-                               log=log, origin=task.origin)
+                               log=log, origin=task.origin,
+                               view=(config.dev_view or None) if role == "dev" else None)  # dev as selected
             values.update({f"{role}_{m}": metrics[m] for m in METRICS})
             values["ssl_weights_label"] = metrics.get("ssl_weights", {}).get("label", "")
             if role == "eval":

@@ -8,7 +8,10 @@ holds is always clean. The crop is then cut from the chosen copy's frames with t
 (`classify.data.crop_index`, the same crop position drawn for it). The draws come from the run's
 ``torch.Generator``, after the epoch order and crop positions: a run is reproducible from its seed
 and resumes bit for bit; without views nothing is drawn and a run is what it was before views
-existed. Dev selection, early stopping and calibration read the clean dev split.
+existed. Dev selection, early stopping and calibration read the clean dev split unless ``dev_view``
+names a view that applies to it (`pipeline train --dev-view NAME`): then they read that view's copy
+of the dev split (:func:`dev_source`), and the run says so (config.json, each history row,
+calibration.json and best.pt's calibration carry ``dev_view``).
 
 **Scoring** (`pipeline evaluate --view NAME|a,b|all`): the view's copy of the split is scored by
 the same code as the clean one (`classify.evaluate.evaluate` with ``view``: metrics.json names the
@@ -138,13 +141,38 @@ def train_source(store: FeatureStore, model, config: dict[str, Any], clean: Fram
     names = view_names(store, config.get("views", ""), split)
     if not names:
         return clean
-    if (config.get("ssl_kwargs") or {}).get("online"):
-        raise DataError("augmented views need the SSL stream cached in each view (`extract --views` with a view "
-                        "that lists 'ssl'), not computed online from the clean audio (ssl_kwargs.online)")
+    _cached_ssl(config)
     views = {name: make_source(open_view(store, name), model, config) for name in names}
     log(f"views: each {split} utterance is drawn clean with probability {config.get('view_clean_share', 0.5):g}, "
         f"else from one of its views among {', '.join(names)}, each epoch")
     return ViewMix(clean, views, float(config.get("view_clean_share", 0.5)))
+
+
+def _cached_ssl(config: dict[str, Any]) -> None:
+    if (config.get("ssl_kwargs") or {}).get("online"):
+        raise DataError("augmented views need the SSL stream cached in each view (`extract --views` with a view "
+                        "that lists 'ssl'), not computed online from the clean audio (ssl_kwargs.online)")
+
+
+def dev_source(store: FeatureStore, model, config: dict[str, Any], clean: FrameSource, split: str,
+               log: Callable[[str], None]) -> tuple[FrameSource, SplitData]:
+    """The source and split data that dev selection and calibration read: ``clean``'s copy of
+    ``split`` without ``config["dev_view"]``, else that view's copy (one view that applies to
+    ``split`` and is finished; DataError naming the store and the view otherwise)."""
+    from classify.sources import make_source  # noqa: PLC0415 - sources imports the model's modules
+
+    name = (config.get("dev_view") or "").strip()
+    if not name:
+        return clean, clean.split(store, split)
+    if name == "all" or "," in name:
+        raise DataError(f"{store.url}: dev_view {name!r} must name one view (dev selection reads one copy of "
+                        f"split {split!r})")
+    view_names(store, name, split)  # unknown, or not applying to the dev split: one line
+    _cached_ssl(config)
+    scored = open_view(store, name)  # unfinished: one line
+    source = make_source(scored, model, config)
+    log(f"dev: selection and calibration on view {name} of split {split} (not the clean {split})")
+    return source, source.split(scored, split)
 
 
 # -- robustness: one evaluation per view -------------------------------------------------------------

@@ -112,7 +112,9 @@ def test_a_checkpoint_from_before_the_ssl_variants_gets_their_entries():
     assert "ssl_kwargs" not in raw["config"] and "ssl" not in raw
     assert state["config"]["ssl_kwargs"] == {} and state["ssl"] is None
     assert state["config"]["views"] == "" and state["config"]["view_clean_share"] == 0.5  # trained on clean audio
-    assert {k: v for k, v in state["config"].items() if k not in ("ssl_kwargs", "views", "view_clean_share")} == \
+    assert state["config"]["dev_view"] == ""  # selected and calibrated on the clean dev split
+    assert {k: v for k, v in state["config"].items()
+            if k not in ("ssl_kwargs", "views", "view_clean_share", "dev_view")} == \
         raw["config"]
 
 
@@ -150,7 +152,8 @@ def test_newer_or_unknown_versions_are_refused_by_name(tmp_path):
 
 def test_a_bare_results_config_is_migrated_without_guessing_the_norm():
     config = {"variant": "ssl+mean", "seed": 0}
-    assert migrations.migrate_config(config) == {**config, "ssl_kwargs": {}, "views": "", "view_clean_share": 0.5}
+    assert migrations.migrate_config(config) == {**config, "ssl_kwargs": {}, "views": "", "view_clean_share": 0.5,
+                                                 "dev_view": ""}
     assert migrations.migrate_config(dataclasses.asdict(TrainConfig())) == dataclasses.asdict(TrainConfig())
 
 
