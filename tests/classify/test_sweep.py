@@ -186,9 +186,9 @@ def swept(tmp_path_factory, store):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sweep_module, "FeatureStore", counting)
-        sweep_module.open_store.cache_clear()
+        sweep_module._opened.cache_clear()
         outcome = run(trials, store, tmp / "out")
-        sweep_module.open_store.cache_clear()
+        sweep_module._opened.cache_clear()
     return trials, tmp / "out", outcome, opened
 
 
