@@ -33,21 +33,32 @@ import torch
 from classify.data import Batch, FrameSource, SplitData, crop_index, epoch_order
 from classify.frames import DataError
 from store.reader import FeatureStore, StoreReadError
+from store.views import unfinished_views
 
 CLEAN = "clean"
 
 
-def view_names(store: FeatureStore, views: str, split: str) -> list[str]:
+def view_names(store: FeatureStore, views: str, split: str, log: Callable[[str], None] | None = None) -> list[str]:
     """The views ``views`` ("" none, "all", "a,b") names that apply to ``split``; DataError (one line)
-    for an unknown or unfinished view, one that does not apply to ``split``, or "all" when none does."""
+    for an unknown view, one that does not apply to ``split``, or "all" when no finished one does.
+    "all" is every finished view that applies to ``split``: those still being extracted are left
+    out, and ``log`` gets one line naming them (a view named explicitly is refused when it is
+    unfinished, by :func:`open_view`)."""
     if not views or not views.strip():
         return []
     recipes = store.views
     if views.strip() == "all":
-        names = [n for n, r in recipes.items() if split in r.get("splits", [])]
+        applying = [n for n, r in recipes.items() if split in r.get("splits", [])]
+        unfinished = {n: s for n, s in unfinished_views(store.files).items() if n in applying}
+        names = [n for n in applying if n not in unfinished]
+        left_out = "; ".join(f"{n} ({', '.join(s)} still being extracted)" for n, s in unfinished.items())
         if not names:
             have = ", ".join(f"{n} ({'/'.join(r.get('splits', []))})" for n, r in recipes.items()) or "none"
-            raise DataError(f"{store.url}: no augmented view applies to split {split!r}; views: {have}")
+            raise DataError(f"{store.url}: no {'finished ' if left_out else ''}augmented view applies to split "
+                            f"{split!r}; views: {have}" + (f"; unfinished: {left_out}" if left_out else ""))
+        if left_out and log is not None:
+            log(f"{store.url}: views all leaves out the unfinished view(s) {left_out}; run the same "
+                "`pipeline extract --views ...` again to finish them")
         return names
     names = [n.strip() for n in views.split(",") if n.strip()]
     for name in names:
@@ -138,7 +149,7 @@ def train_source(store: FeatureStore, model, config: dict[str, Any], clean: Fram
     views ``config["views"]`` names that apply to ``split``."""
     from classify.sources import make_source  # noqa: PLC0415 - sources imports the model's modules
 
-    names = view_names(store, config.get("views", ""), split)
+    names = view_names(store, config.get("views", ""), split, log)
     if not names:
         return clean
     _cached_ssl(config)
@@ -186,7 +197,7 @@ def evaluate_views(checkpoint: str | Path, store: FeatureStore, split: str, out_
     minDCF per view beside clean. Returns {copy: metrics}."""
     from classify.evaluate import evaluate  # noqa: PLC0415
 
-    names = view_names(store, views, split)
+    names = view_names(store, views, split, log)
     out_dir = Path(out_dir)
     if len(names) == 1 and views.strip() != "all":
         return {names[0]: evaluate(checkpoint, store, split, out_dir, log=log, view=names[0], **kwargs)}

@@ -78,14 +78,19 @@ def all_view_specs(files: StoreFiles, complete: bool = True) -> dict[str, Stream
     return {f"{view_group(v)}/{s}": spec for v in view_names(files) for s, spec in view_specs(files, v, complete).items()}
 
 
-def pending_views(files: StoreFiles) -> list[str]:
-    """``NAME (STREAM, ...)`` of each view with a stream still being extracted."""
-    out = []
+def unfinished_views(files: StoreFiles) -> dict[str, list[str]]:
+    """The views with a stream still being extracted: {NAME: [STREAM or "codec streams", ...]}."""
+    out = {}
     for v in view_names(files):
         groups = [g for g in _groups(files, v) if files.read_group_attrs(g).get("state") != sf.STATE_COMPLETE]
         if groups:
-            out.append(f"{v} ({', '.join(g.rsplit('/', 1)[-1] if g != view_group(v) else 'codec streams' for g in groups)})")
+            out[v] = [g.rsplit("/", 1)[-1] if g != view_group(v) else "codec streams" for g in groups]
     return out
+
+
+def pending_views(files: StoreFiles) -> list[str]:
+    """``NAME (STREAM, ...)`` of each view with a stream still being extracted."""
+    return [f"{v} ({', '.join(streams)})" for v, streams in unfinished_views(files).items()]
 
 
 def state_token(files: StoreFiles) -> str:
