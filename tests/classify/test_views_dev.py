@@ -109,3 +109,16 @@ def test_old_configs_read_as_clean_dev():
     assert migrate_config({"seed": 3}, version=2) == {"seed": 3, "dev_view": ""}
     state = migrate({"format_version": 2, "config": {"views": "all"}})
     assert state["format_version"] == FORMAT_VERSION and state["config"] == {"views": "all", "dev_view": ""}
+
+
+def test_a_sweep_trial_scores_its_dev_role_on_the_dev_view(store, tmp_path):
+    import dataclasses  # noqa: PLC0415
+
+    from classify.sweep import TrialTask, run_trial  # noqa: PLC0415
+
+    config = dataclasses.asdict(tiny_config(epochs=1, dev_view="noisy"))
+    row = run_trial(TrialTask("t", config, {"dev_view": "noisy"}, store.url, str(tmp_path / "t"), None))
+    assert row["status"] == "ok", row["error"]
+    dev = json.loads((tmp_path / "t" / "dev" / "metrics.json").read_text())
+    assert dev["view"] == "noisy" and row["dev_eer"] == dev["eer"]
+    assert row["dev_view"] == "noisy"
