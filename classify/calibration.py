@@ -50,10 +50,12 @@ def eer_threshold(bona: np.ndarray, spoof: np.ndarray) -> tuple[float, float]:
 
 
 def model_calibration(scores: np.ndarray, is_bonafide: np.ndarray, dev_split: str, store_url: str,
-                      codec_label: str) -> dict[str, Any]:
+                      codec_label: str, dev_view: str = "") -> dict[str, Any]:
     """The calibration record of a model whose dev scores [N] (labels ``is_bonafide`` [N]) are
-    given: see the module docstring."""
-    calibration = {**fit_calibration(scores, is_bonafide), "dev_split": dev_split, "store": store_url}
+    given: see the module docstring. ``dev_view``: the augmented view of the dev split the scores
+    came from ("": the clean split; then the record has no ``dev_view``)."""
+    calibration = {**fit_calibration(scores, is_bonafide), "dev_split": dev_split, "store": store_url,
+                   **({"dev_view": dev_view} if dev_view else {})}
     llr = apply_calibration(calibration, scores)
     dev_eer, eer_score = eer_threshold(scores[is_bonafide], scores[~is_bonafide])
     _, eer_llr = eer_threshold(llr[is_bonafide], llr[~is_bonafide])

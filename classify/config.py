@@ -65,7 +65,9 @@ class TrainConfig:
       without a field read as `classify.migrations` says.
     - ``views``: the store's augmented views to train on ("" none, "all", "a,b"); each epoch each
       utterance is drawn clean with probability ``view_clean_share``, else one of its views
-      (`classify.views`). Dev selection and calibration stay on the clean dev split.
+      (`classify.views`). ``dev_view``: "" (default) keeps dev selection, early stopping and
+      calibration on the clean dev split; a view's name that applies to ``dev_split`` puts them on
+      that view's copy of it (`classify.views.dev_source`).
     """
 
     variant: str = "qaf-static"
@@ -95,6 +97,7 @@ class TrainConfig:
     ssl_kwargs: dict[str, Any] = field(default_factory=dict)  # SSL variants only: see classify.ssloptions.SSLOptions
     views: str = ""
     view_clean_share: float = 0.5
+    dev_view: str = ""
 
     def __post_init__(self) -> None:
         check_variant(self.variant)  # the registry's parser (classify.variants); k's range needs the store
@@ -119,6 +122,8 @@ class TrainConfig:
         if not isinstance(self.views, str) or not 0.0 <= self.view_clean_share <= 1.0:
             raise ValueError(f"views must be a string (\"all\", \"a,b\") and view_clean_share within [0, 1]; got "
                              f"{self.views!r}, {self.view_clean_share!r}")
+        if not isinstance(self.dev_view, str) or self.dev_view.strip() == "all" or "," in self.dev_view:
+            raise ValueError(f"dev_view must name one augmented view (\"\" for the clean dev split), got {self.dev_view!r}")
         for name in ("weight_decay", "warmup_steps", "patience", "latent_ram_mb"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

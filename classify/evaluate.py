@@ -205,7 +205,8 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     if calibrate and state.get("calibration"):
         calibration = {"applied": True, **state["calibration"]["calibration"],
                        "source": f"the checkpoint (fitted at the end of training on split "
-                                 f"{state['calibration']['calibration']['dev_split']!r})"}
+                                 f"{state['calibration']['calibration']['dev_split']!r}"
+                                 f"{_view_note(state['calibration']['calibration'])})"}
     elif calibrate:
         try:
             dev = clean.split(store, config.dev_split)  # calibration: the clean dev split
@@ -252,3 +253,7 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
         f"{result['act_dcf']:.4f}, Cllr {result['cllr']:.4f}{tdcf} ({len(data)} utterances; "
         f"codec weights: {note})")
     return result
+
+
+def _view_note(calibration: dict[str, Any]) -> str:
+    return f", view {calibration['dev_view']!r}" if calibration.get("dev_view") else ""

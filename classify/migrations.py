@@ -15,6 +15,7 @@ Versions:
   have no ``attm.norm`` parameters and no ``ssl_kwargs.norm``.
 - 2: every entry is present (``ssl_kwargs``, ``ssl``, ``views``, ``view_clean_share``), and an SSL
   model without the norm says ``ssl_kwargs.norm = false``; a missing ``norm`` means the default (true).
+- 3: ``config.dev_view`` is present (the augmented view dev selection and calibration read; "" clean).
 
 A new version: raise :data:`FORMAT_VERSION`, register a ``@migration(old)`` step, add a fixture made
 by the old code to ``tests/classify/fixtures``.
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The version checkpoints and bundles are written in."""
 FIRST_VERSION = 1
 """The oldest version there is (a file without ``format_version`` is read as this one)."""
@@ -154,3 +155,17 @@ def _explicit_ssl_entries(state: State) -> State:
     if "model" in state:
         out.setdefault("ssl", None)
     return out
+
+
+def _v3_id_form(fields: dict[str, Any]) -> dict[str, Any]:
+    """Version 2's trial ids: ``dev_view`` left out while it is ``""`` (every run before it existed)."""
+    return {k: v for k, v in fields.items() if (k, v) != ("dev_view", "")}
+
+
+@migration(2, id_form=_v3_id_form)
+def _dev_view(state: State) -> State:
+    """2 -> 3: ``config.dev_view`` added; runs before it selected and calibrated on the clean dev
+    split (``""``)."""
+    config = dict(state.get("config") or {})
+    config.setdefault("dev_view", "")
+    return {**state, "config": config}

@@ -94,8 +94,9 @@ def fit_run(run: Any) -> Path | None:
     if _unsupported(run.model):
         return None
     args = (run.window, run.frame_budget, run.device)
-    record = fit(pooled(run.model, run.source, run.train_data, *args), pooled(run.model, run.source, run.dev_data, *args))
-    record.update(train_split=run.config.train_split, dev_split=run.config.dev_split, codec_weights=run.label)
+    record = fit(pooled(run.model, run.source, run.train_data, *args), pooled(run.model, run.dev_source, run.dev_data, *args))
+    record.update(train_split=run.config.train_split, dev_split=run.config.dev_split, codec_weights=run.label,
+                  **({"dev_view": run.config.dev_view} if run.config.dev_view else {}))
     best = load_checkpoint(run.out_dir / BEST)
     best["ood"] = record
     save_checkpoint(run.out_dir / BEST, best)

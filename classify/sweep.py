@@ -68,7 +68,9 @@ from common.atomic import write_atomic
 from common.config import ConfigError, build, load_toml
 from common.lease import Lease
 from common.provenance import device_label, provenance
+from store.format import StoreFiles
 from store.reader import FeatureStore
+from store.views import state_token
 
 SWEEP_TABLES = ("base", "grid")
 SWEEP_KEYS = ("baseline",)
@@ -309,10 +311,17 @@ def base_config(spec: SweepSpec) -> TrainConfig:
     return _build(spec.base, f"{spec.path} [base]")
 
 
-@functools.lru_cache(maxsize=4)
 def open_store(url: str) -> FeatureStore:
-    """One FeatureStore per URL and process: a worker reads a store's codes once (on first use) and
-    reuses them for every trial it runs. The store's quick check runs first (a damaged store is refused)."""
+    """One FeatureStore per URL, store state and process: a worker reads a store's codes once (on first
+    use) and reuses them for every trial it runs, as long as the store's group records are unchanged
+    (`store.views.state_token`: a view or stream added by another process since, or a store
+    recreated at the same URL, opens it again). The store's quick check runs first (a damaged store
+    is refused)."""
+    return _opened(url, state_token(StoreFiles(url)))
+
+
+@functools.lru_cache(maxsize=4)
+def _opened(url: str, state: str) -> FeatureStore:
     return FeatureStore(url, check=True)
 
 
@@ -407,7 +416,8 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
             roles.append(("eval", task.eval_split, open_store(task.eval_store_url) if task.eval_store_url else store))
         for role, split, scored in roles:
             metrics = evaluate(out, scored, split, out / role, fmt=_score_format(scored), device=config.device,
-                               log=log, origin=task.origin)
+                               log=log, origin=task.origin,
+                               view=(config.dev_view or None) if role == "dev" else None)  # dev as selected
             values.update({f"{role}_{m}": metrics[m] for m in METRICS})
             values["ssl_weights_label"] = metrics.get("ssl_weights", {}).get("label", "")
             if role == "eval":

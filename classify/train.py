@@ -60,7 +60,7 @@ from classify.ood import fit_run as fit_ood
 from classify.plots import plot_level_weights, plot_training_curves
 from classify.sources import make_source
 from classify.variants import needs
-from classify.views import train_source
+from classify.views import dev_source, train_source
 from common.lease import Lease
 from common.provenance import device_label, provenance
 from store.reader import FeatureStore
@@ -163,7 +163,8 @@ class TrainingRun:
         self.model: SpoofDetector | FusedDetector = rebuild.for_store(dataclasses.asdict(config), store).to(self.device)
         self.source = make_source(store, self.model, dataclasses.asdict(config))
         self.train_data = self.source.split(store, config.train_split)
-        self.dev_data = self.source.split(store, config.dev_split)
+        self.dev_source, self.dev_data = dev_source(store, self.model, dataclasses.asdict(config), self.source,
+                                                    config.dev_split, log)  # clean dev, or config.dev_view's
         self.train_source = train_source(store, self.model, dataclasses.asdict(config), self.source,
                                          config.train_split, log)  # augmented views drawn in (classify.views)
         self.fit_stream()
@@ -296,7 +297,7 @@ class TrainingRun:
 
     def dev_metrics(self) -> tuple[float, float]:
         """(EER, minDCF) of the dev split; NonFiniteLoss when the model gives non-finite scores."""
-        scores = score_split(self.model, self.source, self.dev_data, self.window, self.frame_budget,
+        scores = score_split(self.model, self.dev_source, self.dev_data, self.window, self.frame_budget,
                              self.device, self.dtype)
         if not np.isfinite(scores).all():
             raise NonFiniteLoss(f"the dev scores became NaN or infinite after epoch {self.progress.epoch + 1}")
@@ -306,10 +307,10 @@ class TrainingRun:
     def calibrate_best(self) -> Path:
         """Fit the calibration and thresholds of the model now loaded (the best one) on the dev
         split; save them into best.pt and calibration.json; return the JSON's path."""
-        scores = score_split(self.model, self.source, self.dev_data, self.window, self.frame_budget,
+        scores = score_split(self.model, self.dev_source, self.dev_data, self.window, self.frame_budget,
                              self.device, self.dtype)
         record = model_calibration(scores, self.dev_data.is_bonafide, self.config.dev_split, self.store.url,
-                                   self.label)
+                                   self.label, self.config.dev_view)
         best = load_checkpoint(self.out_dir / BEST)
         best["calibration"] = record
         save_checkpoint(self.out_dir / BEST, best)
@@ -414,6 +415,7 @@ def _train(config: TrainConfig, store: FeatureStore, out_dir: Path, log: Callabl
             "seconds": time.perf_counter() - epoch_started, "load_seconds": load_seconds,
             "codec_weights": info.weights_label,
             **({"view_draws": run.train_source.counts} if run.train_source is not run.source else {}),
+            **({"dev_view": config.dev_view} if config.dev_view else {}),
         })
     p = run.progress
     if p.stopped != DIVERGED:

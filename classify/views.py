@@ -8,7 +8,10 @@ holds is always clean. The crop is then cut from the chosen copy's frames with t
 (`classify.data.crop_index`, the same crop position drawn for it). The draws come from the run's
 ``torch.Generator``, after the epoch order and crop positions: a run is reproducible from its seed
 and resumes bit for bit; without views nothing is drawn and a run is what it was before views
-existed. Dev selection, early stopping and calibration read the clean dev split.
+existed. Dev selection, early stopping and calibration read the clean dev split unless ``dev_view``
+names a view that applies to it (`pipeline train --dev-view NAME`): then they read that view's copy
+of the dev split (:func:`dev_source`), and the run says so (config.json, each history row,
+calibration.json and best.pt's calibration carry ``dev_view``).
 
 **Scoring** (`pipeline evaluate --view NAME|a,b|all`): the view's copy of the split is scored by
 the same code as the clean one (`classify.evaluate.evaluate` with ``view``: metrics.json names the
@@ -30,21 +33,32 @@ import torch
 from classify.data import Batch, FrameSource, SplitData, crop_index, epoch_order
 from classify.frames import DataError
 from store.reader import FeatureStore, StoreReadError
+from store.views import unfinished_views
 
 CLEAN = "clean"
 
 
-def view_names(store: FeatureStore, views: str, split: str) -> list[str]:
+def view_names(store: FeatureStore, views: str, split: str, log: Callable[[str], None] | None = None) -> list[str]:
     """The views ``views`` ("" none, "all", "a,b") names that apply to ``split``; DataError (one line)
-    for an unknown or unfinished view, one that does not apply to ``split``, or "all" when none does."""
+    for an unknown view, one that does not apply to ``split``, or "all" when no finished one does.
+    "all" is every finished view that applies to ``split``: those still being extracted are left
+    out, and ``log`` gets one line naming them (a view named explicitly is refused when it is
+    unfinished, by :func:`open_view`)."""
     if not views or not views.strip():
         return []
     recipes = store.views
     if views.strip() == "all":
-        names = [n for n, r in recipes.items() if split in r.get("splits", [])]
+        applying = [n for n, r in recipes.items() if split in r.get("splits", [])]
+        unfinished = {n: s for n, s in unfinished_views(store.files).items() if n in applying}
+        names = [n for n in applying if n not in unfinished]
+        left_out = "; ".join(f"{n} ({', '.join(s)} still being extracted)" for n, s in unfinished.items())
         if not names:
             have = ", ".join(f"{n} ({'/'.join(r.get('splits', []))})" for n, r in recipes.items()) or "none"
-            raise DataError(f"{store.url}: no augmented view applies to split {split!r}; views: {have}")
+            raise DataError(f"{store.url}: no {'finished ' if left_out else ''}augmented view applies to split "
+                            f"{split!r}; views: {have}" + (f"; unfinished: {left_out}" if left_out else ""))
+        if left_out and log is not None:
+            log(f"{store.url}: views all leaves out the unfinished view(s) {left_out}; run the same "
+                "`pipeline extract --views ...` again to finish them")
         return names
     names = [n.strip() for n in views.split(",") if n.strip()]
     for name in names:
@@ -135,16 +149,41 @@ def train_source(store: FeatureStore, model, config: dict[str, Any], clean: Fram
     views ``config["views"]`` names that apply to ``split``."""
     from classify.sources import make_source  # noqa: PLC0415 - sources imports the model's modules
 
-    names = view_names(store, config.get("views", ""), split)
+    names = view_names(store, config.get("views", ""), split, log)
     if not names:
         return clean
-    if (config.get("ssl_kwargs") or {}).get("online"):
-        raise DataError("augmented views need the SSL stream cached in each view (`extract --views` with a view "
-                        "that lists 'ssl'), not computed online from the clean audio (ssl_kwargs.online)")
+    _cached_ssl(config)
     views = {name: make_source(open_view(store, name), model, config) for name in names}
     log(f"views: each {split} utterance is drawn clean with probability {config.get('view_clean_share', 0.5):g}, "
         f"else from one of its views among {', '.join(names)}, each epoch")
     return ViewMix(clean, views, float(config.get("view_clean_share", 0.5)))
+
+
+def _cached_ssl(config: dict[str, Any]) -> None:
+    if (config.get("ssl_kwargs") or {}).get("online"):
+        raise DataError("augmented views need the SSL stream cached in each view (`extract --views` with a view "
+                        "that lists 'ssl'), not computed online from the clean audio (ssl_kwargs.online)")
+
+
+def dev_source(store: FeatureStore, model, config: dict[str, Any], clean: FrameSource, split: str,
+               log: Callable[[str], None]) -> tuple[FrameSource, SplitData]:
+    """The source and split data that dev selection and calibration read: ``clean``'s copy of
+    ``split`` without ``config["dev_view"]``, else that view's copy (one view that applies to
+    ``split`` and is finished; DataError naming the store and the view otherwise)."""
+    from classify.sources import make_source  # noqa: PLC0415 - sources imports the model's modules
+
+    name = (config.get("dev_view") or "").strip()
+    if not name:
+        return clean, clean.split(store, split)
+    if name == "all" or "," in name:
+        raise DataError(f"{store.url}: dev_view {name!r} must name one view (dev selection reads one copy of "
+                        f"split {split!r})")
+    view_names(store, name, split)  # unknown, or not applying to the dev split: one line
+    _cached_ssl(config)
+    scored = open_view(store, name)  # unfinished: one line
+    source = make_source(scored, model, config)
+    log(f"dev: selection and calibration on view {name} of split {split} (not the clean {split})")
+    return source, source.split(scored, split)
 
 
 # -- robustness: one evaluation per view -------------------------------------------------------------
@@ -158,7 +197,7 @@ def evaluate_views(checkpoint: str | Path, store: FeatureStore, split: str, out_
     minDCF per view beside clean. Returns {copy: metrics}."""
     from classify.evaluate import evaluate  # noqa: PLC0415
 
-    names = view_names(store, views, split)
+    names = view_names(store, views, split, log)
     out_dir = Path(out_dir)
     if len(names) == 1 and views.strip() != "all":
         return {names[0]: evaluate(checkpoint, store, split, out_dir, log=log, view=names[0], **kwargs)}

@@ -64,9 +64,16 @@ def _view(recipe_json: str) -> View:
     return view_from_recipe(json.loads(recipe_json))
 
 
+def table_sha256(store: str) -> str:
+    """sha256 of the store's utterance table as stored (what :func:`_utt_ids` is keyed by)."""
+    return hashlib.sha256(StoreFiles(store).read_bytes(sf.UTTERANCES)).hexdigest()
+
+
 @lru_cache(maxsize=4)
-def _utt_ids(store: str) -> tuple[str, ...]:
-    """The store's utterance ids by row, read once per process (a finished store's table never changes)."""
+def _utt_ids(store: str, table: str) -> tuple[str, ...]:
+    """The utterance ids by row of the store's table whose sha256 is ``table``, read once per process
+    and table: keyed by the table's content, not by the URL alone, so that a store recreated at the
+    same URL (another table) is read again."""
     return tuple(StoreFiles(store).read_table(sf.UTTERANCES)["utt_id"].astype(str))
 
 
@@ -75,26 +82,32 @@ class ViewAudio:
     """An augmented view's audio for a back-end (`extract.backend.AudioSource`): the file at its own
     rate, through the view's chain seeded by the row's utterance id, resampled to the asked rate.
     ``recipe``: the view's recipe as JSON (what travels to workers); ``store``: whose utterance
-    table names the rows."""
+    table names the rows; ``table``: that table's sha256 when the source was made (the key of the
+    ids a worker reads once)."""
 
     store: str
     recipe: str
     where: str = ""
+    table: str = ""
 
     @classmethod
     def of(cls, store: str, view: View | dict) -> ViewAudio:
         recipe = view.recipe() if isinstance(view, View) else view
-        return cls(store, json.dumps(recipe, sort_keys=True), f"view {recipe['name']}")
+        return cls(store, json.dumps(recipe, sort_keys=True), f"view {recipe['name']}", table_sha256(store))
 
     def fingerprint(self) -> dict[str, Any]:
         recipe = json.loads(self.recipe)
         return {"view": recipe["name"], "view_recipe_sha256": recipe_sha256(recipe)}
 
+    def utt_id(self, row: int) -> str:
+        """The utterance id of ``row`` in the store's table (as it was when the source was made)."""
+        return _utt_ids(self.store, self.table or table_sha256(self.store))[row]
+
     def _augmented(self, path: str, row: int, info: AudioInfo):
         view = _view(self.recipe)
         mono = load_audio(path, info.sample_rate)[0].numpy()
         try:
-            return apply_view(view, _utt_ids(self.store)[row], mono, info.sample_rate)
+            return apply_view(view, self.utt_id(row), mono, info.sample_rate)
         except (AugmentError, ValueError, OSError, RuntimeError, av.error.FFmpegError) as err:  # a codec refusing this audio
             raise AudioError(f"view {view.name!r}: augmentation failed ({type(err).__name__}: {err})") from None
 

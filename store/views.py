@@ -23,6 +23,7 @@ open as before.
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 from typing import Any
 
@@ -77,14 +78,33 @@ def all_view_specs(files: StoreFiles, complete: bool = True) -> dict[str, Stream
     return {f"{view_group(v)}/{s}": spec for v in view_names(files) for s, spec in view_specs(files, v, complete).items()}
 
 
-def pending_views(files: StoreFiles) -> list[str]:
-    """``NAME (STREAM, ...)`` of each view with a stream still being extracted."""
-    out = []
+def unfinished_views(files: StoreFiles) -> dict[str, list[str]]:
+    """The views with a stream still being extracted: {NAME: [STREAM or "codec streams", ...]}."""
+    out = {}
     for v in view_names(files):
         groups = [g for g in _groups(files, v) if files.read_group_attrs(g).get("state") != sf.STATE_COMPLETE]
         if groups:
-            out.append(f"{v} ({', '.join(g.rsplit('/', 1)[-1] if g != view_group(v) else 'codec streams' for g in groups)})")
+            out[v] = [g.rsplit("/", 1)[-1] if g != view_group(v) else "codec streams" for g in groups]
     return out
+
+
+def pending_views(files: StoreFiles) -> list[str]:
+    """``NAME (STREAM, ...)`` of each view with a stream still being extracted."""
+    return [f"{v} ({', '.join(streams)})" for v, streams in unfinished_views(files).items()]
+
+
+def state_token(files: StoreFiles) -> str:
+    """sha256 of the group records (``zarr.json``) of the store, its added streams, its views and
+    their streams: it changes when the store is recreated, a stream or view is added or removed, or
+    one finishes; what a per-process cache of opened stores is keyed by beside the URL."""
+    groups = [""] + [sf.added_stream_group(s) for s in files.list(sf.STREAMS)]
+    groups += [g for v in view_names(files) for g in _groups(files, v)]
+    digest = hashlib.sha256()
+    for group in groups:
+        name = f"{group}/zarr.json" if group else "zarr.json"
+        if files.exists(name):
+            digest.update(name.encode() + b"\0" + files.read_bytes(name) + b"\0")
+    return digest.hexdigest()
 
 
 def recipes(files: StoreFiles) -> dict[str, dict]:

@@ -51,8 +51,10 @@ class Augmentation(BaseModel):
 
     name: ClassVar[str] = ""
     speed: ClassVar[float] = 100.0
-    """Audio seconds per second on one core (bench/results/augment.json, 16 kHz, measured on the
-    shared 2-core VM at load 8.8: lower bounds), for the estimate (:meth:`audio_per_second`)."""
+    """Audio seconds per second on one core (bench/results/augment.json, 16 kHz, the median of short
+    calls on the shared 2-core VM at load 8.8 to 10.5: such calls mostly run unpreempted, so this is
+    about the speed of a core to itself, not the throughput under load), for the estimate
+    (:meth:`audio_per_second`; `extract.augment.estimate` scales it by the cores free)."""
     origin: ClassVar[str] = "signal processing"
     """What its material is: "generated", "simulated", "files" (recorded in the recipe)."""
     changes_length: ClassVar[bool] = False

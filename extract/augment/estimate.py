@@ -8,16 +8,26 @@ on this project's reference machine (BENCHMARKS.md; a 2-core AMD EPYC VM, no GPU
 * energy: 150 B/s (float16, 75 frames per s, uncompressed);
 * ssl: 1.12 MB/s for WavLM-Large's 12 layers on disk (186,388 B/s measured for 2 layers), section 5;
   scaled by the layers kept;
-* time: the codec streams at 17.7 audio s per wall s (``pipeline extract``, untrained codec, both
-  cores, section 1), the SSL stream at 5.2 (12 layers, section 5), each augmentation at its
-  measured speed on one core (``Augmentation.audio_per_second``, bench/results/augment.json).
+* time: CPU cost, then the share of the machine this run gets now. The rates are what a core does
+  when it has the core to itself: the codec streams at 17.7 audio s per s with both cores
+  (``pipeline extract``, untrained codec, section 1), the SSL stream at 5.2 (12 layers, both
+  cores, section 5), each augmentation at its measured speed on one core
+  (``Augmentation.audio_per_second``, bench/results/augment.json: the median of short calls, which a
+  loaded scheduler mostly lets run unpreempted, so close to CPU time, not to throughput under
+  load). Each part's wall time is its core-seconds divided by the cores it gets beside the others'
+  runnable threads (:class:`Machine`: the 1-minute load average and the cores this process may
+  use, read when the estimate is made, and printed with it). Taking the rates as wall speeds made
+  the estimate about 10x optimistic on the shared 2-core VM at load 14 to 18 (bench/results/views.json:
+  about 3.5 s estimated against 26 to 44 s measured per view of 43 audio s); at that load the
+  shares below make it about 9x slower than on an idle machine.
 
 An estimate, not a promise: a GPU runs the encoders tens of times faster; the augmentations then
-dominate (they run on the CPU).
+dominate (they run on the CPU). It counts no start-up (weights, opening the store) and no I/O wait.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from extract.augment.views import View
@@ -25,38 +35,80 @@ from extract.augment.views import View
 BYTES_PER_SECOND = {"codes": 1_204, "latent": 15_743, "energy": 150, "ssl": 1_118_328}
 SSL_LAYERS_MEASURED = 12
 CODEC_SPEED = 17.7
-"""Audio s per wall s of the codec streams (codes, latent, energy come from one encoder pass)."""
+"""Audio s per wall s of the codec streams (codes, latent, energy come from one encoder pass) with
+:data:`ENCODER_CORES` cores to itself."""
 SSL_SPEED = 5.2
-"""Audio s per wall s of the SSL stream, 12 layers."""
+"""Audio s per wall s of the SSL stream, 12 layers, with :data:`ENCODER_CORES` cores to itself."""
+ENCODER_CORES = 2
+"""The cores the encoder speeds were measured with (the reference machine's two)."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where the estimate runs: ``cores`` this process may use, ``load`` the 1-minute load average
+    (runnable threads of everyone else, before this run starts)."""
+
+    cores: int
+    load: float
+
+    @classmethod
+    def now(cls) -> Machine:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cls(cores, os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
+
+    def cores_for(self, threads: int) -> float:
+        """Cores ``threads`` CPU-bound threads get beside ``load`` others: each of the ``load +
+        threads`` runnable threads gets an equal share when they outnumber the cores, and no thread
+        more than one core."""
+        threads = max(1, min(threads, self.cores))
+        return threads * min(1.0, self.cores / (max(self.load, 0.0) + threads))
+
+    def describe(self) -> str:
+        return f"{self.cores} cores at 1-min load {self.load:.1f}"
+
+
+IDLE = Machine(ENCODER_CORES, 0.0)
+"""The reference machine with nothing else running (what the rates were measured as)."""
 
 
 @dataclass(frozen=True)
 class ViewCost:
-    """A view's estimated cost: its audio, bytes per stream, total bytes and wall seconds."""
+    """A view's estimated cost: its audio, bytes per stream, total bytes, wall seconds on ``machine``
+    and the core-seconds of CPU work behind them."""
 
     view: str
     audio_seconds: float
     bytes: dict[str, int]
     seconds: float
+    idle_seconds: float = 0.0
+    """Wall seconds on the reference machine with nothing else running."""
+    core_seconds: float = 0.0
+    machine: Machine = IDLE
 
     @property
     def total_bytes(self) -> int:
         return sum(self.bytes.values())
 
 
-def estimate(views: dict[str, View], audio_seconds: dict[str, float], ssl_layers: int = SSL_LAYERS_MEASURED) -> list[ViewCost]:
-    """Each view's cost on a corpus with ``audio_seconds`` per split (module docstring)."""
+def estimate(views: dict[str, View], audio_seconds: dict[str, float], ssl_layers: int = SSL_LAYERS_MEASURED,
+             machine: Machine | None = None) -> list[ViewCost]:
+    """Each view's cost on a corpus with ``audio_seconds`` per split, on ``machine`` (default: this
+    one now, :meth:`Machine.now`): see the module docstring. ``seconds``: wall seconds there;
+    ``core_seconds``: the CPU work, whatever the load."""
+    machine = machine or Machine.now()
     costs = []
     for name, view in views.items():
         audio = sum(audio_seconds.get(split, 0.0) for split in view.splits)
         rates = dict(BYTES_PER_SECOND, ssl=BYTES_PER_SECOND["ssl"] * ssl_layers / SSL_LAYERS_MEASURED)
         sizes = {stream: int(round(audio * rates[stream])) for stream in view.streams}
-        seconds = sum(audio / step.audio_per_second() + step.setup_seconds() for step in view.chain)
+        augment = sum(audio / step.audio_per_second() + step.setup_seconds() for step in view.chain)  # one core
+        encoders = 0.0  # core-seconds on ENCODER_CORES cores
         if set(view.streams) & {"codes", "latent", "energy"}:
-            seconds += audio / CODEC_SPEED
+            encoders += ENCODER_CORES * audio / CODEC_SPEED
         if "ssl" in view.streams:
-            seconds += audio / SSL_SPEED * ssl_layers / SSL_LAYERS_MEASURED
-        costs.append(ViewCost(name, audio, sizes, seconds))
+            encoders += ENCODER_CORES * audio / SSL_SPEED * ssl_layers / SSL_LAYERS_MEASURED
+        seconds, idle = (augment / m.cores_for(1) + encoders / m.cores_for(ENCODER_CORES) for m in (machine, IDLE))
+        costs.append(ViewCost(name, audio, sizes, seconds, idle, augment + encoders, machine))
     return costs
 
 
@@ -80,6 +132,9 @@ def format_estimate(costs: list[ViewCost]) -> str:
         lines.append(f"view {c.view}: {c.audio_seconds:.0f} audio s, {streams} {_size(c.total_bytes)}, ~{_duration(c.seconds)}")
     total_bytes = sum(c.total_bytes for c in costs)
     total_s = sum(c.seconds for c in costs)
-    lines.append(f"views: {len(costs)}, about {_size(total_bytes)} and {_duration(total_s)} on a 2-core CPU "
-                 "(BENCHMARKS.md rates; a GPU runs the encoders far faster)")
+    machine = costs[0].machine if costs else IDLE
+    idle = sum(c.idle_seconds for c in costs)
+    lines.append(f"views: {len(costs)}, about {_size(total_bytes)} and {_duration(total_s)} here ({machine.describe()}, "
+                 f"read now; about {_duration(idle)} on an idle 2-core CPU; BENCHMARKS.md rates, start-up not "
+                 "counted; a GPU runs the encoders far faster)")
     return "\n".join(lines)

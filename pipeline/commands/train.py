@@ -43,10 +43,12 @@ def _log(message: str) -> None:
                    "store's SSL stream (sets ssl_kwargs.online; for caches too large to keep).")
 @click.option("--views", default=None, help="Also train on the store's augmented views: all, or a,b (sets views; "
               "each epoch each utterance is drawn clean with probability view_clean_share, default 0.5).")
+@click.option("--dev-view", default=None, help="Choose the best epoch and fit the calibration on this augmented "
+              "view of the dev split instead of the clean one (sets dev_view; default: clean dev).")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from OUT/last.pt when there is one (else start over).")
 def command(features, out_dir, variant, head, config_file, overrides, seed, epochs, train_split, dev_split,
-            device, ssl_online, views, resume):
+            device, ssl_online, views, dev_view, resume):
     """Train on the cached codes of a feature store: writes best.pt, last.pt, history.jsonl,
     config.json, training_curves.png and level_weights.png to --out. Exit status 1 when the loss
     became NaN (the last good checkpoint stays)."""
@@ -56,7 +58,8 @@ def command(features, out_dir, variant, head, config_file, overrides, seed, epoc
         raise click.BadParameter(str(err), param_hint="--set") from None
     _train(features=features, out_dir=out_dir, config_file=config_file, values=values, ssl_online=ssl_online,
            resume=resume, flags=dict(variant=variant, head=head, seed=seed, epochs=epochs, train_split=train_split,
-                                     dev_split=dev_split, device=device, views=views))
+                                     dev_split=dev_split, device=device, views=views,
+                                     dev_view=dev_view))
 
 
 @one_line("training", lambda out_dir, **_: f"fix that and run the same command again: it resumes from "

@@ -31,6 +31,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 CHECKPOINTS = sorted(k for k in EXPECTED if k.endswith(".pt") and "bundle" not in k)
 BUNDLES = sorted(k for k in EXPECTED if "bundle" in k)
+EXPECTED_V2 = json.loads((FIXTURES / "expected-v2.json").read_text())  # 509724a's (format 2), see the README
+V2_CHECKPOINT = "v2-codec-last.pt"
 
 
 def quiet(_message: str) -> None:
@@ -59,7 +61,7 @@ def test_fixtures_are_small_and_described():
         if path.suffix in (".pt", ".gz"):
             assert path.stat().st_size <= 50_000, path.name
             assert path.name in readme, f"{path.name} is not described in the fixtures' README"
-    assert set(CHECKPOINTS) | set(BUNDLES) == {p.name for p in FIXTURES.glob("*.pt")}
+    assert set(CHECKPOINTS) | set(BUNDLES) | {V2_CHECKPOINT} == {p.name for p in FIXTURES.glob("*.pt")}
 
 
 def test_every_migration_says_what_changed_and_the_chain_reaches_the_current_version():
@@ -112,7 +114,9 @@ def test_a_checkpoint_from_before_the_ssl_variants_gets_their_entries():
     assert "ssl_kwargs" not in raw["config"] and "ssl" not in raw
     assert state["config"]["ssl_kwargs"] == {} and state["ssl"] is None
     assert state["config"]["views"] == "" and state["config"]["view_clean_share"] == 0.5  # trained on clean audio
-    assert {k: v for k, v in state["config"].items() if k not in ("ssl_kwargs", "views", "view_clean_share")} == \
+    assert state["config"]["dev_view"] == ""  # selected and calibrated on the clean dev split
+    assert {k: v for k, v in state["config"].items()
+            if k not in ("ssl_kwargs", "views", "view_clean_share", "dev_view")} == \
         raw["config"]
 
 
@@ -150,7 +154,8 @@ def test_newer_or_unknown_versions_are_refused_by_name(tmp_path):
 
 def test_a_bare_results_config_is_migrated_without_guessing_the_norm():
     config = {"variant": "ssl+mean", "seed": 0}
-    assert migrations.migrate_config(config) == {**config, "ssl_kwargs": {}, "views": "", "view_clean_share": 0.5}
+    assert migrations.migrate_config(config) == {**config, "ssl_kwargs": {}, "views": "", "view_clean_share": 0.5,
+                                                 "dev_view": ""}
     assert migrations.migrate_config(dataclasses.asdict(TrainConfig())) == dataclasses.asdict(TrainConfig())
 
 
@@ -197,3 +202,24 @@ def test_the_detector_builds_through_the_same_builder(scoring, builds):
     assert builds == [detector.config.variant]
     state = load_checkpoint(scoring.run)
     assert all(torch.equal(v, state["model"][k]) for k, v in detector.model.state_dict().items())
+
+
+def test_a_version_2_checkpoint_gets_dev_view_and_resumes(old_store, tmp_path):
+    """509724a's last.pt (format 2, before dev_view) reads as selected on clean dev and resumes."""
+    raw = torch.load(FIXTURES / V2_CHECKPOINT, weights_only=True)
+    assert raw["format_version"] == EXPECTED_V2["format_version"] == 2 and "dev_view" not in raw["config"]
+    state = load_checkpoint(FIXTURES / V2_CHECKPOINT)
+    assert state["format_version"] == FORMAT_VERSION and state["config"] == {**EXPECTED_V2["config"], "dev_view": ""}
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("last.pt", "best.pt"):
+        shutil.copy(FIXTURES / V2_CHECKPOINT, run / name)
+    logged: list[str] = []
+    result = train(TrainConfig(**{**state["config"], "epochs": 2}), old_store, run, log=logged.append)
+    assert result.epochs_run == 2 and any("resuming" in line and "after epoch 1" in line for line in logged)
+
+
+def test_trial_ids_of_509724a_stay():
+    recorded = EXPECTED_V2["trial_ids"]
+    for label, trial in recorded["trials"].items():
+        assert trial_id(TrainConfig(**trial["config"]), recorded["identity"]) == trial["trial_id"], label

@@ -90,10 +90,10 @@ def test_grid_expands_in_order_with_stable_ids(tmp_path, store):
     assert {t.trial_id for t in expand(moved, identity)} == {t.trial_id for t in trials}
     assert trial_id(trials[0].config, {**identity, "weights_sha256": "0" * 64}) != trials[0].trial_id
     assert config_diff(trials[4].config, base_config(spec)) == {"variant": "single:1", "seed": 1}
-    # a field added later (ssl_kwargs, views, view_clean_share) is hashed only away from its old-behaviour
-    # value: older ids stay
+    # a field added later (ssl_kwargs, views, view_clean_share, dev_view) is hashed only away from its
+    # old-behaviour value: older ids stay
     older = {k: v for k, v in dataclasses.asdict(trials[0].config).items()
-             if k not in ("ssl_kwargs", "views", "view_clean_share")}
+             if k not in ("ssl_kwargs", "views", "view_clean_share", "dev_view")}
     digest = hashlib.sha256(json.dumps({"config": older, "store": identity}, sort_keys=True).encode()).hexdigest()[:8]
     assert trials[0].trial_id == f"mean-s0-{digest}"
     assert trial_id(dataclasses.replace(trials[0].config, ssl_kwargs={"proj_dim": 8}), identity) != trials[0].trial_id
@@ -186,9 +186,9 @@ def swept(tmp_path_factory, store):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sweep_module, "FeatureStore", counting)
-        sweep_module.open_store.cache_clear()
+        sweep_module._opened.cache_clear()
         outcome = run(trials, store, tmp / "out")
-        sweep_module.open_store.cache_clear()
+        sweep_module._opened.cache_clear()
     return trials, tmp / "out", outcome, opened
 
 

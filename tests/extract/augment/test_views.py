@@ -200,3 +200,25 @@ def test_a_recipe_whose_noise_folder_changed_is_told(tmp_path):
     sf.write(folder / "2.wav", np.random.default_rng(1).standard_normal(800) * 0.1, RATE)
     (message,) = recipe_differences(recipe)
     assert message.startswith("chain[0] (noise): the files under") and "'count': 2" in message
+
+
+def test_the_estimate_divides_the_cpu_work_by_the_cores_the_load_leaves(tmp_path):
+    from extract.augment.estimate import CODEC_SPEED, IDLE, Machine
+
+    views = load_views(write(tmp_path, '[view.g]\nseed = 1\nsplits = ["train"]\nstreams = ["codes"]\n'
+                                       'chain = [{augment = "gain"}]\n'))
+    gain = views["g"].chain[0].audio_per_second()
+    audio = {"train": 600.0}
+    assert Machine(2, 0.0).cores_for(1) == 1 and Machine(2, 0.0).cores_for(2) == 2
+    assert Machine(16, 0.0).cores_for(2) == 2 and Machine(1, 0.0).cores_for(2) == 1  # no thread above one core
+    assert Machine(2, 2.0).cores_for(2) == 1  # four runnable threads on two cores: half a core each
+    idle = estimate(views, audio, machine=IDLE)[0]
+    assert idle.seconds == pytest.approx(600 / gain + 600 / CODEC_SPEED)  # both cores to itself: the measured rates
+    assert idle.core_seconds == pytest.approx(600 / gain + 2 * 600 / CODEC_SPEED)
+    busy = estimate(views, audio, machine=Machine(2, 16.0))[0]  # the shared VM while views.json was measured
+    assert busy.seconds == pytest.approx(600 / gain * 17 / 2 + 600 / CODEC_SPEED * 18 / 2)
+    assert busy.idle_seconds == idle.seconds and busy.core_seconds == idle.core_seconds
+    assert 8.5 <= busy.seconds / idle.seconds <= 9  # the ~10x the bare rates left out at that load
+    text = format_estimate([busy])
+    assert "2 cores at 1-min load 16.0" in text and f"~{busy.seconds / 60:.1f} min" in text
+    assert f"about {idle.seconds / 60:.1f} min on an idle 2-core CPU" in text
