@@ -171,7 +171,11 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     dtype = amp_dtype(config, torch_device)
     model = model_from_checkpoint(state, store).to(torch_device)
     clean = make_source(store, model, {**state["config"], "device": str(torch_device)})
-    scored = open_view(store, view_names(store, view, split)[0]) if view else store
+    names = view_names(store, view, split) if view else []
+    if len(names) > 1:  # one view per call: `evaluate_views` scores several side by side
+        raise ValueError(f"evaluate scores one view at a time; {view!r} names {len(names)} ({', '.join(names)}): "
+                         "use classify.views.evaluate_views (`pipeline evaluate --view` does)")
+    scored = open_view(store, names[0]) if names else store
     source = clean if scored is store else make_source(scored, model, {**state["config"], "device": str(torch_device)})
     data = source.split(scored, split)
     if data.n_failed:

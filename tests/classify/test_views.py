@@ -132,6 +132,8 @@ def test_evaluate_scores_a_view_and_tables_every_view_beside_clean(store, tmp_pa
     assert scores["clean"][::2] == scores["shifted"][::2]  # the same utterance ids
     assert scores["clean"][1::2] != scores["shifted"][1::2]  # other frames, other scores
     assert shifted["calibration"] == {**clean["calibration"], "scores_file": shifted["calibration"]["scores_file"]}
+    with pytest.raises(ValueError, match="one view at a time; 'all' names 2"):  # never silently the first one
+        evaluate(best, store, "eval", tmp_path / "two", log=quiet, view="all")
     results = evaluate_views(best, store, "eval", tmp_path / "all", "all", log=quiet)
     table = json.loads((tmp_path / "all" / "views.json").read_text())
     assert [r["copy"] for r in table["rows"]] == [CLEAN, "noisy", "shifted"]
