@@ -9,7 +9,8 @@ beside its codec streams. Steps (each resumes on a re-run):
 
 1. each storage S of ``--storages`` is re-coded from ``ssl`` into the stream ``ssl_<slug>`` (``ssl_int8``,
    ``ssl_pca256``) by the product command ``pipeline extract --ssl-from ssl --ssl-storage S`` (no SSL
-   model run; a stream already there is left as it is); timed, and every stream's bytes on disk per
+   model run; a stream already there is left as it is); timed (WORK/recode.json keeps the first
+   time of each across re-runs), and every stream's bytes on disk per
    audio second read from ``pipeline inspect --json``;
 2. one sweep (``pipeline sweep``, under ``/usr/bin/time -v``) of configs/sweeps/paper.toml's [base]
    with ``variant = ssl+qaf-static``, the seeds, and ``ssl_kwargs`` as a grid axis: one table per
@@ -221,7 +222,8 @@ def main() -> None:
     recorded = info.get("config") or {}
     same = [a for key in ExtractConfig.FINGERPRINT if key not in ("dataset", "root") and recorded.get(key) is not None
             for a in ("--set", f"{key}={toml_value(recorded[key])}")]  # the store's settings, which a resume checks
-    recode = {}
+    timings = work / "recode.json"  # the first (real) re-coding time of each stream, kept across re-runs
+    recode = json.loads(timings.read_text()) if timings.exists() else {}
     for storage, name in streams.items():
         had = name in store.streams
         t0 = time.perf_counter()
@@ -229,7 +231,10 @@ def main() -> None:
                            "--ssl-from", SOURCE, "--ssl-storage", storage, "--set", f"ssl_stream={name}", *same)
         log(f"re-coding {SOURCE} -> {name} ({storage}){' (already there)' if had else ''}: {' '.join(command[1:])}")
         subprocess.run(command, env=env(), check=True)
-        recode[storage] = {"stream": name, "seconds": time.perf_counter() - t0, "already_there": had}
+        seconds = time.perf_counter() - t0
+        if not had or storage not in recode:
+            recode[storage] = {"stream": name, "seconds": None if had else seconds, "already_there": had}
+            timings.write_text(json.dumps(recode, indent=1))
     info = inspect(args.store)
     store = FeatureStore(args.store)
     ssl_spec = store.streams[SOURCE].source or {}
