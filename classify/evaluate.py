@@ -9,6 +9,9 @@ Outputs in ``out_dir``:
   actDCF and Cllr (of the calibrated LLRs when calibrated; raw ones under ``raw``), min t-DCF
   with ASV scores, per attack and per codec condition, counts, codec weights, checkpoint,
   calibration record.
+- ``not_scored.tsv`` (only when some are): the split's trials that failed extraction and so have no
+  line in the score files (`classify.unscored`: utt_id, label, stage, reason); metrics.json's
+  ``not_scored`` says how many, of how many protocol trials, and why. No score is invented for them.
 - ``det.png``.
 
 Calibration: a logistic regression (scikit-learn) fitted on the checkpoint's DEV split maps a raw
@@ -54,6 +57,7 @@ from classify.plots import plot_det
 from classify.scorefiles import SCORE_FORMAT_REGISTRY, SCORE_FORMATS, read_asv_scores, score_format_of, write_scores
 from classify.sources import make_source
 from classify.tables import headline_mask, store_tables
+from classify.unscored import not_scored, summary, write_not_scored
 from classify.views import open_view, view_names
 from common.provenance import device_label, provenance
 from store.reader import FeatureStore
@@ -178,9 +182,11 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
     scored = open_view(store, names[0]) if names else store
     source = clean if scored is store else make_source(scored, model, {**state["config"], "device": str(torch_device)})
     data = source.split(scored, split)
+    missing = not_scored(scored, split)
+    missing_file = write_not_scored(out_dir, missing)
     if data.n_failed:
         log(f"warning: {data.n_failed} utterance(s) of split {split!r} failed extraction in {store.url}; "
-            "they have no features and are not scored")
+            f"they have no features and are not scored (no line in the score files; listed in {missing_file})")
     window, budget = frame_window(config, store.codec.frame_rate)
     scores = score_split(model, source, data, window, budget, torch_device, dtype)
     scores_path = write_scores(out_dir / f"scores{SCORE_FORMAT_REGISTRY[score_format].suffix}", data.utt_ids, scores, score_format)
@@ -203,6 +209,7 @@ def evaluate(checkpoint: str | Path, store: FeatureStore, split: str, out_dir: s
         "scores_format": score_format,
         "n_scored": len(data),
         "n_failed": data.n_failed,
+        "not_scored": summary(missing, len(data), missing_file),
         "provenance": {**(origin or provenance()), "device": device_label(str(torch_device))},
         "model_provenance": state.get("provenance", {}),
     }

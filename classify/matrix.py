@@ -10,10 +10,18 @@ for the dev-selected setting) writes into DIR:
   official table's pooled row (or, for one-factor tables, of its rows); a run whose codec or SSL
   weights differ from the store's (or that cannot be scored on it) has one row with ``empty`` saying why;
 - ``matrix.md`` and ``matrix.png``: rows = training setting, columns = test corpus, a cell = the
-  mean eval-phase pooled EER over the setting's seeds, their standard deviation, and a 95 % interval
+  mean pooled EER of the scored trials (:data:`PHASES`) over the setting's seeds, their standard deviation, and a 95 % interval
   from a bootstrap over speakers and attacks (`classify.bootstrap`; each replicate's EER averaged
   over the seeds, so the interval is of the mean); plus a ``pooled`` column (all test corpora's
   trials together, per seed, then the mean) and the average over test corpora.
+
+Which trials a cell scores (``phase``, `pipeline matrix --phase`): ``eval`` (the default) takes the
+eval phase of a store whose trials have phases (ASVspoof 2021: progress / eval / hidden) and every
+trial of the scored split of a store without phases; ``all`` takes every trial of the scored split,
+all phases together. Every cell says which and how many: ``trials`` (e.g. ``phase eval: 60 of 180
+trials``, ``all 60 trials (no phases)``; plus how many of the split's trials failed extraction and
+have no score, `classify.unscored`) and ``n_trials`` in matrix.parquet and the summary, and the
+same text in each matrix.md cell.
 
 A *setting* is a run's training config without ``seed`` (and the device options), plus the store it
 was trained on; its label names the variant, head and training corpus.
@@ -39,10 +47,12 @@ from classify.tables import POOLED, headline_mask
 from store.reader import FeatureStore
 
 COLUMNS = ("setting", "run", "seed", "store", "corpus", "phase", "condition", "eer", "min_dcf", "act_dcf", "cllr",
-           "min_tdcf", "n_bonafide", "n_spoof", "codec_weights", "ssl_weights", "empty")
+           "min_tdcf", "n_bonafide", "n_spoof", "codec_weights", "ssl_weights", "empty", "trials", "n_trials")
 NOT_SETTING = ("seed", "device", "amp_cpu", "latent_ram_mb")
 SPLITS = ("eval", "test", "all")
 """The split scored on each test store: the first of these it has."""
+PHASES = ("eval", "all")
+"""Which scored trials a cell's EER is of (module docstring); ``eval`` is the default."""
 MAX_BOOT_CELLS = 40_000_000
 """Replicates x trials of one bootstrap (the counts' int64 array): fewer replicates on huge corpora."""
 
@@ -70,6 +80,14 @@ class Cell:
     result: dict[str, Any] | None
     empty: str = ""
     scores: pd.DataFrame | None = field(default=None, repr=False)
+    trials: str = ""
+    """Which trials the cell scored and how many (module docstring); "" when empty."""
+    eer: float | None = None
+    """The pooled EER of those trials (the evaluate result's own where it scored the same ones)."""
+
+    @property
+    def n_trials(self) -> int:
+        return 0 if self.scores is None else len(self.scores)
 
 
 def read_run(path: str | Path) -> Run:
@@ -118,22 +136,44 @@ def _condition_rows(result: dict[str, Any]) -> list[tuple[str, str, dict[str, An
     return rows
 
 
-def _headline_scores(store: FeatureStore, result: dict[str, Any]) -> pd.DataFrame:
-    """The cell's scored headline trials: utt_id, score, is_bonafide, speaker, attack."""
+def _cell_scores(store: FeatureStore, result: dict[str, Any], phase: str = "eval") -> tuple[pd.DataFrame, str, float]:
+    """The cell's scored trials of ``phase`` (:data:`PHASES`): (utt_id, score, is_bonafide, speaker,
+    attack; the text saying which and how many; their pooled EER)."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
     scores = read_scores(result["scores_file"])
     table = store.utterances.set_index("utt_id").loc[scores.utt_ids]
-    keep = headline_mask(store, scores.utt_ids)
-    return pd.DataFrame({"utt_id": np.asarray(scores.utt_ids)[keep], "score": scores.scores[keep],
-                         "is_bonafide": (table["label"] == "bonafide").to_numpy()[keep],
-                         "speaker": table["speaker"].astype(str).to_numpy()[keep],
-                         "attack": table["system"].astype(str).to_numpy()[keep]})
+    phased = "phase" in store.utterances.columns
+    keep = headline_mask(store, scores.utt_ids) if phase == "eval" else np.ones(len(scores.utt_ids), bool)
+    frame = pd.DataFrame({"utt_id": np.asarray(scores.utt_ids)[keep], "score": scores.scores[keep],
+                          "is_bonafide": (table["label"] == "bonafide").to_numpy()[keep],
+                          "speaker": table["speaker"].astype(str).to_numpy()[keep],
+                          "attack": table["system"].astype(str).to_numpy()[keep]})
+    split = result.get("split", "?")
+    if not phased:
+        text = f"all {len(frame)} trials of split {split} (no phases)"
+    elif phase == "eval":
+        text = f"phase eval: {len(frame)} of {len(keep)} trials of split {split}"
+    else:
+        text = f"all phases: {len(frame)} trials of split {split}"
+    missing = (result.get("not_scored") or {}).get("n", result.get("n_failed", 0)) or 0
+    if missing:
+        text += f"; {missing} of the split's trials not scored (extraction failed)"
+    if phase == "eval" or not phased:  # the trials evaluate's own headline metrics are of
+        eer = float(result["eer"])
+    else:
+        bona = frame["is_bonafide"].to_numpy()
+        eer = float(compute_eer(frame["score"].to_numpy()[bona], frame["score"].to_numpy()[~bona])[0])
+    return frame, text, eer
 
 
 def score_cells(runs: Sequence[Run], stores: Sequence[str], out: Path, evaluate: Callable[..., dict[str, Any]],
-                device: str = "auto", log: Callable[[str], None] = print) -> list[Cell]:
-    """Evaluate every run on every store (``evaluate``: `classify.evaluate.evaluate`); a run that
-    cannot be scored on a store (other codec or SSL weights, no labelled split) gives an empty
-    cell with the reason."""
+                device: str = "auto", log: Callable[[str], None] = print, phase: str = "eval") -> list[Cell]:
+    """Evaluate every run on every store (``evaluate``: `classify.evaluate.evaluate`), each cell of
+    the trials of ``phase`` (:data:`PHASES`); a run that cannot be scored on a store (other codec or
+    SSL weights, no labelled split) gives an empty cell with the reason."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
     cells = []
     opened = {url: FeatureStore(url, check=True) for url in stores}
     names = _store_names(opened)
@@ -152,8 +192,9 @@ def score_cells(runs: Sequence[Run], stores: Sequence[str], out: Path, evaluate:
                 log(f"{run.name} on {names[url]}: empty cell: {reason}")
                 cells.append(Cell(run, url, corpus, None, reason))
                 continue
-            cells.append(Cell(run, url, corpus, result, "", _headline_scores(store, result)))
-            log(f"{run.name} on {names[url]}: EER {100 * result['eer']:.2f} %")
+            frame, trials, eer = _cell_scores(store, result, phase)
+            cells.append(Cell(run, url, corpus, result, "", frame, trials, eer))
+            log(f"{run.name} on {names[url]}: EER {100 * eer:.2f} % ({trials})")
     return cells
 
 
@@ -184,9 +225,16 @@ def matrix_rows(cells: Sequence[Cell]) -> pd.DataFrame:
         if cell.result is None:
             rows.append({**base, "phase": "", "condition": ""})
             continue
-        base["ssl_weights"] = cell.result.get("ssl_weights", {}).get("label", "")
+        base.update(ssl_weights=cell.result.get("ssl_weights", {}).get("label", ""), trials=cell.trials,
+                    n_trials=cell.n_trials)
+        conditions = _condition_rows(cell.result)
+        if cell.scores is not None and conditions[0][0] == "eval" and cell.n_trials > int(
+                (conditions[0][2].get("n_bonafide") or 0) + (conditions[0][2].get("n_spoof") or 0)):
+            bona = int(cell.scores["is_bonafide"].sum())  # --phase all on a phased store: the cell's own row
+            conditions.insert(0, ("all", POOLED, {"eer": cell.eer, "n_bonafide": bona,
+                                                  "n_spoof": cell.n_trials - bona}))
         rows += [{**base, "phase": phase, "condition": condition, **metrics}
-                 for phase, condition, metrics in _condition_rows(cell.result)]
+                 for phase, condition, metrics in conditions]
     frame = pd.DataFrame(rows)
     for column in COLUMNS:
         if column not in frame:
@@ -226,25 +274,31 @@ def summary(cells: Sequence[Cell], n_boot: int = 200, seed: int = 0) -> pd.DataF
             group = [c for c in mine if c.store == store]
             full = [c for c in group if c.result is not None]
             row = {"setting": setting, "test": column_of[store], "seeds": len(full),
-                   "empty": "; ".join(dict.fromkeys(c.empty for c in group if c.empty))}
+                   "empty": "; ".join(dict.fromkeys(c.empty for c in group if c.empty)),
+                   "trials": "; ".join(dict.fromkeys(c.trials for c in full)),
+                   "n_trials": max((c.n_trials for c in full), default=0)}
             if full:
-                eers = np.array([c.result["eer"] for c in full], dtype=float)
+                eers = np.array([c.eer for c in full], dtype=float)
                 low, high = _bootstrap([c.scores for c in full], n_boot, seed)
                 row.update(mean=float(eers.mean()), sd=float(eers.std(ddof=1)) if len(eers) > 1 else 0.0, low=low,
                            high=high)
                 means.append(row["mean"])
             out.append(row)
-        pooled = []
+        pooled, n_pooled = [], 0
         for run_seed in dict.fromkeys(c.run.name for c in mine):
             parts = [c.scores for c in mine if c.run.name == run_seed and c.scores is not None]
             if parts:
                 joined = pd.concat(parts)
+                n_pooled = max(n_pooled, len(joined))
                 pooled.append(compute_eer(joined.loc[joined["is_bonafide"], "score"],
                                           joined.loc[~joined["is_bonafide"], "score"])[0])
         out.append({"setting": setting, "test": POOLED, "seeds": len(pooled), "empty": "" if pooled else "no cell",
+                    "trials": f"{n_pooled} trials of every test store together" if pooled else "",
+                    "n_trials": n_pooled,
                     **({"mean": float(np.mean(pooled)), "sd": float(np.std(pooled, ddof=1)) if len(pooled) > 1 else 0.0}
                        if pooled else {})})
         out.append({"setting": setting, "test": "average", "seeds": len(pooled), "empty": "" if means else "no cell",
+                    "trials": "the mean over test stores" if means else "", "n_trials": 0,
                     **({"mean": float(np.mean(means))} if means else {})})
     frame = pd.DataFrame(out)
     for column in ("mean", "sd", "low", "high"):
@@ -259,14 +313,17 @@ def _cell_text(row: pd.Series) -> str:
     text = f"{100 * row['mean']:.2f}" + (f" ± {100 * row['sd']:.2f}" if pd.notna(row["sd"]) else "")
     if pd.notna(row.get("low")) and pd.notna(row.get("high")):
         text += f" [{100 * row['low']:.2f}, {100 * row['high']:.2f}]"
-    return text
+    return text + (f" ({row['trials']})" if row.get("trials") else "")
 
 
-def write_markdown(table: pd.DataFrame, cells: Sequence[Cell], path: Path) -> Path:
+def write_markdown(table: pd.DataFrame, cells: Sequence[Cell], path: Path, phase: str = "eval") -> Path:
     """matrix.md: the settings x test corpora table (EER %), and what made it."""
     columns = list(dict.fromkeys(table["test"]))
+    which = ("the eval phase (all trials for corpora without phases)" if phase == "eval" else
+             "every scored trial, all phases together")
     lines = ["# Train x test matrix", "",
-             "EER (%) of the eval phase (all trials for corpora without phases), pooled: mean ± standard deviation "
+             f"EER (%) of {which} (`--phase {phase}`; each cell says which trials and how many), pooled: "
+             "mean ± standard deviation "
              "over the setting's seeds [95 % bootstrap interval over speakers and attacks, of the mean]. "
              "`pooled`: every test corpus's trials together; `average`: the mean over test corpora.", "",
              "| setting | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
@@ -286,7 +343,7 @@ def write_markdown(table: pd.DataFrame, cells: Sequence[Cell], path: Path) -> Pa
 
 
 def run_matrix(runs: Sequence[str | Path], stores: Sequence[str], out: str | Path, device: str = "auto",
-               n_boot: int = 200, log: Callable[[str], None] = print) -> pd.DataFrame:
+               n_boot: int = 200, log: Callable[[str], None] = print, phase: str = "eval") -> pd.DataFrame:
     """Score every run on every store into ``out`` and write matrix.parquet, matrix.md and matrix.png
     (module docstring); returns the summary table."""
     from classify.evaluate import evaluate  # noqa: PLC0415  (torch and the models: only when scoring)
@@ -299,10 +356,10 @@ def run_matrix(runs: Sequence[str | Path], stores: Sequence[str], out: str | Pat
     for run in read:  # two runs of one name would share a cells/ folder
         if names.count(run.name) > 1:
             run.name = f"{run.name}-{hashlib.sha256(str(run.path).encode()).hexdigest()[:6]}"
-    cells = score_cells(read, stores, out, evaluate, device=device, log=log)
+    cells = score_cells(read, stores, out, evaluate, device=device, log=log, phase=phase)
     matrix_rows(cells).to_parquet(out / "matrix.parquet", index=False)
     table = summary(cells, n_boot=n_boot)
-    write_markdown(table, cells, out / "matrix.md")
+    write_markdown(table, cells, out / "matrix.md", phase)
     weights = "; ".join(dict.fromkeys(f"codec weights: {r.codec_weights}" for r in read))
     plot_matrix(table, out / "matrix.png", note=weights)
     return table

@@ -10,7 +10,8 @@ that no row can be mistaken for a result of another codec).
 
 ``asvspoof`` is the ASVspoof5 score file (``filename<TAB>cm-score`` with that header), one line per
 scored file, the file name without its extension as the id and the raw score, as `evaluate`'s
-``scores.tsv``; files that failed have no line there.
+``scores.tsv``; files that failed have no line there (`pipeline score` lists them, with their errors,
+in the results' ``.meta.json``: ``failed_files``).
 """
 
 from __future__ import annotations

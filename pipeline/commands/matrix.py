@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from classify.config import DEVICES
-from classify.matrix import run_matrix
+from classify.matrix import PHASES, run_matrix
 from pipeline.errors import local_path
 
 
@@ -43,13 +43,17 @@ def many_values(values: tuple[str, ...]) -> list[str]:
 @click.option("--bootstrap", "n_boot", type=int, default=200, show_default=True,
               help="Bootstrap replicates (speakers and attacks) of each cell's interval.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-def command(runs, features, out_dir, n_boot, device):
+@click.option("--phase", type=click.Choice(PHASES), default="eval", show_default=True,
+              help="Trials each cell scores: 'eval' = the eval phase of stores with phases (ASVspoof 2021), every "
+                   "trial of others; 'all' = every trial, all phases together. Each cell says which and how many.")
+def command(runs, features, out_dir, n_boot, device, phase):
     """Score every run on every store (each with its own calibration), group runs that differ only
     by seed, and write the train x test matrix: rows = training setting, columns = test corpus,
     cells = mean EER over seeds, spread and a bootstrap interval, plus pooled and average columns.
     A run whose codec or SSL weights differ from a store's gets an empty cell saying why."""
     try:
-        table = run_matrix(many_values(runs), many_values(features), out_dir, device=device, n_boot=n_boot, log=click.echo)
+        table = run_matrix(many_values(runs), many_values(features), out_dir, device=device, n_boot=n_boot,
+                           log=click.echo, phase=phase)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"wrote {out_dir}/matrix.md, matrix.parquet, matrix.png ({len(table)} cells)")

@@ -192,6 +192,9 @@ def command(paths, model_path, out, fmt, threshold, prior, segments_path, segmen
                 "segments": None if segments_path is None else {
                     "file": str(segments_path), "window_seconds": segment_window, "hop_seconds": segment_hop,
                     "aggregate": aggregate_rule(detector)}, "format": fmt, "files": n_rows, "failed": len(failed),
+                "failed_files": [{"path": row.path, "error": row.error} for row in failed],
+                "failed_rows": ("none: the ASVspoof score file has a line per scored file only" if fmt == "asvspoof"
+                                else "a row each, with an empty score and the error"),
                 "audio_seconds": seconds, "timings_seconds": detector.timings, "provenance": provenance()}
         Path(f"{out}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     if skipped:

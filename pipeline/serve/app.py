@@ -5,7 +5,8 @@
                   or null with ``ood_reason``, ``model``, ...); ``?explain=true`` adds the per-level
                   explanation (`classify.detector.Detector.explain`)
     GET  /health  {"status": "ok", ...} and the queue's state
-    GET  /model   what scores come from (`Detector.describe`, the OOD record's summary, the settings)
+    GET  /model   what scores come from (`Detector.describe` without server paths: `pipeline.serve.public`;
+                  the OOD record's summary, the settings)
     GET  /        the page (`pipeline/serve/page.html`)
 
 Limits (:class:`ServeConfig`): an upload larger than ``max_upload_bytes`` is refused from its
@@ -17,7 +18,9 @@ readable audio file: ...``), an unknown file type 415; the server goes on.
 
 Files: an upload is written to this server's temporary folder under a random name that keeps only
 the upload's extension (when it is an audio extension), scored, and deleted; the client's file name
-is echoed back (its base name) and never used as a path. Errors never name the temporary path.
+is echoed back (its base name) and never used as a path. No answer names a server path: not the
+temporary one, nor the model's, its stores' or its weights' (errors and `/model` go through
+`pipeline.serve.public`).
 
 Token: with ``token`` set, every request (the page included) must carry ``Authorization: Bearer
 TOKEN`` (401 otherwise); compared in constant time.
@@ -49,6 +52,7 @@ from classify.ood import summary as ood_summary
 from classify.timeline import HOP_SECONDS, WINDOW_SECONDS, iter_timelines
 from classify.verdict import model_summary, verdict
 from extract.audio import AUDIO_EXTENSIONS
+from pipeline.serve.public import public, public_model, scrub
 
 PAGE = Path(__file__).with_name("page.html")
 CHUNK = 1 << 16
@@ -119,9 +123,9 @@ class Scorer:
                                                           self.config.hop_seconds))
             if row.error:
                 self.failed += 1
-                return 422, {"error": row.error.replace(str(path), name).replace(path.name, name), "file": name}
+                return 422, {"error": scrub(row.error.replace(str(path), name).replace(path.name, name)), "file": name}
             ood, reason = ood_check(self.detector, features)
-            result = verdict(self.detector, row, timeline, ood, reason, name=name)
+            result = public(verdict(self.detector, row, timeline, ood, reason, name=name))
             if explain:
                 result["explanation"] = self.explain(path)
             self.scored += 1
@@ -172,14 +176,14 @@ def create_app(detector: Any, config: ServeConfig | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_summary(detector), "pending": scorer.pending,
+        return {"status": "ok", "model": public(model_summary(detector)), "pending": scorer.pending,
                 "workers": config.workers, "queue": config.queue, "scored": scorer.scored, "failed": scorer.failed}
 
     @app.get("/model")
     async def model() -> dict[str, Any]:
         record = detector.model_file.state.get("ood")
-        return {**detector.describe(), "summary": model_summary(detector), "prior": detector.prior,
-                "ood": ood_summary(record) if record else None,
+        return {**public_model(detector), "summary": public(model_summary(detector)), "prior": detector.prior,
+                "ood": public(ood_summary(record)) if record else None,
                 "serve": {"max_upload_bytes": config.max_upload_bytes, "workers": config.workers,
                           "queue": config.queue, "timeout_seconds": config.timeout,
                           "window_seconds": config.window_seconds, "hop_seconds": config.hop_seconds,
@@ -229,7 +233,8 @@ def create_app(detector: Any, config: ServeConfig | None = None) -> FastAPI:
                                "long); retry later", file=name)
         except Exception as err:  # noqa: BLE001 - a scoring failure is the request's, not the server's
             return _error(500, f"{name}: scoring failed ({type(err).__name__}: "
-                               f"{str(err).replace(str(scorer.folder), '<upload>')[:300]})", file=name)
+                               f"{scrub(str(err).replace(str(path), name).replace(str(scorer.folder), '<upload>'))[:300]})",
+                          file=name)
         body.setdefault("seconds", round(time.monotonic() - admitted, 3))
         return JSONResponse(body, status_code=status)
 

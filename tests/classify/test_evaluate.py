@@ -197,3 +197,35 @@ def test_eer_threshold_reproduces_the_official_eer_point():
         k = int(np.argmin(np.abs(frr - far)))
         assert eer == compute_eer(bona, spoof)[0]
         assert (bona < threshold).mean() == frr[k] and (spoof >= threshold).mean() == far[k]
+
+
+def test_trials_that_failed_extraction_are_listed_and_counted_not_silently_missing(trained, tmp_path):
+    """The score file plus not_scored.tsv cover the split's protocol exactly, without overlap."""
+    import pandas as pd
+
+    from tests.synthetic import FAILURE_REASON
+
+    store, checkpoint = trained
+    result = evaluate(checkpoint, store, "eval", tmp_path, calibrate=True, log=quiet)
+    protocol = store.utterances[store.utterances["split"] == "eval"]
+    failed = set(protocol.loc[protocol["status"] == "failed", "utt_id"])
+    scored = set(read_scores(tmp_path / "scores.txt").utt_ids)
+    assert len(failed) == 2 and scored == set(protocol["utt_id"]) - failed  # no score invented for them
+    assert set(read_scores(tmp_path / "scores_calibrated.txt").utt_ids) == scored
+    listed = pd.read_csv(tmp_path / "not_scored.tsv", sep="\t", dtype=str)
+    assert list(listed.columns) == ["utt_id", "label", "stage", "reason"]
+    assert set(listed["utt_id"]) == failed and (listed["reason"] == FAILURE_REASON).all()
+    assert (listed["stage"] == "audio").all()
+    labels = dict(zip(protocol["utt_id"], protocol["label"]))
+    assert dict(zip(listed["utt_id"], listed["label"])) == {u: labels[u] for u in failed}
+    record = json.loads((tmp_path / "metrics.json").read_text())["not_scored"]
+    assert record == result["not_scored"]
+    assert record["n"] == 2 and record["n_protocol"] == len(protocol) == len(scored) + 2
+    assert record["by_stage"] == {"audio": 2} and "extraction failed" in record["reason"]
+    assert record["file"] == str(tmp_path / "not_scored.tsv")
+    clean = FeatureStore(synthetic_store(str(tmp_path / "clean.zarr"), n_per_split=24))
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "not_scored.tsv").write_text("stale\n")
+    none = evaluate(checkpoint, clean, "eval", tmp_path / "again", calibrate=False, log=quiet)["not_scored"]
+    assert none == {"n": 0, "n_protocol": 24, "reason": None, "by_stage": {}, "file": None}
+    assert not (tmp_path / "again" / "not_scored.tsv").exists()

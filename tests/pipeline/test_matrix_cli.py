@@ -102,3 +102,43 @@ def test_sweep_test_features_reports_the_dev_selected_setting(setup, tmp_path):
     assert frame["setting"].iloc[0].startswith(f"{best}/lstm on asv19")
     assert set(frame["corpus"]) == {"asv21la", "itw"}
     assert (out / "matrix" / "matrix.md").is_file()
+
+
+@pytest.mark.parametrize("phase", ["eval", "all", None])
+def test_each_cell_says_which_trials_it_scored_and_phase_all_scores_every_phase(setup, phase):
+    """Per cell: the trials (phase, how many) in matrix.parquet, the summary and matrix.md; the EER is
+    of exactly those trials (recomputed here from the cell's score file and the store's own table)."""
+    root, runs, tests, _ = setup
+    out = root / f"phase-{phase}"
+    args = ["--runs", runs[0], "--features", tests[0], tests[2], "--out", str(out), "--bootstrap", "20",
+            "--device", "cpu"] + (["--phase", phase] if phase else [])
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out / "matrix.parquet")
+    md = (out / "matrix.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| setting"))
+    columns = [c.strip() for c in header.strip("|").split("|")][1:]
+    row = next(line for line in md.splitlines() if line.startswith("| qaf-static/lstm on asv19 (train)"))
+    cells = dict(zip(columns, [c.strip() for c in row.strip("|").split("|")][1:]))
+    assert f"--phase {phase or 'eval'}" in md
+    for corpus, url in (("asv21la", tests[0]), ("itw", tests[2])):
+        scores = read_scores(out / "cells" / Path(runs[0]).name / corpus / "scores.txt")
+        table = FeatureStore(url).utterances.set_index("utt_id").loc[scores.utt_ids]
+        phased = "phase" in table
+        keep = (table["phase"] == "eval").to_numpy() if phased and phase != "all" else np.ones(len(table), bool)
+        bona = (table["label"] == "bonafide").to_numpy()
+        eer = compute_eer(scores.scores[keep & bona], scores.scores[keep & ~bona])[0]
+        n = int(keep.sum())
+        if not phased:
+            text = f"all {n} trials of split eval (no phases)"
+        elif phase == "all":
+            text = f"all phases: {n} trials of split eval"
+        else:
+            text = f"phase eval: {n} of {len(table)} trials of split eval"
+        assert phased == (corpus == "asv21la") and (n < len(table)) == (phased and phase != "all")
+        mine = frame[frame["corpus"] == corpus]
+        assert set(mine["trials"]) == {text} and set(mine["n_trials"]) == {n}
+        assert cells[corpus] == f"{100 * eer:.2f} ± 0.00 [{cells[corpus].split('[')[1].split(']')[0]}] ({text})"
+        first = mine.iloc[0]
+        assert first["condition"] == "pooled" and first["eer"] == pytest.approx(eer, abs=1e-12)
+        assert first["n_bonafide"] + first["n_spoof"] == n

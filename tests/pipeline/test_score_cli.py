@@ -254,3 +254,16 @@ def test_a_folder_of_m4a_webm_and_video_files_is_scored(scoring, tmp_path):
         decoded, decoded_rate = avio.decode(folder / name)
         assert rows[name]["score"] == pytest.approx(detector.score(decoded, decoded_rate), abs=1e-5), name
     assert rows["a.flac"]["score"] == pytest.approx(detector.score(data, rate), abs=1e-5)
+
+
+def test_asvspoof_format_lists_the_files_it_has_no_line_for(scoring, tmp_path):
+    good = scoring.files("eval")[:2]
+    bad = tmp_path / "broken.flac"
+    bad.write_bytes(b"fLaC not really")
+    out = tmp_path / "scores.tsv"
+    result = run("--model", scoring.run, good[0], str(bad), good[1], "--out", out)
+    assert result.exit_code == 1
+    assert [line.split("\t")[0] for line in out.read_text().splitlines()[1:]] == [Path(f).stem for f in good]
+    meta = json.loads((tmp_path / "scores.tsv.meta.json").read_text())
+    assert meta["failed"] == 1 and [f["path"] for f in meta["failed_files"]] == [str(bad)]
+    assert "not a readable audio file" in meta["failed_files"][0]["error"] and meta["failed_rows"].startswith("none")

@@ -156,3 +156,73 @@ def test_the_running_server_on_loopback(scoring, recording):
         print(json.dumps({k: after.json()[k] for k in ("llr", "probability", "decision", "ood")}))
     finally:
         stop(proc)
+
+
+def strings(value) -> list[str]:
+    """Every string (keys and values) in a JSON value."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [k, *strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_no_answer_names_a_server_path(detector, recording, scoring):
+    """`/model`, `/health`, verdicts and errors name the model and its weights, never where they lie."""
+    import os
+    import re
+    from pathlib import Path
+
+    described = detector.describe()  # what a results file on the server's own disk records
+    server = {str(scoring.run), str(Path(scoring.traindev).resolve()), str(Path(scoring.eval_store).resolve()),
+              scoring.traindev, str(Path.cwd()), os.path.dirname(str(detector.model_file.path))}
+    assert str(scoring.run) in json.dumps(described)  # the leak this guards against is really there to leak
+    absolute = re.compile(r"(?:^|[\s'\"(=])(?:/[^\s/'\"]+){2,}")
+
+    def clean(answer) -> None:
+        text = json.dumps(answer)
+        assert not [s for s in server if s in text], text
+        assert not [s for s in strings(answer) if absolute.search(s)], [s for s in strings(answer) if absolute.search(s)]
+
+    app = create_app(detector, ServeConfig(window_seconds=1.0, hop_seconds=0.5))
+    with TestClient(app) as client:
+        model = client.get("/model").json()
+        clean(model)
+        assert model["model"] == "best.pt" and model["model_kind"] == described["model_kind"]
+        assert model["codec_weights"]["label"] == detector.codec_label and "UNTRAINED" in model["codec_weights"]["label"]
+        assert model["codec_weights"]["sha256"] == detector.codec.weights_sha256
+        assert model["ssl_weights"] == described["ssl_weights"]  # None here: a codec-only model
+        assert model["threshold"] == detector.threshold.description
+        assert model["calibration"]["thresholds"] == described["calibration"]["thresholds"]
+        assert model["calibration"]["calibration"]["store"] == Path(scoring.traindev).name
+        assert model["model_provenance"]["git"] == described["model_provenance"]["git"]
+        assert model["summary"]["untrained"] and model["ood"]["threshold"] > 0
+        clean(client.get("/health").json())
+        v = post(client, "a.flac", recording["a.flac"])
+        assert v.status_code == 200
+        clean(v.json())
+        bad = post(client, "text.wav", recording["text.wav"])
+        assert bad.status_code == 422
+        clean(bad.json())
+        where = f"{detector.model_file.path}"
+
+        def broken(path, name, explain):
+            raise FileNotFoundError(f"[Errno 2] No such file or directory: '{where}' (while reading {path})")
+
+        app.state.scorer.score = broken
+        failed = post(client, "a.flac", recording["a.flac"])
+        assert failed.status_code == 500 and "FileNotFoundError" in failed.json()["error"]
+        assert "'best.pt'" in failed.json()["error"] and "while reading a.flac" in failed.json()["error"]
+        clean(failed.json())
+
+
+def test_scrub_keeps_base_names_and_leaves_ratios_and_web_addresses():
+    from pipeline.serve.public import public, scrub
+
+    assert scrub("open('/srv/runs/qaf/best.pt') failed") == "open('best.pt') failed"
+    assert scrub("store s3://bucket/x/eval.zarr, C:\\Users\\me\\w.th and ~/runs/q/last.pt") == \
+        "store eval.zarr, w.th and last.pt"
+    assert scrub("24 kHz / 6 kbps, and/or 1/2, see https://example.org/a/b") == \
+        "24 kHz / 6 kbps, and/or 1/2, see https://example.org/a/b"
+    assert public({"model": "/srv/m/best.pt", "found_in": "/srv/w.th", "n": [1, "/a/b/c"]}) == \
+        {"model": "best.pt", "n": [1, "c"]}

@@ -24,6 +24,7 @@ from store.reader import FeatureStore
 from store.verify import verify_store
 
 ROOT = Path(__file__).resolve().parents[2]
+KILL_AT_STEP_ENV = "RVQ_TEST_KILL_AT_STEP"  # tests.reliability.kill_at_step.ENV (that module imports torch)
 SMALL_CODEC = ["--weights", "untrained", "--set", "kmeans_frames=1024", "--set", "kmeans_iters=3", "--set", "device='cpu'",
                "--set", "torch_threads=1"]
 
@@ -58,25 +59,32 @@ def _descendants(pid: int) -> list[psutil.Process]:
 def run_pipeline(args: list[str], log_dir: Path, fault: str | None = None,
                  kill_when: Callable[[float], bool] | None = None, timeout: float = 900,
                  orphans_grace: float = 0.0, once: Path | None = None, env: dict[str, str] | None = None,
-                 on_poll: Callable[[subprocess.Popen], None] | None = None) -> Outcome:
+                 on_poll: Callable[[subprocess.Popen], None] | None = None,
+                 kill_at_step: int | None = None) -> Outcome:
     """Run ``python -m pipeline ARGS``; SIGKILL it when ``kill_when(seconds since start)`` says so, or
     let its fault point ``fault`` (`common.faults`) kill it (only the first process to reach it when
     ``once`` names a marker file). Processes it started (dask workers) are left ``orphans_grace``
     seconds to do what orphans do, then killed, as a user would find them. ``env``: extra environment
-    variables; ``on_poll(process)`` is called at each poll (to act on it while it runs)."""
+    variables; ``on_poll(process)`` is called at each poll (to act on it while it runs);
+    ``kill_at_step`` N: the process SIGKILLs itself right after its N-th optimizer step
+    (`tests.reliability.kill_at_step`: a mid-epoch kill at an exact place, never outrun)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     stamp = f"{time.time_ns()}"
     out_path, err_path = log_dir / f"{stamp}.out", log_dir / f"{stamp}.err"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     env.pop(FAULT_ENV, None)
     env.pop(ONCE_ENV, None)
+    env.pop(KILL_AT_STEP_ENV, None)
+    module = "pipeline"
+    if kill_at_step is not None:
+        env[KILL_AT_STEP_ENV], module = str(kill_at_step), "tests.reliability.kill_at_step"
     if fault:
         env[FAULT_ENV] = fault
     if once:
         env[ONCE_ENV] = str(once)
     started = time.monotonic()
     with out_path.open("w") as out, err_path.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *args], stdout=out, stderr=err, env=env, cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=err, env=env, cwd=ROOT)
         killed = False
         children: list[psutil.Process] = []
         while proc.poll() is None:

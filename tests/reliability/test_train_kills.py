@@ -114,26 +114,51 @@ def test_train_killed_twice_ends_bit_identical_and_a_second_run_is_refused(store
     same_run(run, whole)
 
 
+def committed_after(kill: dict, steps: int) -> tuple[int, int]:
+    """(fewest, most) whole epochs a run killed by ``kill`` commits (checkpoint and history line):
+    step N lies in epoch (N - 1) // S + 1, so exactly (N - 1) // S before it; the N-th checkpoint save
+    (one or two per epoch: best.pt when the dev EER improved, then last.pt) after at most N - 1."""
+    if "kill_at_step" in kill:
+        done = (kill["kill_at_step"] - 1) // steps
+        return done, done
+    nth = int(kill["fault"].partition("@")[2] or 1)
+    return (nth - 1) // 2, nth - 1
+
+
 @pytest.mark.slow
 @pytest.mark.soak
 def test_train_kill_loop(store, tmp_path):
+    """Every kill is placed by the killed process itself (an optimizer step or a checkpoint fault
+    point), and the plan leaves each killed run more epochs than it may finish: every planned kill
+    fires, on a fast machine or a loaded one, and lands where planned."""
+    import re
+
     started = time.monotonic()
+    epochs = 8
     whole = tmp_path / "whole"
-    assert run_pipeline(train_args(store, whole, 8), tmp_path / "logs", env=ONE_THREAD).returncode == 0
+    reference = run_pipeline(train_args(store, whole, epochs), tmp_path / "logs", env=ONE_THREAD)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    steps = int(re.search(r"(\d+) steps per epoch", reference.stdout + reference.stderr).group(1))
     run = tmp_path / "run"
-    plan = [("SIGKILL as epoch 1 ends", {"kill_when": after_epochs(run, 1)}),
+    plan = [("SIGKILL after epoch 1's last step, before its checkpoint", {"kill_at_step": steps}),
+            ("SIGKILL just after epoch 1's checkpoint and history line", {"kill_at_step": steps + 1}),
             ("fault checkpoint:before-replace", {"fault": "checkpoint:before-replace@1"}),
-            ("SIGKILL mid-epoch", {"kill_when": after_epochs(run, 1, 0.3)}),
+            ("SIGKILL mid-epoch", {"kill_at_step": steps + steps // 2}),
             ("fault checkpoint:before-replace (2nd save)", {"fault": "checkpoint:before-replace@2"}),
-            ("SIGKILL just after an epoch's history line", {"kill_when": after_epochs(run, 1)}),
-            ("SIGKILL mid-epoch", {"kill_when": after_epochs(run, 1, 0.1)}),
-            ("SIGKILL after 2 epochs", {"kill_when": after_epochs(run, 2, 0.5)}),
+            ("SIGKILL mid-epoch after 2 epochs", {"kill_at_step": 2 * steps + 7}),
+            ("SIGKILL early in the first epoch", {"kill_at_step": 3}),
             ("fault checkpoint:before-replace", {"fault": "checkpoint:before-replace@1"})]
-    records = train_kill_loop(store, run, 8, plan, tmp_path / "logs")
+    most = sum(committed_after(kill, steps)[1] for _, kill in plan)
+    assert most + max(committed_after(kill, steps)[1] + 1 for _, kill in plan) <= epochs  # work left for every kill
+    records = train_kill_loop(store, run, epochs, plan, tmp_path / "logs")
     print(f"\ntrain kill loop: {sum(r['killed'] for r in records)} kills in {len(records)} runs, "
           f"{time.monotonic() - started:.0f} s")
     for r in records:
         print("  ", {k: v for k, v in r.items() if k != "output"})
+    assert [r["killed"] for r in records] == [True] * len(plan) + [False]  # every planned kill fired
+    for (label, kill), r in zip(plan, records):
+        low, high = committed_after(kill, steps)
+        assert low <= r["epochs_after"] - r["epochs_before"] <= high, (label, r["epochs_before"], r["epochs_after"])
     same_run(run, whole)
 
 
