@@ -96,3 +96,28 @@ def test_a_stream_without_storage_opens_and_resumes_as_float16(stored, tiny_corp
     assert any("already complete" in m for m in messages)
     with pytest.raises(StoreError, match="storage: stream has 'float16', asked 'int8'"):
         extract(tiny_config(tiny_corpus, old, **SSL, ssl_storage="int8"), log=quiet)
+
+
+def test_a_pca_basis_is_written_only_while_the_runs_lease_is_held(stored, tiny_corpus, tmp_path):
+    import zarr
+
+    from common.lease import Lease, LeaseLost
+    from extract.driver import store_rows
+    from extract.ssl_stream import ssl_backend
+    from store.format import StoreFiles
+
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(stored, copy)
+    group = zarr.open_group(str(copy), mode="r+")["streams/sslpca"]
+    kept = np.asarray(group["pca_basis"][...])
+    for name in ("pca_mean", "pca_basis"):  # as a run stopped before its basis was written
+        del group[name]
+    config = tiny_config(tiny_corpus, copy, **SSL, ssl_stream="sslpca", ssl_storage="pca:12", batch_seconds=8)
+    rows, skip = store_rows(StoreFiles(str(copy)))
+    with Lease(str(copy), "store", log=quiet) as lease:  # another run holds the store now
+        stale = ssl_backend(config, "cpu", 1, "a-token-of-an-earlier-run")
+        with pytest.raises(LeaseLost, match=r"s\.zarr: the lease this work was started under is no longer held"):
+            stale.prepare(rows, skip, quiet)
+        assert "pca_basis" not in zarr.open_group(str(copy), mode="r")["streams/sslpca"]
+        ssl_backend(config, "cpu", 1, lease.token).prepare(rows, skip, quiet)  # the holder's token: written
+    np.testing.assert_allclose(zarr.open_group(str(copy), mode="r")["streams/sslpca/pca_basis"][...], kept, atol=1e-5)
