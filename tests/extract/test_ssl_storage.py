@@ -121,3 +121,25 @@ def test_a_pca_basis_is_written_only_while_the_runs_lease_is_held(stored, tiny_c
         assert "pca_basis" not in zarr.open_group(str(copy), mode="r")["streams/sslpca"]
         ssl_backend(config, "cpu", 1, lease.token).prepare(rows, skip, quiet)  # the holder's token: written
     np.testing.assert_allclose(zarr.open_group(str(copy), mode="r")["streams/sslpca/pca_basis"][...], kept, atol=1e-5)
+
+
+def test_online_features_of_a_pca_stream_are_its_cached_frames(stored):
+    """`--ssl-online` over a store whose stream is pca:K: the frames computed from the audio are
+    projected onto the stream's basis (which the model carries) and reconstructed, as the cached
+    stream's reader gives them; unprojected they would differ by the PCA's residual."""
+    from dataclasses import asdict
+
+    from classify.rebuild import for_store
+    from tests.synthetic import tiny_config as train_config
+
+    from .test_ssl import assert_same_batches
+
+    store = FeatureStore(stored)
+    config = asdict(train_config(variant="ssl+mean", ssl_kwargs={"stream": "sslpca", "layers": "2-4"}))
+    model = for_store(config, store)
+    basis = store.root["streams/sslpca/pca_basis"][...]
+    np.testing.assert_array_equal(model.ssl_pca_basis.numpy(), basis[1:])  # the layers it reads, in its state
+    assert "ssl_pca_basis" in model.state_dict()
+    assert_same_batches(store, config, {"stream": "sslpca", "layers": "2-4", "online": True})
+    plain, coded = frames(store, "ssl")[0][:, 1:], frames(store, "sslpca")[0][:, 1:]
+    assert np.abs(plain.astype(np.float32) - coded).max() > 0.05  # what the comparison above tells apart
