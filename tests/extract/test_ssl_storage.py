@@ -143,3 +143,29 @@ def test_online_features_of_a_pca_stream_are_its_cached_frames(stored):
     assert_same_batches(store, config, {"stream": "sslpca", "layers": "2-4", "online": True})
     plain, coded = frames(store, "ssl")[0][:, 1:], frames(store, "sslpca")[0][:, 1:]
     assert np.abs(plain.astype(np.float32) - coded).max() > 0.05  # what the comparison above tells apart
+
+
+def test_a_pca_model_loads_parameters_saved_with_and_without_its_basis(stored):
+    """A run resumed from parameters saved before models carried their basis keeps the basis it was
+    built with; a model's saved basis is rebuilt over a store whose stream is float16 (evaluation on
+    another store) without an unexpected key."""
+    from dataclasses import asdict
+
+    import torch
+
+    from classify.rebuild import build, for_store, store_inputs
+    from tests.synthetic import tiny_config as train_config
+
+    store = FeatureStore(stored)
+    config = asdict(train_config(variant="ssl+mean", ssl_kwargs={"stream": "sslpca"}))
+    model = for_store(config, store)
+    saved = {k: v for k, v in model.state_dict().items() if not k.startswith("ssl_pca")}
+    with torch.no_grad():
+        model.ssl_pca_basis.mul_(2)
+    changed = model.ssl_pca_basis.clone()
+    model.load_state_dict(saved)  # strict: the missing buffers keep their values
+    assert torch.equal(model.ssl_pca_basis, changed)
+    plain = {**config, "ssl_kwargs": {"stream": "ssl"}}
+    again = build(plain, *store_inputs(plain, store), model.state_dict())
+    assert torch.equal(again.ssl_pca_basis, changed) and again.ssl_storage.name == "float16"
+    assert "ssl_pca_basis" not in for_store(plain, store).state_dict()  # a float16 stream's model has none
