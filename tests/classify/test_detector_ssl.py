@@ -31,6 +31,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained")
 
 
+def _train_ssl_mean(store: Path, run: Path) -> None:
+    """A 2-epoch `ssl+mean` run on ``store``, with one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(train_config(epochs=2, variant="ssl+mean", max_eval_seconds=1.0), FeatureStore(str(store)), run, log=quiet)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ssl_scoring(scoring, tmp_path_factory) -> dict:
     """Copies of the scoring workflow's stores with the untrained wavlm-tiny stream added, and an
@@ -41,13 +51,7 @@ def ssl_scoring(scoring, tmp_path_factory) -> dict:
     extract(extract_config(scoring.corpus, traindev, splits=["train", "dev"], **SSL), log=quiet)
     extract(extract_config(scoring.corpus, eval_store, splits=["eval"], weights=str(Path(scoring.traindev) / WEIGHTS),
                            **SSL), log=quiet)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(train_config(epochs=2, variant="ssl+mean", max_eval_seconds=1.0), FeatureStore(str(traindev)),
-              root / "run", log=quiet)
-    finally:
-        torch.set_num_threads(threads)
+    _train_ssl_mean(traindev, root / "run")
     return {"traindev": str(traindev), "eval": str(eval_store), "run": root / "run", "root": root}
 
 
@@ -169,13 +173,7 @@ def pca_scoring(scoring, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("pca_scoring")
     traindev = shutil.copytree(scoring.traindev, root / "traindev.zarr")
     extract(extract_config(scoring.corpus, traindev, splits=["train", "dev"], ssl_storage="pca:8", **SSL), log=quiet)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(train_config(epochs=2, variant="ssl+mean", max_eval_seconds=1.0), FeatureStore(str(traindev)),
-              root / "run", log=quiet)
-    finally:
-        torch.set_num_threads(threads)
+    _train_ssl_mean(traindev, root / "run")
     return {"traindev": str(traindev), "run": root / "run"}
 
 
