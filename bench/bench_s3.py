@@ -13,7 +13,13 @@ request counts are mostly per-run costs (store metadata, the lease's heartbeat a
 audio hour: read them as an upper bound of the per-hour rate.
 
 Steps, each on the local disk and on S3: extraction (in this machine's default mode) of the corpus,
-`pipeline verify`, and two epochs of `pipeline train` reading the store. Writes
+`pipeline verify`, and two epochs of `pipeline train` reading the store. The codec is built once
+before both (``--weights untrained``: as `pipeline extract` builds it, `extract.run`, timed apart as
+``codec_build_seconds``) and its file is given to both extractions (``--weights FILE``), so both do
+the same work: the time ratio compares the stores alone. Bytes: the stream's per audio hour
+(``stream_bytes_per_audio_hour``: the frame arrays, offsets and utterance tables, which grow with
+the audio) apart from the per-store tables that do not (``fixed_store_bytes``: the codec weights
+file, the codebooks, an SSL stream's PCA basis, the arrays' metadata). Writes
 bench/results/s3.json (the figures renderer's format) and prints a table.
 """
 
@@ -66,6 +72,40 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
 
+FIXED_NAMES = ("codec_weights.th", "codebooks", "pca_mean", "pca_basis")
+"""Path parts of a store's objects whose size does not grow with the audio (one copy per store)."""
+
+
+def fixed_object(path: str) -> bool:
+    """Whether an object of the store is a per-store table (see :data:`FIXED_NAMES`) or metadata
+    (``zarr.json``, the lease), not a part of a stream that grows with the audio."""
+    parts = path.split("/")
+    return parts[-1] in ("zarr.json", "lock.json") or any(name in parts for name in FIXED_NAMES)
+
+
+def build_codec(args: argparse.Namespace, out: Path) -> tuple[str, float]:
+    """(the ``--weights`` value both extractions get, seconds it took to make): an untrained codec
+    built once, exactly as `pipeline extract --weights untrained` builds it for a new store
+    (`extract.run`'s own function, over the same plan), saved to ``OUT/codec_weights.th``; any other
+    ``--weights`` as it is (a file, or the pretrained codec both sides read from the same cache)."""
+    if args.weights != "untrained":
+        return args.weights, 0.0
+    sys.path.insert(0, str(ROOT))
+    from extract.codec import n_quantizers  # noqa: PLC0415
+    from extract.datasets import get_dataset  # noqa: PLC0415
+    from extract.run import ExtractConfig, _codec_for_new_store  # noqa: PLC0415
+
+    started = time.perf_counter()
+    splits = [s.strip() for s in args.split.split(",") if s.strip()] or None
+    config = ExtractConfig(dataset=args.dataset, root=args.root, out=str(out / "unused.zarr"), splits=splits,
+                           weights="untrained")
+    plan = get_dataset(args.dataset).load(Path(args.root), splits).table.reset_index(drop=True)
+    data = _codec_for_new_store(config, plan, n_quantizers(config.bandwidth), print)[1]
+    path = out / "codec_weights.th"
+    path.write_bytes(data)
+    return str(path), time.perf_counter() - started
+
+
 def run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env, cwd=ROOT)
@@ -97,6 +137,7 @@ def main() -> None:
            "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(ROOT)}
     load_before = loadavg()
     samples: list[float] = []
+    codec_file, codec_seconds = build_codec(args, args.out)  # once, for both extractions
     try:
         for _ in range(100):
             try:
@@ -113,12 +154,10 @@ def main() -> None:
         remote = "s3://bench/store.zarr"
         steps = {}
         position = 0
-        common = ["--dataset", args.dataset, "--root", args.root, "--split", args.split, "--weights", args.weights]
-        weights_file = None
+        common = ["--dataset", args.dataset, "--root", args.root, "--split", args.split, "--weights", codec_file]
         for target, where in ((str(local), "local"), (remote, "s3")):
-            extra = ["--weights", str(weights_file)] if weights_file else []
             commands = {
-                "extract": ["extract", *common, *extra, "--out", target],
+                "extract": ["extract", *common, "--out", target],
                 "verify": ["verify", target],
                 "train": ["train", "--features", target, "--out", str(args.out / f"run_{where}"), "--set", f"epochs={args.epochs}"],
             }
@@ -127,14 +166,15 @@ def main() -> None:
                 samples.append(os.getloadavg()[0])
                 requests, position = count_requests(log, position)
                 steps[f"{step}_{where}"] = {"seconds": round(seconds, 2), "requests": requests if where == "s3" else None}
-                if step == "extract" and where == "local":
-                    weights_file = local / "codec_weights.th"  # the same codec on both sides
             if where == "s3":
                 sizes = fs.du("bench/store.zarr", total=False)
-                weights = sum(size for path, size in sizes.items() if path.endswith("codec_weights.th"))
+                fixed = {path: size for path, size in sizes.items() if fixed_object(path.split("store.zarr/", 1)[-1])}
                 steps[f"extract_{where}"]["bytes"] = int(sum(sizes.values()))
-                steps[f"extract_{where}"]["bytes_codec_weights"] = int(weights)  # once per store, not per hour
+                steps[f"extract_{where}"]["bytes_fixed"] = int(sum(fixed.values()))  # once per store, not per hour
+                steps[f"extract_{where}"]["bytes_codec_weights"] = int(sum(size for path, size in sizes.items()
+                                                                           if path.endswith("codec_weights.th")))
                 steps[f"extract_{where}"]["objects"] = len(sizes)
+                steps[f"extract_{where}"]["objects_fixed"] = len(fixed)
         audio_seconds = json.loads(run(["inspect", str(local), "--json"], env)[1])["audio_seconds"]
     finally:
         server.terminate()
@@ -146,8 +186,11 @@ def main() -> None:
         "audio_seconds": audio_seconds,
         "steps": steps,
         "requests_per_audio_hour": per_hour,
-        # the features' bytes (the store less its codec weights file, which every store carries once)
-        "feature_bytes_per_audio_hour": round((steps["extract_s3"]["bytes"] - steps["extract_s3"]["bytes_codec_weights"]) / hours),
+        "codec_build_seconds": round(codec_seconds, 2),  # once, before both extractions (0: a given file)
+        # what grows with the audio (the streams' frames, offsets, per-utterance tables), per audio hour;
+        # apart from what every store holds once (codec weights, codebooks, a PCA basis, metadata)
+        "stream_bytes_per_audio_hour": round((steps["extract_s3"]["bytes"] - steps["extract_s3"]["bytes_fixed"]) / hours),
+        "fixed_store_bytes": steps["extract_s3"]["bytes_fixed"],
         "s3_over_local_time": {step: round(steps[f"{step}_s3"]["seconds"] / steps[f"{step}_local"]["seconds"], 2)
                                for step in ("extract", "verify", "train")},
     }

@@ -6,7 +6,12 @@ A bundle (``DETECTOR.pt``, written by :func:`export_model`) is one file, loadabl
 
     format, format_version   "rvq-antispoof-detector", 2: the checkpoints' version (`classify.migrations`;
                              older bundles are migrated on reading, as checkpoints are)
-    model, config, codec     the checkpoint's trained parameters, TrainConfig, CodecInfo
+    model, config, codec     the checkpoint's trained parameters, TrainConfig, CodecInfo; a model of an
+                             SSL stream stored as ``pca:K`` also holds the stream's mean and basis of
+                             its layers (``ssl_pca_mean``, ``ssl_pca_basis``, `classify.fusion`), and
+                             ``ssl.storage`` names the storage: new audio's frames are coded as the
+                             training reader decoded them. Models saved before have neither buffer
+                             and still load (the Detector then takes the basis from the training store)
     store                    the training store entry (`classify.checkpoint.store_entry`): its
                              extraction settings rebuild the same front end
     calibration              the model's dev calibration and thresholds ({} when it has none)

@@ -136,7 +136,8 @@ def model_from_checkpoint(checkpoint: dict[str, Any], store: FeatureStore) -> Sp
     if problems:
         raise CheckpointError(f"the checkpoint was trained on other SSL features than those of {store.url}: "
                               + "; ".join(problems))
-    return rebuild.build(config, codebooks, source, checkpoint["model"], where=f"the checkpoint on {store.url}")
+    return rebuild.build(config, codebooks, source, checkpoint["model"], where=f"the checkpoint on {store.url}",
+                         pca=rebuild.store_pca(config, store))  # for checkpoints saved before models carried it
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,14 +52,14 @@ from classify.decision import PRIOR, check_prior
 from classify.evaluate import apply_calibration, frame_window, score_split
 from classify.explain import Explanation, explain
 from classify.frames import ArrayReader
-from classify.fusion import FusedDetector, ssl_label
+from classify.fusion import PCA_BASIS_KEY, FusedDetector, as_trained, ssl_label  # noqa: F401 - as_trained: its home was here
 from classify.model import SpoofDetector
 from classify.score_rows import ScoreRow
 from classify.sources import model_streams
 from classify.thresholds import Threshold, make_threshold
 from classify.variants import needs
-from store.reader import CodecInfo
-from store.sslstorage import SSLStorage, dequantize, quantize
+from store.reader import CodecInfo, FeatureStore
+from store.sslstorage import SSLStorage
 
 GROUP_FILES = 256
 """Files read ahead and grouped by length at a time (a stream is scored group by group)."""
@@ -169,7 +170,7 @@ class Detector:
             raise CheckpointError(f"the codec from {where} has codebooks {tuple(codebooks.shape)}, the model expects "
                                   f"{expected}")
         model = rebuild.build(state["config"], codebooks, state.get("ssl"), state["model"], where=f"{model_file.path} "
-                      f"(codec from {where})")
+                              f"(codec from {where})", pca=_training_store_pca(model_file))
         torch_device = resolve_device(device)
         model.to(torch_device)
         ssl, ssl_where = None, ""
@@ -252,16 +253,13 @@ class Detector:
         source = FrameSource.of(
             codes=ArrayReader([f.codes for f in features]) if codes else None,
             latent=ArrayReader([f.latent for f in features], name=stream) if stream else None,
-            ssl=ArrayReader([self._as_trained(f.ssl) for f in features], self.model.layer_index, "ssl") if ssl else None)
+            ssl=ArrayReader([self.model.ssl_as_trained(f.ssl[:, self.model.layer_index]) for f in features],
+                            name="ssl") if ssl else None)
         n = len(features)
         lengths = np.array([f.codes.shape[0] for f in features], dtype=np.int64)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
         return source, SplitData("files", [f.path for f in features], starts, lengths, np.zeros(n, bool), ["-"] * n,
                                  ["-"] * n, 0, np.arange(n))
-
-    def _as_trained(self, frames: Any) -> np.ndarray:
-        """SSL frames as the model saw them in training (its stream's ``--ssl-storage``)."""
-        return as_trained(frames, SSLStorage.from_source(self.model.ssl_source))
 
     def _too_short(self, features: Any) -> str:
         """Why a file's features cannot be scored by an SSL variant ("" when they can)."""
@@ -356,11 +354,20 @@ class Detector:
         return self.explain(wav, self.front_end.sample_rate, **kwargs)
 
 
-def as_trained(frames: Any, storage: SSLStorage) -> Any:
-    """SSL frames [.., L, H] computed from audio as a model trained on a stream of ``storage``
-    (`store.sslstorage`) saw them: through int8 and back (float16) when it is int8; otherwise as they
-    are (float16 streams: as scoring always did; a ``pca:K`` basis lives in its store, not in the
-    model, so such a model scores unprojected frames: see the README)."""
-    if storage.int8 and not storage.components:
-        return dequantize(quantize(np.asarray(frames, dtype=np.float32))).astype(np.float16)
-    return frames
+def _training_store_pca(model_file: ModelFile) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a ``pca:K`` SSL model saved before models carried their basis: its training store's basis
+    (None, with a warning, when that store cannot be read: new audio is then scored on unprojected
+    frames, as such models always were). None for every other model."""
+    state = model_file.state
+    if not SSLStorage.from_source(state.get("ssl")).components or PCA_BASIS_KEY in state["model"]:
+        return None
+    url = state.get("store", {}).get("url")
+    try:
+        pca = rebuild.store_pca(state["config"], FeatureStore(url))
+        why = "" if pca is not None else "it has no pca:K SSL stream"
+    except Exception as err:  # noqa: BLE001 - any failure: score as before, and say so
+        pca, why = None, f"{type(err).__name__}: {err}"
+    if pca is None:
+        warnings.warn(f"{model_file.path}: a model of a pca:K SSL stream saved without its basis, and its training "
+                      f"store {url} cannot give it ({why}); new audio is scored on unprojected SSL frames", stacklevel=3)
+    return pca

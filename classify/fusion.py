@@ -30,6 +30,7 @@ from classify.ssloptions import SSLOptions
 from classify.weighting import HierarchyWeighting
 from common.selection import format_layers, parse_layers
 from store.reader import FeatureStore, StoreReadError
+from store.sslstorage import SSLStorage
 
 
 class FusedDetector(nn.Module):
@@ -37,13 +38,37 @@ class FusedDetector(nn.Module):
     -> logits [B], higher = bona fide. ``weighting`` None: the SSL stream alone (`ssl`)."""
 
     def __init__(self, attm: AttentiveMerging, weighting: HierarchyWeighting | None, head: nn.Module,
-                 ssl_source: dict[str, Any], layer_index: np.ndarray) -> None:
+                 ssl_source: dict[str, Any], layer_index: np.ndarray,
+                 pca: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         super().__init__()
         self.attm = attm
         self.weighting = weighting
         self.head = head
         self.ssl_source = ssl_source  # what made the SSL features (checkpoints record it)
         self.layer_index = layer_index
+        if pca is not None:  # buffers: checkpoints and bundles carry the basis (see ssl_as_trained)
+            self.register_buffer(PCA_MEAN_KEY, torch.as_tensor(np.asarray(pca[0], np.float32)))
+            self.register_buffer(PCA_BASIS_KEY, torch.as_tensor(np.asarray(pca[1], np.float32)))
+            self._register_load_state_dict_pre_hook(_keep_pca, with_module=True)
+
+    @property
+    def ssl_storage(self) -> SSLStorage:
+        """The storage of the SSL stream the model was trained on (`store.sslstorage`)."""
+        return SSLStorage.from_source(self.ssl_source)
+
+    @property
+    def pca(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(mean [L', H], basis [L', H, K]) of a ``pca:K`` training stream's layers the model reads
+        (None: no PCA, or a model saved before models carried it)."""
+        if not hasattr(self, PCA_BASIS_KEY):
+            return None
+        return tuple(getattr(self, k).detach().cpu().numpy() for k in (PCA_MEAN_KEY, PCA_BASIS_KEY))
+
+    def ssl_as_trained(self, frames: np.ndarray) -> np.ndarray:
+        """SSL frames [F, L', H] of the model's layers computed afresh from audio (the Detector, online
+        features), as the training reader gave them from the training store's stream (:func:`as_trained`
+        with the basis the model carries)."""
+        return as_trained(frames, self.ssl_storage, self.pca)
 
     def forward(self, codes: Tensor, lengths: Tensor, latent: Tensor | None = None, ssl: Tensor | None = None) -> Tensor:
         if ssl is None:
@@ -55,6 +80,28 @@ class FusedDetector(nn.Module):
 
     def n_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+PCA_MEAN_KEY, PCA_BASIS_KEY = "ssl_pca_mean", "ssl_pca_basis"
+"""A ``pca:K`` SSL model's buffers: the training stream's mean and basis of the layers it reads."""
+
+
+def _keep_pca(module: nn.Module, state: dict[str, Any], prefix: str, *_args: Any) -> None:
+    """Parameters saved before models carried their PCA basis (a run resumed across the change)
+    keep the basis the model was built with (`load_state_dict` hands hooks its own copy)."""
+    for key in (PCA_MEAN_KEY, PCA_BASIS_KEY):
+        state.setdefault(prefix + key, getattr(module, key))
+
+
+def as_trained(frames: Any, storage: SSLStorage, pca: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+    """SSL frames [F, L, H] computed from audio as a model trained on a stream of ``storage``
+    (`store.sslstorage`) saw them: coded and decoded (float16) as extraction and the training reader
+    do (int8; a ``pca:K`` projection onto ``pca`` = (mean [L, H], basis [L, H, K]) of the same layers);
+    a float16 stream's as they are. A ``pca:K`` model saved before models carried their basis (no
+    ``pca``) gets them as they are too, as such models always scored."""
+    if storage.plain or (storage.components and pca is None):
+        return frames
+    return storage.round_trip(frames, *(pca or (None, None)))
 
 
 def ssl_spec(store: FeatureStore, options: SSLOptions) -> tuple[dict[str, Any], tuple[int, ...]]:

@@ -17,6 +17,7 @@ it imports it inside the functions that need it, so `classify` as a whole never 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,11 +46,13 @@ def online_source(options: SSLOptions) -> dict[str, Any]:
 @register_reader("ssl-online")
 class OnlineSSLReader(FrameReader):
     """SSL frames computed from the store's audio files: float16 [B, T, L', H] (the layers
-    ``layer_index`` of the ``source`` record's), as the `store` reader gives a cached stream's;
+    ``layer_index`` of the ``source`` record's), as the `store` reader gives a cached stream's
+    (``as_trained``: the model's `classify.fusion.FusedDetector.ssl_as_trained`, which codes and
+    decodes them as a stream stored as int8 or ``pca:K`` holds them);
     ``offsets`` and ``starts`` are those the cached stream would have."""
 
     def __init__(self, store: FeatureStore, source: dict[str, Any], layer_index: np.ndarray, options: SSLOptions,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", as_trained: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         from extract import ssl as ssl_model  # noqa: PLC0415 - lazy, see the module docstring
         from extract.audio import load_audio, resampled_length  # noqa: PLC0415
         from extract.ssl_stream import utterance_span  # noqa: PLC0415
@@ -60,6 +63,7 @@ class OnlineSSLReader(FrameReader):
         device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
         self.model = ssl_model.front_end(weights, tuple(source["layers"]), device, *ssl_model.recorded_windows(source))
         self.layer_index = layer_index
+        self.as_trained = as_trained
         self.name = f"{options.stream} (online)"
         self.batch_samples = int(options.batch_seconds * self.rate)
         table = store.utterances
@@ -94,6 +98,7 @@ class OnlineSSLReader(FrameReader):
         return [results[i] for i in range(len(wavs))]
 
     def read(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
-        per_row = self.features(rows)
-        return np.stack([layers[torch.from_numpy(rel)][:, self.layer_index].to(torch.float16).numpy()
-                         for layers, rel in zip(per_row, relative)])
+        per_row = [layers[torch.from_numpy(rel)][:, self.layer_index] for layers, rel in zip(self.features(rows), relative)]
+        if self.as_trained is not None:  # coded and decoded as the stream's storage would hold them (int8, pca:K)
+            return np.stack([self.as_trained(layers.numpy()).astype(np.float16, copy=False) for layers in per_row])
+        return np.stack([layers.to(torch.float16).numpy() for layers in per_row])

@@ -50,7 +50,7 @@ def make_source(store: FeatureStore, model: nn.Module, config: dict[str, Any]) -
     keep_large_blocks()  # batches and activations of 100s of MB every step: reused, not faulted afresh (common.malloc)
     if options.online:
         layers = open_reader("ssl-online", store, model.ssl_source, model.layer_index, options,
-                             config.get("device", "cpu"))
+                             config.get("device", "cpu"), as_trained=model.ssl_as_trained)
     else:
         layers = open_reader("store", store, options.stream, options.ram_mb * 2**20, columns=model.layer_index)
     return FrameSource.of(open_reader("codes", store) if codes else None, latent, layers)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import zarr
 
+from common.lease import check_token
 from store import format as sf
 from store.format import StreamSpec
 from store.sslstorage import PCA_BASIS, PCA_MEAN, Moments, SSLStorage
@@ -166,7 +167,8 @@ class SSLBackend(StreamBackend):
 
     def prepare(self, rows: list[tuple[int, str, str]], skip: dict[int, str], log) -> None:
         """A ``pca:K`` storage: fit its basis on a sample of the train split's frames (every split's
-        when the store has no train split) and write it into the stream's group, unless there."""
+        when the store has no train split) and write it into the stream's group, unless there; only while
+        the run's lease (``lease``, `common.lease.check_token`) is still held."""
         coding = self.coding
         if not coding.components or PCA_BASIS in zarr.open_group(f"{self.store}", mode="r")[self.group]:
             return
@@ -182,6 +184,7 @@ class SSLBackend(StreamBackend):
             if moments.count >= FIT_FRAMES:
                 break
         mean, basis, kept = moments.pca(coding.components)
+        check_token(self.store, self.lease)  # LeaseLost (one line) when another run holds the store now: write nothing
         group = zarr.open_group(self.store, mode="r+")[self.group]
         group.create_array(PCA_MEAN, data=mean, chunks=mean.shape, compressors=COMPRESSORS, overwrite=True)
         group.create_array(PCA_BASIS, data=basis, chunks=basis.shape, compressors=COMPRESSORS, overwrite=True)

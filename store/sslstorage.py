@@ -17,6 +17,10 @@ chosen per store at extraction (``pipeline extract --ssl-storage``), recorded in
 * ``pca:K:int8``: the same coefficients as int8 with a per-frame-per-layer scale: [F, L, K + 2]
   int8, about 2 H / (K + 2) times smaller (7.9x at K = 256).
 
+A model trained on a stream carries what it needs to see new audio's frames as the reader gave them
+(:meth:`SSLStorage.round_trip`): the storage in its SSL record, and a ``pca:K`` stream's mean and basis
+of the layers it reads in its parameters (`classify.fusion.FusedDetector.ssl_as_trained`).
+
 Numpy only: the store package has no torch.
 """
 
@@ -112,6 +116,14 @@ class SSLStorage:
         if self.components:
             x = np.einsum("...lk,lhk->...lh", x, basis, optimize=True) + mean
         return x
+
+    def round_trip(self, frames: np.ndarray, mean: np.ndarray | None = None, basis: np.ndarray | None = None) -> np.ndarray:
+        """Frames [..., L, H] computed afresh -> float16 [..., L, H] as the frame reader returns them
+        from a stream of this storage (encoded as extraction writes them, decoded as the reader reads
+        them: `classify.frames.StoredReader`); ``mean`` and ``basis`` of the same L layers."""
+        if self.components and (mean is None or basis is None):
+            raise StorageError(f"SSL storage {self.name}: the PCA's mean and basis are needed to code frames")
+        return self.decode(self.encode(frames, mean, basis), mean, basis).astype(np.float16)
 
 
 def quantize(x: np.ndarray) -> np.ndarray:

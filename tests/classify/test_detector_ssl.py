@@ -18,6 +18,7 @@ from classify.bundle import export_model, read_model
 from classify.checkpoint import load_checkpoint, save_checkpoint
 from classify.detector import Detector
 from classify.evaluate import evaluate
+from classify.frames import open_reader
 from classify.scorefiles import read_scores
 from classify.train import train
 from extract.run import extract
@@ -30,6 +31,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained")
 
 
+def _train_ssl_mean(store: Path, run: Path) -> None:
+    """A 2-epoch `ssl+mean` run on ``store``, with one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(train_config(epochs=2, variant="ssl+mean", max_eval_seconds=1.0), FeatureStore(str(store)), run, log=quiet)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ssl_scoring(scoring, tmp_path_factory) -> dict:
     """Copies of the scoring workflow's stores with the untrained wavlm-tiny stream added, and an
@@ -40,13 +51,7 @@ def ssl_scoring(scoring, tmp_path_factory) -> dict:
     extract(extract_config(scoring.corpus, traindev, splits=["train", "dev"], **SSL), log=quiet)
     extract(extract_config(scoring.corpus, eval_store, splits=["eval"], weights=str(Path(scoring.traindev) / WEIGHTS),
                            **SSL), log=quiet)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(train_config(epochs=2, variant="ssl+mean", max_eval_seconds=1.0), FeatureStore(str(traindev)),
-              root / "run", log=quiet)
-    finally:
-        torch.set_num_threads(threads)
+    _train_ssl_mean(traindev, root / "run")
     return {"traindev": str(traindev), "eval": str(eval_store), "run": root / "run", "root": root}
 
 
@@ -159,3 +164,59 @@ def test_new_files_frames_are_given_the_int8_round_trip_of_an_int8_model():
     assert not np.array_equal(as_trained(x, int8), x.astype(np.float16))
     for plain in (SSLStorage(), SSLStorage(8)):  # float16; a PCA (its basis is not the model's): as computed
         assert as_trained(x, plain) is x
+
+
+@pytest.fixture(scope="module")
+def pca_scoring(scoring, tmp_path_factory) -> dict:
+    """A copy of the train+dev store with the untrained wavlm-tiny stream stored as pca:8 (of 32
+    dimensions), and an `ssl+mean` run trained on it."""
+    root = tmp_path_factory.mktemp("pca_scoring")
+    traindev = shutil.copytree(scoring.traindev, root / "traindev.zarr")
+    extract(extract_config(scoring.corpus, traindev, splits=["train", "dev"], ssl_storage="pca:8", **SSL), log=quiet)
+    _train_ssl_mean(traindev, root / "run")
+    return {"traindev": str(traindev), "run": root / "run"}
+
+
+def test_a_pca_model_scores_new_audio_on_the_frames_its_store_gave_it(pca_scoring, scoring, tmp_path):
+    """The model carries its stream's PCA basis (checkpoint and bundle): new audio's SSL frames are
+    projected and reconstructed as the training reader decoded the store's, so a file scores as
+    evaluate scores it from the store; unprojected frames score otherwise. A model saved before
+    models carried the basis takes it from its training store, or (store gone) scores unprojected
+    frames with a warning."""
+    run, files = pca_scoring["run"], scoring.files("dev")
+    expected = _evaluated(pca_scoring["traindev"], "dev", run, tmp_path / "dev")
+    state = load_checkpoint(run)
+    basis = FeatureStore(pca_scoring["traindev"]).root["streams/ssl/pca_basis"][...]
+    assert state["ssl"]["storage"]["name"] == "pca:8"
+    np.testing.assert_array_equal(state["model"]["ssl_pca_basis"].numpy(), basis)
+    detector = Detector.load(run, batch_seconds=0)
+    got = [r.score for r in detector.score_files(files)]
+    # float16 frames computed afresh, projected: the stored frames to float16 rounding, the same scores
+    np.testing.assert_allclose(got, [expected[p] for p in files], rtol=0, atol=3e-5)
+    features = next(detector.front_end.encode_files(files[:1], 0, None))[0][1]
+    source, split = detector.features_source([features])
+    stored = FeatureStore(pca_scoring["traindev"])
+    row = int(np.flatnonzero(stored.utterances["path"].to_numpy() == files[0])[0])
+    reader, n = open_reader("store", stored, "ssl"), features.ssl.shape[0]
+    from_store = reader.read(np.array([row]), np.arange(n)[None])[0].astype(np.float32)
+    np.testing.assert_allclose(source.reader("ssl").read(np.array([0]), np.arange(n)[None])[0], from_store,
+                               rtol=1e-2, atol=1e-2)
+    assert np.abs(features.ssl - from_store).max() > 0.1  # unprojected they are another input
+    detector.model.ssl_as_trained = lambda frames: frames  # the defect: frames scored unprojected
+    unprojected = [r.score for r in detector.score_files(files)]
+    assert np.abs(np.subtract(unprojected, got)).max() > 3e-4, (unprojected, got)
+
+    bundle = export_model(run, tmp_path / "detector.pt", log=quiet)
+    assert "ssl_pca_basis" in read_model(bundle).state["model"]
+    again = [r.score for r in Detector.load(bundle, batch_seconds=0).score_files(files)]
+    assert again == pytest.approx(got, abs=1e-6)
+
+    old = {**state, "model": {k: v for k, v in state["model"].items() if not k.startswith("ssl_pca")}}
+    save_checkpoint(tmp_path / "old.pt", old)  # as saved before models carried the basis
+    from_store = [r.score for r in Detector.load(tmp_path / "old.pt", batch_seconds=0).score_files(files)]
+    assert from_store == pytest.approx(got, abs=1e-6)
+    save_checkpoint(tmp_path / "gone.pt", {**old, "store": {**old["store"], "url": str(tmp_path / "gone.zarr")}})
+    with pytest.warns(UserWarning, match=r"gone\.pt: a model of a pca:K SSL stream saved without its basis.*unprojected"):
+        blind = Detector.load(tmp_path / "gone.pt", batch_seconds=0,
+                              codec_weights=Path(pca_scoring["traindev"]) / WEIGHTS)
+    assert [r.score for r in blind.score_files(files)] == pytest.approx(unprojected, abs=1e-6)

@@ -96,3 +96,76 @@ def test_a_stream_without_storage_opens_and_resumes_as_float16(stored, tiny_corp
     assert any("already complete" in m for m in messages)
     with pytest.raises(StoreError, match="storage: stream has 'float16', asked 'int8'"):
         extract(tiny_config(tiny_corpus, old, **SSL, ssl_storage="int8"), log=quiet)
+
+
+def test_a_pca_basis_is_written_only_while_the_runs_lease_is_held(stored, tiny_corpus, tmp_path):
+    import zarr
+
+    from common.lease import Lease, LeaseLost
+    from extract.driver import store_rows
+    from extract.ssl_stream import ssl_backend
+    from store.format import StoreFiles
+
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(stored, copy)
+    group = zarr.open_group(str(copy), mode="r+")["streams/sslpca"]
+    kept = np.asarray(group["pca_basis"][...])
+    for name in ("pca_mean", "pca_basis"):  # as a run stopped before its basis was written
+        del group[name]
+    config = tiny_config(tiny_corpus, copy, **SSL, ssl_stream="sslpca", ssl_storage="pca:12", batch_seconds=8)
+    rows, skip = store_rows(StoreFiles(str(copy)))
+    with Lease(str(copy), "store", log=quiet) as lease:  # another run holds the store now
+        stale = ssl_backend(config, "cpu", 1, "a-token-of-an-earlier-run")
+        with pytest.raises(LeaseLost, match=r"s\.zarr: the lease this work was started under is no longer held"):
+            stale.prepare(rows, skip, quiet)
+        assert "pca_basis" not in zarr.open_group(str(copy), mode="r")["streams/sslpca"]
+        ssl_backend(config, "cpu", 1, lease.token).prepare(rows, skip, quiet)  # the holder's token: written
+    np.testing.assert_allclose(zarr.open_group(str(copy), mode="r")["streams/sslpca/pca_basis"][...], kept, atol=1e-5)
+
+
+def test_online_features_of_a_pca_stream_are_its_cached_frames(stored):
+    """`--ssl-online` over a store whose stream is pca:K: the frames computed from the audio are
+    projected onto the stream's basis (which the model carries) and reconstructed, as the cached
+    stream's reader gives them; unprojected they would differ by the PCA's residual."""
+    from dataclasses import asdict
+
+    from classify.rebuild import for_store
+    from tests.synthetic import tiny_config as train_config
+
+    from .test_ssl import assert_same_batches
+
+    store = FeatureStore(stored)
+    config = asdict(train_config(variant="ssl+mean", ssl_kwargs={"stream": "sslpca", "layers": "2-4"}))
+    model = for_store(config, store)
+    basis = store.root["streams/sslpca/pca_basis"][...]
+    np.testing.assert_array_equal(model.ssl_pca_basis.numpy(), basis[1:])  # the layers it reads, in its state
+    assert "ssl_pca_basis" in model.state_dict()
+    assert_same_batches(store, config, {"stream": "sslpca", "layers": "2-4", "online": True})
+    plain, coded = frames(store, "ssl")[0][:, 1:], frames(store, "sslpca")[0][:, 1:]
+    assert np.abs(plain.astype(np.float32) - coded).max() > 0.05  # what the comparison above tells apart
+
+
+def test_a_pca_model_loads_parameters_saved_with_and_without_its_basis(stored):
+    """A run resumed from parameters saved before models carried their basis keeps the basis it was
+    built with; a model's saved basis is rebuilt over a store whose stream is float16 (evaluation on
+    another store) without an unexpected key."""
+    from dataclasses import asdict
+
+    import torch
+
+    from classify.rebuild import build, for_store, store_inputs
+    from tests.synthetic import tiny_config as train_config
+
+    store = FeatureStore(stored)
+    config = asdict(train_config(variant="ssl+mean", ssl_kwargs={"stream": "sslpca"}))
+    model = for_store(config, store)
+    saved = {k: v for k, v in model.state_dict().items() if not k.startswith("ssl_pca")}
+    with torch.no_grad():
+        model.ssl_pca_basis.mul_(2)
+    changed = model.ssl_pca_basis.clone()
+    model.load_state_dict(saved)  # strict: the missing buffers keep their values
+    assert torch.equal(model.ssl_pca_basis, changed)
+    plain = {**config, "ssl_kwargs": {"stream": "ssl"}}
+    again = build(plain, *store_inputs(plain, store), model.state_dict())
+    assert torch.equal(again.ssl_pca_basis, changed) and again.ssl_storage.name == "float16"
+    assert "ssl_pca_basis" not in for_store(plain, store).state_dict()  # a float16 stream's model has none
