@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="folder for the corpus and store (default: a temporary one)")
     parser.add_argument("--result", default="views", help="bench/results/RESULT.json; none: write nothing")
     args = parser.parse_args()
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as work:
         rec = Recorder(args.result, MODULES)
         root = generate_demo_corpus(Path(work) / "demo", n_per_split={"train": args.train, "dev": args.dev,
