@@ -79,11 +79,19 @@ def main() -> None:
         text = done.stdout + done.stderr
         print(f"ran in {time.perf_counter() - started:.1f} s, exit {done.returncode}", file=sys.stderr)
     figures = parse(text)
-    if rec is not None:
-        rec.stamp["modules"] = [m for m in args.modules.split(",") if m]
     print("| " + " | ".join(figures) + " |\n|" + "---|" * len(figures) + "\n| " + " | ".join(str(v) for v in figures.values()) + " |")
     bench_results.record(codec_weights=args.codec_weights, **figures)
 
 
+def declared_modules(argv: list[str]) -> list[str]:
+    """``--modules`` of the command line, needed before `main` runs (the stamp is made first)."""
+    for i, arg in enumerate(argv):
+        if arg == "--modules" and i + 1 < len(argv):
+            return [m for m in argv[i + 1].split(",") if m]
+        if arg.startswith("--modules="):
+            return [m for m in arg.split("=", 1)[1].split(",") if m]
+    return []
+
+
 if __name__ == "__main__":
-    sys.exit(bench_results.run(main, "timed", []))
+    sys.exit(bench_results.run(main, "timed", declared_modules(sys.argv[1:]) or ["?"]))
