@@ -192,7 +192,8 @@ class Recorder:
         load = loadavg()
         if load:
             self._loads.append(load[0])
-        self.stamp["load_during"] = round(sum(self._loads) / len(self._loads), 2) if self._loads else None
+        transcribed = bool(self.stamp.get("transcribed"))  # a run made earlier: the load now is not its load
+        self.stamp["load_during"] = round(sum(self._loads) / len(self._loads), 2) if self._loads and not transcribed else None
         self.stamp["finished"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if self._stdout is not None:
             printed, sys.stdout = sys.stdout.getvalue(), self._stdout
