@@ -4,6 +4,7 @@ its own work (the `pipeline extract` summary line: utterances, audio seconds, it
 
     python bench/timed.py --result NAME --modules extract/driver.py,... -- pipeline extract ...
     python bench/timed.py --result NAME --modules ... --from-log LOG --commit SHA --load-before 0.9,1.1,1.1 \\
+        --date 2026-12-06T23:11:07Z
         --command "the command as run"     # a run already made under /usr/bin/time -v, its log kept
 
 The second form transcribes a finished run's log (the result says so, and names the log): the stamp's
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--commit", default=None, help="with --from-log: the commit the run was made at")
     parser.add_argument("--command", default=None, help="with --from-log: the command as it was run")
     parser.add_argument("--load-before", default=None, help="with --from-log: the 1, 5, 15 min load before the run")
+    parser.add_argument("--date", default=None, help="with --from-log: when the run started (ISO UTC)")
     parser.add_argument("cmd", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     rec = bench_results._CURRENT[-1] if bench_results._CURRENT else None
@@ -70,6 +72,8 @@ def main() -> None:
         if rec is not None:
             rec.stamp.update(command=args.command or rec.stamp["command"], commit=args.commit or rec.stamp["commit"],
                              dirty=False, transcribed={"from": f"the /usr/bin/time -v log {args.from_log}"})
+            if args.date:
+                rec.stamp["date"] = args.date
             if args.load_before:
                 rec.stamp["load_before"] = [float(x) for x in args.load_before.split(",")]
     else:
