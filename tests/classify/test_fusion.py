@@ -211,5 +211,5 @@ def test_a_checkpoint_from_before_the_norm_is_rebuilt_without_it(tmp_path):
     new = fused_detector(config, codebooks, source)
     assert isinstance(new.attm.norm, torch.nn.LayerNorm)
     # with the norm the ssl settings stay as they are (the migration adds only the entries made explicit
-    # in version 2: the views fields, at their defaults)
-    assert saved_config(config, new.state_dict()) == {**config, "views": "", "view_clean_share": 0.5}
+    # later: the views fields of version 2 and the dev view of version 3, at their defaults)
+    assert saved_config(config, new.state_dict()) == {**config, "views": "", "view_clean_share": 0.5, "dev_view": ""}
