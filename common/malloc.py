@@ -17,6 +17,12 @@ into fresh blocks, then the model's activations of the same size, every step. A 
 --variant ssl` from a lazily read stream spent 21 % of its CPU in system time with 3.2 M minor
 faults before `classify.sources` set the thresholds (bench/results/ssl_io.json).
 
+In a thread other than the main one (a dask worker's task) glibc allocates from that thread's own
+arena, whose heaps hold at most 64 MB: larger blocks are mmap-ed whatever the thresholds. The
+LocalClusters this tool starts give their workers ``MALLOC_ARENA_MAX=1`` (`pipeline.cluster`), so that
+every thread allocates from the main heap; workers of a cluster you start yourself need it in their
+environment too (README, "A dask cluster").
+
 The setting is process-wide. It is skipped when the user set either threshold in the environment
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), and is a no-op outside glibc.
 """

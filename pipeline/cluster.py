@@ -28,6 +28,12 @@ LOCAL_CONFIG = {
     # thresholds switches off its adaptive mmap threshold: every tensor over 128 KiB is then mmap-ed
     # and page-faulted afresh, 2x the CPU time of the encoder (bench/RESULTS_extract.md). Unset it.
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    # A worker runs its tasks in a thread, and glibc gives each thread its own arena, whose heaps are at
+    # most 64 MB: a larger block (an SSL training batch: ~157 MB) is mmap-ed and faulted afresh at every
+    # step whatever the thresholds (`common.malloc`). One arena serves every thread from the main heap,
+    # where the raised thresholds keep such blocks for reuse (an SSL sweep: 41 % of its CPU in system
+    # time before, BENCHMARKS.md section 18). This variable does not switch off the adaptive threshold.
+    "distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": "1",
     # Idle, a default LocalCluster of one worker keeps ~12 % of a core busy: the worker samples its
     # threads' stacks every 10 ms for the dashboard's profile, and every process wakes every 20 ms
     # to check its event loop. Our tasks run for seconds: no profiler, and slower ticks (idle: ~2 %).
