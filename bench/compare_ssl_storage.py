@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from results import Recorder  # noqa: E402
+from timed import parse_time_v  # noqa: E402  (bench/timed.py: the one GNU time -v parser)
 
 from classify.bootstrap import cluster_counts, percentile_interval, replicate_eers  # noqa: E402
 from classify.metrics import compute_eer  # noqa: E402
@@ -61,9 +62,6 @@ MODULES = ["store/sslstorage.py", "extract/ssl_recode.py", "extract/ssl_stream.p
 PAPER = REPO / "configs" / "sweeps" / "paper.toml"
 SOURCE = "ssl"
 VARIANT = "ssl+qaf-static"
-TIME_V = {"user_s": "User time (seconds)", "system_s": "System time (seconds)",
-          "minor_faults": "Minor (reclaiming a frame) page faults", "major_faults": "Major (requiring I/O) page faults",
-          "max_rss_kb": "Maximum resident set size (kbytes)", "wall": "Elapsed (wall clock) time (h:mm:ss or m:ss)"}
 
 
 def log(message: str) -> None:
@@ -116,27 +114,6 @@ def sweep_file(streams: list[str], seeds: list[int], layers: str | None, proj_di
     lines += ["", "[grid]", f"variant = {toml_value([VARIANT])}", f"seed = {toml_value(seeds)}",
               f"ssl_kwargs = {toml_value(tables)}", ""]
     return "\n".join(lines), tables[0]
-
-
-def parse_time_v(text: str) -> dict:
-    """The figures of ``/usr/bin/time -v``'s report."""
-    out = {}
-    for line in text.splitlines():
-        name, _, value = line.strip().rpartition(": ")
-        for key, label in TIME_V.items():
-            if name == label:
-                out[key] = value
-    if "wall" in out:
-        parts = [float(p) for p in out.pop("wall").split(":")]
-        out["wall_s"] = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
-    for key in ("user_s", "system_s"):
-        out[key] = float(out[key]) if key in out else float("nan")
-    for key in ("minor_faults", "major_faults", "max_rss_kb"):
-        if key in out:
-            out[key] = int(out[key])
-    cpu = out["user_s"] + out["system_s"]
-    out["system_share"] = out["system_s"] / cpu if cpu > 0 else float("nan")
-    return out
 
 
 def eer(scores: np.ndarray, bona: np.ndarray) -> float:
@@ -265,7 +242,7 @@ def main() -> None:
     done = subprocess.run(command, env=env(), stderr=subprocess.PIPE, text=True, check=False)
     wall = time.perf_counter() - t0
     sys.stderr.write(done.stderr)
-    io = parse_time_v(done.stderr)
+    io = {"user_s": float("nan"), "system_s": float("nan"), "system_share": float("nan"), **parse_time_v(done.stderr)}
     ram_mb = SSLOptions(**{k: v for k, v in table.items() if k in SSLOptions.__dataclass_fields__}).ram_mb
     io.update(wall_seconds_measured=wall, exit_status=done.returncode, ram_mb=ram_mb,
               ssl_stream_mb={n: (b / 1e6 if b else None) for n, b in size.items()},

@@ -31,8 +31,9 @@ FIELDS = {"User time (seconds)": "user_s", "System time (seconds)": "system_s",
 SUMMARY = re.compile(r"utterances: (\d+) extracted, (\d+) failed; ([\d.]+) audio seconds; (\d+) frames; .*?; ([\d.]+) s")
 
 
-def parse(text: str) -> dict:
-    """GNU time's -v fields and `pipeline extract`'s summary line, from a command's output."""
+def parse_time_v(text: str) -> dict:
+    """The figures of GNU time's ``-v`` report in ``text``: user, system and wall seconds, peak RSS (kB),
+    page faults, exit status, and the system share of the CPU (when user and system time are there)."""
     out: dict = {}
     for line in text.splitlines():
         key, _, value = line.strip().rpartition(": ")
@@ -41,13 +42,22 @@ def parse(text: str) -> dict:
         elif key.startswith("Elapsed (wall clock) time"):
             parts = [float(p) for p in value.split(":")]
             out["wall_s"] = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    if "user_s" in out and "system_s" in out:
+        cpu = out["user_s"] + out["system_s"]
+        out["system_share"] = out["system_s"] / cpu if cpu > 0 else float("nan")
+    return out
+
+
+def parse(text: str) -> dict:
+    """GNU time's -v fields and `pipeline extract`'s summary line, from a command's output."""
+    out = parse_time_v(text)
     found = SUMMARY.findall(text)
     if found:
         ok, failed, audio, frames, seconds = found[-1]
         out.update(utterances=int(ok), failed=int(failed), audio_seconds=float(audio), frames=int(frames),
                    extract_seconds=float(seconds))
-    if "user_s" in out and "system_s" in out:
-        out["system_share"] = round(out["system_s"] / max(out["user_s"] + out["system_s"], 1e-9), 4)
+    if "system_share" in out:
+        out["system_share"] = round(out["system_share"], 4)
     if "audio_seconds" in out and "wall_s" in out:
         out["audio_s_per_wall_s"] = round(out["audio_seconds"] / out["wall_s"], 2)
     if "max_rss_kb" in out:
