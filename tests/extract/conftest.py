@@ -8,6 +8,7 @@ import pytest
 
 from extract.datasets import generate_demo_corpus
 from extract.run import ExtractConfig, extract
+from extract.unit import run_unit
 
 TINY = {"train": 6, "dev": 4, "eval": 4}
 
@@ -21,6 +22,27 @@ def tiny_config(root: Path, out: Path, **overrides) -> ExtractConfig:
 
 def quiet(_message: str) -> None:
     pass
+
+
+class Killed(Exception):
+    """Raised by :func:`dies_after`'s submit: the run is "killed" after its first units."""
+
+
+def dies_after(n: int):
+    """A ``submit`` for `extract` that runs the first ``n`` units in order, then raises Killed."""
+    def submit(tasks):
+        for task in tasks[:n]:
+            yield run_unit(task)
+        raise Killed
+    return submit
+
+
+def counting(ran: list):
+    """A ``submit`` for `extract` that runs every unit and appends each unit's number to ``ran``."""
+    def submit(tasks):
+        ran.extend(t.unit for t in tasks)
+        return map(run_unit, tasks)
+    return submit
 
 
 @pytest.fixture(scope="session")

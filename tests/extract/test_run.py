@@ -15,11 +15,10 @@ from encodec.utils import convert_audio
 from extract.audio import load_audio
 from extract.codec import new_model
 from extract.run import ExtractConfig, extract
-from extract.unit import run_unit
 from store.reader import FeatureStore
 from store.writer import StoreError
 
-from .conftest import quiet, tiny_config
+from .conftest import Killed, counting, dies_after, quiet, tiny_config
 
 
 def store_model(store: FeatureStore):
@@ -85,34 +84,22 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_corpus, tiny_store, tmp
     out = tmp_path / "killed.zarr"
     config = tiny_config(tiny_corpus, out)
 
-    class Killed(Exception):
-        pass
-
-    def dies_after_two(tasks):
-        for task in tasks[:2]:
-            yield run_unit(task)
-        raise Killed
-
     with pytest.raises(Killed):
-        extract(config, dies_after_two, log=quiet)
+        extract(config, dies_after(2), log=quiet)
     assert zarr.open_group(str(out), mode="r").attrs["state"] == "extracting"
     # a unit whose data was written but not its records (killed mid-commit) is redone
     zarr.open_group(str(out), mode="r+").require_group("parts/u000002").create_array("codes", data=np.zeros((3, 8), np.uint16))
 
     ran = []
 
-    def counting(tasks):
-        ran.extend(t.unit for t in tasks)
-        return map(run_unit, tasks)
-
-    result = extract(tiny_config(tiny_corpus, out), counting, log=quiet)
+    result = extract(tiny_config(tiny_corpus, out), counting(ran), log=quiet)
     assert result.resumed_units == 2 and sorted(ran) == [2, 3]
     a, b = FeatureStore(str(out)), FeatureStore(tiny_store)
     assert np.array_equal(a.codes, b.codes) and np.array_equal(a.offsets, b.offsets)
     assert np.array_equal(a.latent[...], b.latent[...])
     pd.testing.assert_frame_equal(a.utterances.drop(columns="path"), b.utterances.drop(columns="path"))
     # a finished store is not touched again
-    assert extract(tiny_config(tiny_corpus, out), counting, log=quiet).ran_units == 0
+    assert extract(tiny_config(tiny_corpus, out), counting(ran), log=quiet).ran_units == 0
 
 
 def test_resume_with_other_settings_is_refused(tiny_corpus, tiny_store):

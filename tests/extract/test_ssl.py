@@ -18,11 +18,10 @@ import torchaudio
 from extract import ssl
 from extract.audio import load_audio
 from extract.run import extract
-from extract.unit import run_unit
 from store.reader import FeatureStore
 from store.writer import StoreError
 
-from .conftest import quiet, tiny_config
+from .conftest import Killed, counting, dies_after, quiet, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained")
@@ -97,29 +96,17 @@ def test_frames_cover_the_documented_samples():
 def test_resume_after_kill_equals_an_uninterrupted_run(tiny_corpus, tiny_store, ssl_store, tmp_path):
     out = copy_store(tiny_store, tmp_path / "killed.zarr")
 
-    class Killed(Exception):
-        pass
-
-    def dies_after_two(tasks):
-        for task in tasks[:2]:
-            yield run_unit(task)
-        raise Killed
-
     with pytest.raises(Killed):
-        extract(tiny_config(tiny_corpus, out, **SSL), dies_after_two, log=quiet)
+        extract(tiny_config(tiny_corpus, out, **SSL), dies_after(2), log=quiet)
     assert FeatureStore(str(out)).pending_streams() == ["ssl"]
     ran = []
 
-    def counting(tasks):
-        ran.extend(t.unit for t in tasks)
-        return map(run_unit, tasks)
-
-    result = extract(tiny_config(tiny_corpus, out, **SSL), counting, log=quiet)
+    result = extract(tiny_config(tiny_corpus, out, **SSL), counting(ran), log=quiet)
     assert sorted(ran) == [2, 3] and result.added_streams == ["ssl"]
     a, b = FeatureStore(str(out)).stream("ssl"), FeatureStore(ssl_store[0]).stream("ssl")
     assert np.array_equal(a.data[...], b.data[...]) and np.array_equal(a.offsets, b.offsets)
     # complete: nothing runs again; other settings are refused
-    assert extract(tiny_config(tiny_corpus, out, **SSL), counting, log=quiet).ran_units == 0
+    assert extract(tiny_config(tiny_corpus, out, **SSL), counting(ran), log=quiet).ran_units == 0
     with pytest.raises(StoreError, match="layers"):
         extract(tiny_config(tiny_corpus, out, **SSL, ssl_layers="1-2"), log=quiet)
 

@@ -14,14 +14,13 @@ from classify.train import train
 from extract import ssl as ssl_module
 from extract import ssl_stream
 from extract.run import extract
-from extract.unit import run_unit
 from store.reader import FeatureStore
 from store.sslstorage import SSLStorage
 from store.verify import verify_store
 from store.writer import StoreError
 from tests.synthetic import tiny_config as train_config
 
-from .conftest import quiet, tiny_config
+from .conftest import Killed, counting, dies_after, quiet, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained")
@@ -120,22 +119,11 @@ def test_a_killed_recoding_resumes_to_the_same_stream(source, tiny_corpus, tmp_p
     shutil.copytree(source, out)
     recode(tiny_corpus, whole, ssl_stream="ssl8", ssl_storage="int8")
 
-    class Killed(Exception):
-        pass
-
-    def dies_after_one(tasks):
-        yield run_unit(tasks[0])
-        raise Killed
-
     with pytest.raises(Killed):
-        recode(tiny_corpus, out, submit=dies_after_one, ssl_stream="ssl8", ssl_storage="int8")
+        recode(tiny_corpus, out, submit=dies_after(1), ssl_stream="ssl8", ssl_storage="int8")
     ran = []
 
-    def counting(tasks):
-        ran.extend(t.unit for t in tasks)
-        return map(run_unit, tasks)
-
-    recode(tiny_corpus, out, submit=counting, ssl_stream="ssl8", ssl_storage="int8")
+    recode(tiny_corpus, out, submit=counting(ran), ssl_stream="ssl8", ssl_storage="int8")
     assert 0 not in ran and ran
     a, b = FeatureStore(str(out)).stream("ssl8"), FeatureStore(str(whole)).stream("ssl8")
     np.testing.assert_array_equal(a.offsets, b.offsets)

@@ -15,13 +15,12 @@ from encodec.utils import convert_audio
 from extract.augment import apply_view, load_views
 from extract.repair import repair_store
 from extract.run import extract
-from extract.unit import run_unit
 from extract.views import ViewAudio
 from store.reader import FeatureStore
 from store.verify import verify_store
 from store.writer import StoreError
 
-from .conftest import quiet, tiny_config
+from .conftest import Killed, counting, dies_after, quiet, tiny_config
 from .test_run import store_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -110,29 +109,18 @@ def test_a_view_is_made_again_bit_for_bit_and_resumes_after_a_kill(viewed, tiny_
     out, _, _ = viewed
     again = copy_store(tiny_store, tmp_path / "again.zarr")
 
-    class Killed(Exception):
-        pass
-
-    def dies_after_one(tasks):
-        yield run_unit(tasks[0])
-        raise Killed
-
     with pytest.raises(Killed):
-        extract(tiny_config(tiny_corpus, again, views=str(views_file), views_only="noisy"), dies_after_one, log=quiet)
+        extract(tiny_config(tiny_corpus, again, views=str(views_file), views_only="noisy"), dies_after(1), log=quiet)
     ran = []
 
-    def counting(tasks):
-        ran.extend(t.unit for t in tasks)
-        return map(run_unit, tasks)
-
-    result = extract(tiny_config(tiny_corpus, again, views=str(views_file)), counting, log=quiet)
+    result = extract(tiny_config(tiny_corpus, again, views=str(views_file)), counting(ran), log=quiet)
     assert result.views == ["noisy", "ulaw"] and 0 not in ran[:3]  # unit 0 of the killed view was kept
     first, second = FeatureStore(out), FeatureStore(again)
     for name in ("noisy", "ulaw"):
         for stream in first.view(name).streams:
             a, b = first.view(name).stream(stream), second.view(name).stream(stream)
             assert np.array_equal(a.offsets, b.offsets) and np.array_equal(a.data[...], b.data[...]), (name, stream)
-    assert extract(tiny_config(tiny_corpus, again, views=str(views_file)), counting, log=quiet).views == []
+    assert extract(tiny_config(tiny_corpus, again, views=str(views_file)), counting(ran), log=quiet).views == []
 
 
 def test_a_view_of_the_same_name_with_another_recipe_is_refused_in_one_line(viewed, tiny_corpus, tmp_path, monkeypatch):
