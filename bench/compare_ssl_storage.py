@@ -57,8 +57,10 @@ from extract.run import ExtractConfig  # noqa: E402
 from store.reader import FeatureStore  # noqa: E402
 from store.sslstorage import SSLStorage  # noqa: E402
 
+# the sweep's system time depends on the workers' allocator settings (pipeline/cluster.py, common/malloc.py)
 MODULES = ["store/sslstorage.py", "extract/ssl_recode.py", "extract/ssl_stream.py", "classify/fusion.py",
-           "classify/train.py", "classify/sweep.py", "classify/frames.py"]
+           "classify/train.py", "classify/sweep.py", "classify/frames.py", "classify/sources.py",
+           "pipeline/cluster.py", "common/malloc.py"]
 PAPER = REPO / "configs" / "sweeps" / "paper.toml"
 SOURCE = "ssl"
 VARIANT = "ssl+qaf-static"
