@@ -4,7 +4,8 @@
         [--workers 2] [--ssl-layers 1-12] [--ssl-proj-dim 64] [--ssl-norm true] [--set KEY=VALUE ...] \\
         [--boot 2000] [--result ssl_storage_eer]
 
-STORE is a finished store that already holds a float16 SSL stream ``ssl`` (``pipeline extract --ssl``)
+STORE is a finished store that already holds a float16 SSL stream ``ssl`` (``pipeline extract --ssl MODEL
+--ssl-storage float16``: float16 is not the default storage of a new stream)
 beside its codec streams. Steps (each resumes on a re-run):
 
 1. each storage S of ``--storages`` is re-coded from ``ssl`` into the stream ``ssl_<slug>`` (``ssl_int8``,
@@ -192,11 +193,12 @@ def main() -> None:
     weights = info["config"].get("weights") or "untrained"
     store = FeatureStore(args.store)
     if SOURCE not in store.streams:
-        raise SystemExit(f"{args.store}: no SSL stream {SOURCE!r} to compare against (pipeline extract --ssl first)")
+        raise SystemExit(f"{args.store}: no SSL stream {SOURCE!r} to compare against (pipeline extract --ssl MODEL "
+                         "--ssl-storage float16 first)")
     source = store.streams[SOURCE].source or {}
     if SSLStorage.from_source(source).name != "float16":
         raise SystemExit(f"{args.store}: stream {SOURCE!r} is stored as {SSLStorage.from_source(source).name}, "
-                         "not float16")
+                         "not float16: the comparison needs the float16 stream as its stream 'ssl'")
 
     recorded = info.get("config") or {}
     same = [a for key in ExtractConfig.FINGERPRINT if key not in ("dataset", "root") and recorded.get(key) is not None

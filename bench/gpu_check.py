@@ -154,13 +154,16 @@ def main() -> int:
     if not error:
         ssl = ["--ssl", ssl_model, "--ssl-weights", "untrained"]
         wall, error = pipeline([*base, "--out", str(store), *UNTRAINED, *ssl], work / "logs" / "ssl.log", left())
-        steps["ssl"] = {"wall_s": round(wall, 1), "error": error, "layers": "1-12" if not args.tiny else "1-4",
-                        "audio_h_per_gpu_min": round(audio / 3600 / (wall / 60), 3) if not error else None}
-
-        subset = work / "subset.csv"
         import pandas as pd
 
         from store.reader import FeatureStore
+
+        steps["ssl"] = {"wall_s": round(wall, 1), "error": error, "layers": "1-12" if not args.tiny else "1-4",
+                        "audio_h_per_gpu_min": round(audio / 3600 / (wall / 60), 3) if not error else None,
+                        "storage": None if error else  # the default --ssl-storage, as recorded by the store
+                        FeatureStore(str(store)).stream("ssl").spec.source["storage"]["name"]}
+
+        subset = work / "subset.csv"
 
         table = FeatureStore(str(store)).utterances
         pick = table[table["status"] == "ok"].head(args.agree)

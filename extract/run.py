@@ -85,7 +85,9 @@ class ExtractConfig:
     # split it makes on request (model | language)
     bonafide_root: str | None = None
     split_by: str | None = None
-    ssl_storage: str = "float16"  # float16 | int8 | pca:K | pca:K:int8 (store.sslstorage)
+    # float16 | int8 | pca:K | pca:K:int8 (store.sslstorage); None: int8 for a new stream, an existing
+    # stream's own storage when resuming it (extract.ssl_stream.chosen_storage)
+    ssl_storage: str | None = None
     # re-code this finished SSL stream of the store into ssl_stream with ssl_storage, no model run
     # (extract.ssl_recode); it keeps the source's model, weights and crop
     ssl_from: str | None = None

@@ -1,7 +1,8 @@
 """`pipeline extract --ssl MODEL`: add the frozen SSL model's layers to a store as a stream.
 
-The stream (default name ``ssl``) lives in its own group ``streams/ssl/`` (`store.format`): float16
-frames [frames, L, H] at 50 Hz (L chosen layers of H dimensions), its own offsets, and
+The stream (default name ``ssl``) lives in its own group ``streams/ssl/`` (`store.format`): frames
+[frames, L, H] at 50 Hz (L chosen layers of H dimensions) stored as ``--ssl-storage`` says (int8 with
+scales unless asked otherwise: :func:`chosen_storage`, `store.sslstorage`), its own offsets, and
 ``starts`` int64 [n_utts]: the first SSL frame the stream holds of each utterance, on the
 utterance's own SSL frame grid (0 unless cropped; -1 where the utterance has no SSL frames).
 Adding it never touches the codec's streams or the store's tables.
@@ -63,6 +64,10 @@ STARTS = "starts"
 CROP_SPLITS = ("train",)
 """Splits whose utterances are cropped by ``--ssl-crop`` (dev and eval are scored whole)."""
 DEFAULT_LAYERS = 12
+DEFAULT_STORAGE = "int8"
+"""The storage of a new SSL stream when ``--ssl-storage`` is not given (issue 21's rule, BENCHMARKS
+section 18: the smallest storage whose paired EER change against float16 includes zero on dev and
+eval and whose frames keep every layer's cosine to float16 at 0.999 or above; half float16's bytes)."""
 FIT_UTTERANCES = 64
 """Train utterances (evenly spread over the split) whose frames fit a ``pca:K`` storage's basis."""
 FIT_FRAMES = 20_000
@@ -238,13 +243,29 @@ def ssl_backend(config, device: str, decode_threads: int, lease: str | None) -> 
                       crop_splits=CROP_SPLITS if config.ssl_crop else ())
 
 
+def chosen_storage(url: str, stream: str, asked: str | None) -> str:
+    """The storage name of the SSL stream ``stream`` of the store at ``url``: ``asked`` (``--ssl-storage``)
+    when given; otherwise the storage of that stream when the store already has it (re-running or
+    resuming the same command keeps a stream's storage: float16 when it records none, as streams made
+    before the option), else :data:`DEFAULT_STORAGE`."""
+    if asked is not None:
+        return SSLStorage.parse(asked).name
+    group = sf.added_stream_group(stream)
+    files = sf.StoreFiles(url)
+    if files.exists(f"{group}/zarr.json"):
+        recorded = files.read_group_attrs(group).get("config")
+        if recorded is not None:
+            return SSLStorage.parse(recorded.get("storage")).name
+    return DEFAULT_STORAGE
+
+
 def driver_fields(config, decode_threads: int, lease: str | None) -> dict[str, Any]:
     """The fields of the SSL back-end of ``config`` that do not depend on where its frames come
-    from: the driver's, the stream's name and its storage."""
+    from: the driver's, the stream's name and its storage (:func:`chosen_storage`)."""
     return dict(store=config.out, group=sf.added_stream_group(config.ssl_stream), lease=lease,
                 batch_seconds=float(config.batch_seconds), max_seconds=config.max_seconds,
                 torch_threads=config.torch_threads, decode_threads=decode_threads, stream=config.ssl_stream,
-                storage=SSLStorage.parse(config.ssl_storage).name)
+                storage=chosen_storage(config.out, config.ssl_stream, config.ssl_storage))
 
 
 def bytes_per_second(layers: int, hidden: int, crop_share: float = 1.0) -> float:

@@ -6,8 +6,8 @@ chosen per store at extraction (``pipeline extract --ssl-storage``), recorded in
 ``source["storage"]`` (:meth:`SSLStorage.to_attrs`), and undone by the frame reader
 (`classify.frames.StoredReader`), so that training reads [.., L, H] frames whatever the storage:
 
-* ``float16`` (the default; a stream that records no storage is float16): [F, L, H] float16.
-* ``int8``: each frame's layer l is scaled by its own s = max|x| / 127 (a per-frame-per-layer
+* ``float16`` (a stream that records no storage is float16): [F, L, H] float16.
+* ``int8`` (the default of a new stream, `extract.ssl_stream.DEFAULT_STORAGE`): each frame's layer l is scaled by its own s = max|x| / 127 (a per-frame-per-layer
   scale) and rounded: [F, L, H + 2] int8, the last two bytes of each layer's row the scale's float16
   bits. Error per value at most s / 2; 2x smaller than float16.
 * ``pca:K``: per layer, the mean and the K leading principal directions of the train split's

@@ -158,10 +158,11 @@ def run_extraction(config: ExtractConfig, workers: int | None, scheduler: str | 
               "(offline and tests only). Default pretrained.")
 @click.option("--ssl-crop", type=float, default=None, help="Keep only the centre SECONDS of each train utterance in the "
               "SSL stream (dev and eval stay whole): the stream's size drops to about SECONDS / mean duration.")
-@click.option("--ssl-storage", default=None, help="How the SSL stream stores its frames: float16 (default), int8 "
-              "(per-frame-per-layer scales, 2x smaller), pca:K (K principal components per layer fitted on train, "
+@click.option("--ssl-storage", default=None, help="How the SSL stream stores its frames: int8 (default for a new "
+              "stream: per-frame-per-layer scales, 2x smaller than float16, every layer's cosine to float16 >= 0.999), "
+              "float16, pca:K (K principal components per layer fitted on train, "
               "float16; pca:256 is 4x smaller for WavLM-Large) or pca:K:int8 (8x at K=256). Recorded in the stream; "
-              "training reads every storage back as frames.")
+              "training reads every storage back as frames. Not given, a stream the store already has keeps its own.")
 @click.option("--ssl-from", default=None, help="Re-code this finished SSL stream of the store into the stream "
               "--set ssl_stream=NAME with --ssl-storage (and --ssl-layers, a subset of its layers) without running the "
               "SSL model; it keeps the source's model, weights and crop.")

@@ -24,7 +24,9 @@ from store.writer import StoreError
 from .conftest import Killed, counting, dies_after, quiet, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained")
+# these tests compare the stored frames with the model's output, so they ask for float16 storage;
+# the default storage (int8) and the others are tested in test_ssl_storage.py
+SSL = dict(ssl="wavlm-tiny", ssl_weights="untrained", ssl_storage="float16")
 
 
 def file_hashes(root: Path) -> dict[str, str]:
@@ -179,8 +181,8 @@ def test_pretrained_weights_come_from_the_torch_hub_cache(tiny_corpus, tiny_stor
     checkpoint.parent.mkdir(parents=True)
     torch.save(full.state_dict(), checkpoint)
     out = copy_store(tiny_store, tmp_path / "pre.zarr")
-    result = extract(tiny_config(tiny_corpus, out, ssl="wavlm-tiny", ssl_weights="pretrained", ssl_layers="1-2"),
-                     log=quiet)
+    result = extract(tiny_config(tiny_corpus, out, ssl="wavlm-tiny", ssl_weights="pretrained", ssl_layers="1-2",
+                                 ssl_storage="float16"), log=quiet)
     store = FeatureStore(str(out))
     weights = store.stream("ssl").spec.source["weights"]
     assert weights["source"] == "pretrained" and weights["sha256"] == ssl.file_sha256(checkpoint)

@@ -31,7 +31,7 @@ def source(tiny_corpus, tiny_store, tmp_path_factory) -> str:
     """The tiny store with a float16 SSL stream ``ssl`` whose train utterances are cropped to 1 s."""
     out = tmp_path_factory.mktemp("recode") / "s.zarr"
     shutil.copytree(tiny_store, out)
-    extract(tiny_config(tiny_corpus, out, **SSL, ssl_crop=1.0), log=quiet)
+    extract(tiny_config(tiny_corpus, out, **SSL, ssl_crop=1.0, ssl_storage="float16"), log=quiet)
     return str(out)
 
 
@@ -173,7 +173,8 @@ def test_an_int8_stream_recoded_to_float16_is_its_dequantized_frames(source, tin
     out = tmp_path / "f.zarr"
     shutil.copytree(source, out)
     recode(tiny_corpus, out, ssl_stream="ssl8", ssl_storage="int8")
-    extract(tiny_config(tiny_corpus, out, ssl_from="ssl8", ssl_stream="back", ssl_layers="4"), log=quiet)
+    extract(tiny_config(tiny_corpus, out, ssl_from="ssl8", ssl_stream="back", ssl_layers="4", ssl_storage="float16"),
+            log=quiet)
     store = FeatureStore(str(out))
     assert store.stream("back").spec.source["recoded_from"] == {"stream": "ssl8", "storage": "int8"}
     for row in range(len(store.utterances)):

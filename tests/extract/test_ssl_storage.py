@@ -92,10 +92,32 @@ def test_a_stream_without_storage_opens_and_resumes_as_float16(stored, tiny_corp
     for a, b in zip(frames(store, "ssl"), frames(FeatureStore(stored), "ssl")):
         np.testing.assert_array_equal(a, b)
     messages = []
-    extract(tiny_config(tiny_corpus, old, **SSL), log=messages.append)  # float16 asked: already complete
+    extract(tiny_config(tiny_corpus, old, **SSL), log=messages.append)  # none asked: the stream's own, complete
     assert any("already complete" in m for m in messages)
     with pytest.raises(StoreError, match="storage: stream has 'float16', asked 'int8'"):
         extract(tiny_config(tiny_corpus, old, **SSL, ssl_storage="int8"), log=quiet)
+
+
+def test_a_new_stream_is_int8_unless_asked_and_an_existing_one_keeps_its_storage(stored, tiny_corpus, tmp_path):
+    from extract.ssl_stream import DEFAULT_STORAGE
+
+    assert DEFAULT_STORAGE == "int8"  # BENCHMARKS section 18's choice; the rest of the test follows it
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(stored, copy)
+    extract(tiny_config(tiny_corpus, copy, **SSL, ssl_stream="plain"), log=quiet)  # no --ssl-storage
+    store = FeatureStore(str(copy))
+    made = store.stream("plain")
+    assert made.spec.source["storage"]["name"] == "int8" and store.root["streams/plain"].attrs["config"]["storage"] == "int8"
+    explicit = store.stream("ssl8")  # the same model asked for int8 explicitly
+    for row in range(len(store.utterances)):
+        np.testing.assert_array_equal(made.utterance(row), explicit.utterance(row))
+    # re-running the commands that made the float16 and the pca:12 streams without --ssl-storage
+    # finds them complete instead of refusing them as made otherwise
+    for name in ("ssl", "sslpca"):
+        messages = []
+        extract(tiny_config(tiny_corpus, copy, **SSL, ssl_stream=name), log=messages.append)
+        assert any(f"stream {name!r} is already complete" in m for m in messages), messages
+    assert FeatureStore(str(copy)).stream("ssl").spec.source["storage"]["name"] == "float16"
 
 
 def test_a_pca_basis_is_written_only_while_the_runs_lease_is_held(stored, tiny_corpus, tmp_path):

@@ -55,7 +55,8 @@ def test_extract_ssl_into_an_existing_store_then_train_evaluate_and_sweep(tmp_pa
     assert hashes(out) == before  # the codes, tables and attributes are not touched
     assert "SSL weights: UNTRAINED WavLM-tiny" in text and "streams added to the finished store: ssl" in text
     assert "bytes per audio second" in text
-    assert FeatureStore(str(out)).stream("ssl").spec.frame_shape == (4, 32)
+    spec = FeatureStore(str(out)).stream("ssl").spec  # the default storage: int8 with a 2-byte scale per layer
+    assert (spec.dtype, spec.frame_shape, spec.source["storage"]["name"]) == ("int8", (4, 34), "int8")
 
     run = tmp_path / "run"
     text = invoke("train", "--features", out, "--out", run, "--variant", "ssl+qaf-static", *TINY_TRAIN,
