@@ -3,7 +3,8 @@
 Every benchmark writes its figures through this module, with a stamp that says what was measured and
 where::
 
-    {"benchmark": NAME, "command": the exact command line, "commit": git sha, "dirty": bool,
+    {"benchmark": NAME, "command": the exact command line, "commit": git sha, "dirty": bool (changes
+     to tracked files other than benchmark outputs, is_dirty),
      "codec_sha256": sha or null, "ssl_sha256": sha or null,
      "machine": {"cpus", "memory_gb", "platform", "cpu_model", "python"},
      "load_before": [1, 5, 15 min load], "load_during": mean 1-min load while it ran,
@@ -61,6 +62,16 @@ def _git(*args: str, cwd: Path = REPO) -> str:
         return ""
 
 
+OUTPUTS = ("bench/results/", "bench/RESULTS_")
+"""What benchmarks write into the tree (raw results, reports): not changes to what they measure."""
+
+
+def is_dirty(changed: list[str]) -> bool:
+    """Whether tracked paths ``changed`` since the commit include anything but benchmark outputs
+    (:data:`OUTPUTS`: a run after another in the same tree would otherwise count the first's result)."""
+    return any(not path.startswith(OUTPUTS) for path in changed)
+
+
 def loadavg() -> list[float]:
     """The 1, 5 and 15 minute load averages (``os.getloadavg``), or [] where there are none."""
     try:
@@ -115,7 +126,7 @@ def stamp(name: str, modules: list[str], command: str | None = None) -> dict:
     if missing:
         raise ValueError(f"benchmark {name!r}: declared module(s) not in the repository: {', '.join(missing)}")
     return {"benchmark": name, "command": command or command_line(), "commit": _git("rev-parse", "HEAD") or None,
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")), "codec_sha256": None, "ssl_sha256": None,
+            "dirty": is_dirty(_git("diff", "--name-only", "HEAD").splitlines()), "codec_sha256": None, "ssl_sha256": None,
             "machine": machine(), "load_before": loadavg(), "load_during": None,
             "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "modules": list(modules), "figures": {}}
 

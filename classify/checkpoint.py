@@ -136,7 +136,11 @@ def model_from_checkpoint(checkpoint: dict[str, Any], store: FeatureStore) -> Sp
     if problems:
         raise CheckpointError(f"the checkpoint was trained on other SSL features than those of {store.url}: "
                               + "; ".join(problems))
-    return rebuild.build(config, codebooks, source, checkpoint["model"], where=f"the checkpoint on {store.url}",
+    # the model records the SSL stream it was trained on (its storage, which evaluation on a store of
+    # another storage codes the store's frames to: classify.sources.stored_as_trained); model, layers
+    # and weights are the store's (checked above)
+    trained_on = checkpoint.get("ssl") or source
+    return rebuild.build(config, codebooks, trained_on, checkpoint["model"], where=f"the checkpoint on {store.url}",
                          pca=rebuild.store_pca(config, store))  # for checkpoints saved before models carried it
 
 

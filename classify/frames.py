@@ -26,7 +26,7 @@ import numpy as np
 
 from common.malloc import keep_large_blocks
 from store.reader import FeatureStore, StoreReadError
-from store.sslstorage import PCA_BASIS, PCA_MEAN, SSLStorage
+from store.sslstorage import SSLStorage, read_pca, read_starts
 
 
 class DataError(ValueError):
@@ -117,25 +117,24 @@ class StoredReader(FrameReader):
     ``hint``: what to do when the store lacks it. Its ``starts`` come from the stream's ``starts``
     table when it has one (a cropped SSL stream), else 0. An SSL stream stored otherwise than as
     float16 (``--ssl-storage``, `store.sslstorage`) is held and read in its stored form and returned
-    decoded, float16 [.., L, H] as a float16 stream's."""
+    decoded, float16 [.., L, H] as a float16 stream's. ``as_trained``: a function of decoded frames
+    [F, L, H] applied to every read (a model evaluated on a store whose SSL stream is stored otherwise
+    than its training stream: `classify.sources.stored_as_trained`)."""
 
     def __init__(self, store: FeatureStore, name: str, ram_bytes: float = 0, columns: np.ndarray | None = None,
-                 aligned: bool = False, hint: str = "") -> None:
+                 aligned: bool = False, hint: str = "",
+                 as_trained: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         try:
             stream = store.aligned(name, hint) if aligned else store.stream(name)
         except StoreReadError as err:
             raise DataError(str(err)) from None
         self.offsets = stream.offsets
-        starts_path = f"{stream.spec.array.rsplit('/', 1)[0]}/starts"
-        self.starts = (np.asarray(store.root[starts_path][...], dtype=np.int64) if starts_path in stream.spec.tables
-                       else np.zeros(len(self.offsets) - 1, np.int64))
+        self.starts = read_starts(store.root, stream.spec, len(self.offsets) - 1)
         self.columns = columns
         self.coding = SSLStorage.from_source(stream.spec.source)
-        self.pca = None
-        if self.coding.components:
-            group = stream.spec.array.rsplit("/", 1)[0]
-            mean, basis = (np.asarray(store.root[f"{group}/{n}"][...]) for n in (PCA_MEAN, PCA_BASIS))
-            self.pca = (_select(mean[None], columns)[0], _select(basis[None], columns)[0])
+        pca = read_pca(store.root, stream.spec)
+        self.pca = None if pca is None else tuple(_select(a[None], columns)[0] for a in pca)
+        self.as_trained = as_trained
         self.lazy = stream.data
         self.ram = None
         self.name = name
@@ -147,7 +146,11 @@ class StoredReader(FrameReader):
             keep_large_blocks()
 
     def read(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
-        return self.decode(self.stored(rows, relative))
+        frames = self.decode(self.stored(rows, relative))
+        if self.as_trained is None:
+            return frames
+        flat = frames.reshape(-1, *frames.shape[-2:])  # [B x T, L, H]: as_trained codes frame by frame
+        return np.asarray(self.as_trained(flat), np.float16).reshape(frames.shape)
 
     def stored(self, rows: np.ndarray, relative: np.ndarray) -> np.ndarray:
         """The frames as stored."""

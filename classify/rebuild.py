@@ -24,7 +24,7 @@ from classify.ssloptions import SSLOptions
 from classify.variants import split_ssl
 from classify.weighting import HierarchyWeighting
 from store.reader import FeatureStore
-from store.sslstorage import PCA_BASIS, PCA_MEAN, SSLStorage
+from store.sslstorage import SSLStorage, read_pca
 
 
 class RebuildError(ValueError):
@@ -113,10 +113,7 @@ def store_pca(config: dict[str, Any], store: FeatureStore) -> tuple[np.ndarray, 
         return None
     name = SSLOptions.from_dict(config.get("ssl_kwargs")).stream
     spec = store.streams.get(name)
-    if spec is None or not SSLStorage.from_source(spec.source).components:
-        return None
-    group = spec.array.rsplit("/", 1)[0]
-    return tuple(np.asarray(store.root[f"{group}/{key}"][...], dtype=np.float32) for key in (PCA_MEAN, PCA_BASIS))
+    return None if spec is None else read_pca(store.root, spec)
 
 
 def for_store(config: dict[str, Any], store: FeatureStore) -> SpoofDetector | FusedDetector:

@@ -4,8 +4,10 @@ streams over files' features in RAM (`classify.detector`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from classify import online  # noqa: F401 - registers the ssl-online reader (it imports `extract` only when used)
@@ -15,6 +17,7 @@ from classify.fusion import FusedDetector
 from classify.ssloptions import SSLOptions
 from common.malloc import keep_large_blocks
 from store.reader import FeatureStore
+from store.sslstorage import SSLStorage, read_pca
 
 
 def model_streams(model: nn.Module) -> tuple[bool, str | None, bool]:
@@ -52,5 +55,24 @@ def make_source(store: FeatureStore, model: nn.Module, config: dict[str, Any]) -
         layers = open_reader("ssl-online", store, model.ssl_source, model.layer_index, options,
                              config.get("device", "cpu"), as_trained=model.ssl_as_trained)
     else:
-        layers = open_reader("store", store, options.stream, options.ram_mb * 2**20, columns=model.layer_index)
+        layers = open_reader("store", store, options.stream, options.ram_mb * 2**20, columns=model.layer_index,
+                             as_trained=stored_as_trained(store, options.stream, model))
     return FrameSource.of(open_reader("codes", store) if codes else None, latent, layers)
+
+
+def stored_as_trained(store: FeatureStore, stream: str, model: FusedDetector) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What the SSL frames of ``store``'s ``stream`` (decoded) need to be as ``model`` saw its training
+    stream's: nothing (None) when the stream is stored as that one was (the same storage; for
+    ``pca:K`` the same basis of the model's layers), or when the model was trained on float16 frames;
+    else the model's own coding (`classify.fusion.FusedDetector.ssl_as_trained`): an int8 or
+    ``pca:K`` model evaluated on a store of float16 frames, or of another storage or basis, reads
+    them coded as its training reader gave them."""
+    spec = store.streams.get(stream)
+    trained = model.ssl_storage
+    if spec is None or trained.plain:
+        return None
+    if SSLStorage.from_source(spec.source) == trained:
+        pca, mine = read_pca(store.root, spec), model.pca
+        if pca is None or mine is None or all(np.array_equal(a[model.layer_index], b) for a, b in zip(pca, mine)):
+            return None
+    return model.ssl_as_trained

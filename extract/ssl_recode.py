@@ -29,7 +29,7 @@ import torch
 from store import format as sf
 from store.format import StoreFiles, StreamSpec
 from store.reader import FeatureStore
-from store.sslstorage import PCA_BASIS, PCA_MEAN, SSLStorage
+from store.sslstorage import SSLStorage, read_pca, read_starts
 from store.writer import StoreError
 
 from .audio import AudioError, AudioInfo
@@ -77,13 +77,9 @@ class _Source:
 def _open_source(url: str, name: str) -> _Source:
     store = FeatureStore(url)
     stream = store.stream(name)
-    group = sf.added_stream_group(name)
     coding = SSLStorage.from_source(stream.spec.source)
-    pca = tuple(np.asarray(store.root[f"{group}/{n}"][...]) for n in (PCA_MEAN, PCA_BASIS)) \
-        if coding.components else (None, None)
-    starts_path = f"{group}/starts"
-    starts = np.asarray(store.root[starts_path][...], np.int64) if starts_path in stream.spec.tables \
-        else np.zeros(len(stream.offsets) - 1, np.int64)
+    pca = read_pca(store.root, stream.spec) or (None, None)
+    starts = read_starts(store.root, stream.spec, len(stream.offsets) - 1)
     return _Source(stream, coding, pca, starts, tuple(stream.spec.source["layers"]), store.utterances)
 
 

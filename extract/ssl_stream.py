@@ -37,7 +37,7 @@ import zarr
 from common.lease import check_token
 from store import format as sf
 from store.format import StreamSpec
-from store.sslstorage import PCA_BASIS, PCA_MEAN, Moments, SSLStorage
+from store.sslstorage import PCA_BASIS, PCA_MEAN, STARTS, Moments, SSLStorage
 from store.writer import COMPRESSORS
 
 from .audio import AudioInfo, resampled_length
@@ -60,7 +60,6 @@ from .ssl import (
     resolve_weights,
 )
 
-STARTS = "starts"
 CROP_SPLITS = ("train",)
 """Splits whose utterances are cropped by ``--ssl-crop`` (dev and eval are scored whole)."""
 DEFAULT_LAYERS = 12

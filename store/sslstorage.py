@@ -32,6 +32,9 @@ import numpy as np
 
 PCA_MEAN = "pca_mean"
 PCA_BASIS = "pca_basis"
+STARTS = "starts"
+"""The table of an SSL stream's group: int64 [n_utts], the first frame of each utterance the stream
+holds, on the utterance's own frame grid (0 unless cropped; -1 without frames: `extract.ssl_stream`)."""
 SCALE_BYTES = 2
 """Bytes of the float16 scale after each int8 layer row."""
 
@@ -124,6 +127,28 @@ class SSLStorage:
         if self.components and (mean is None or basis is None):
             raise StorageError(f"SSL storage {self.name}: the PCA's mean and basis are needed to code frames")
         return self.decode(self.encode(frames, mean, basis), mean, basis).astype(np.float16)
+
+
+def stream_group(spec) -> str:
+    """The group holding a stream's frames and its tables (``streams/ssl``, ``views/V/streams/ssl``)
+    from its `store.format.StreamSpec`."""
+    return spec.array.rsplit("/", 1)[0]
+
+
+def read_starts(root, spec, n_utts: int) -> np.ndarray:
+    """int64 [n_utts]: the stream's :data:`STARTS` table (``root``: the store's Zarr group; ``spec``:
+    the stream's `store.format.StreamSpec`); zeros for a stream without one (no crop, not SSL)."""
+    path = f"{stream_group(spec)}/{STARTS}"
+    return np.asarray(root[path][...], np.int64) if path in spec.tables else np.zeros(n_utts, np.int64)
+
+
+def read_pca(root, spec) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean [L, H], basis [L, H, K]) float32 of a ``pca:K`` stream (from its group; ``root`` and
+    ``spec`` as in :func:`read_starts`); None for a stream of another storage."""
+    if not SSLStorage.from_source(spec.source).components:
+        return None
+    group = stream_group(spec)
+    return tuple(np.asarray(root[f"{group}/{name}"][...], np.float32) for name in (PCA_MEAN, PCA_BASIS))
 
 
 def quantize(x: np.ndarray) -> np.ndarray:

@@ -74,3 +74,13 @@ def test_a_module_that_does_not_exist_is_refused():
         assert "no_such_module.py" in str(error)
     else:
         raise AssertionError("a typo in a module path would never go stale")
+
+
+def test_only_changes_to_what_benchmarks_measure_make_a_run_dirty():
+    sys.path.insert(0, str(REPO / "bench"))
+    import results
+
+    # a result or a report written by an earlier run in the same tree is not a change to the code measured
+    assert not results.is_dirty([]) and not results.is_dirty(["bench/results/codebooks.json", "bench/RESULTS_codec.md"])
+    assert results.is_dirty(["bench/results/s3.json", "extract/run.py"]) and results.is_dirty(["bench/bench_s3.py"])
+    assert results.is_dirty(["README.md"])

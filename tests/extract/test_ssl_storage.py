@@ -191,3 +191,51 @@ def test_a_pca_model_loads_parameters_saved_with_and_without_its_basis(stored):
     again = build(plain, *store_inputs(plain, store), model.state_dict())
     assert torch.equal(again.ssl_pca_basis, changed) and again.ssl_storage.name == "float16"
     assert "ssl_pca_basis" not in for_store(plain, store).state_dict()  # a float16 stream's model has none
+
+
+@pytest.mark.parametrize("trained_on", ["ssl8", "sslpca"])
+def test_a_coded_model_evaluated_on_a_float16_store_reads_its_frames_coded_as_in_training(
+        stored, trained_on, tiny_corpus, tiny_store, tmp_path):
+    """A model trained on an int8 or pca:K stream, evaluated on another store whose stream (same SSL
+    model, same name) is float16: the evaluation reader codes that store's frames as the model's
+    training stream was coded (its own basis), so they match the training store's frames of the same
+    audio up to float16 rounding of the coding's input; read as they are they would not. On its own
+    training store, and for a model trained on float16 frames, nothing is applied."""
+    from dataclasses import asdict
+
+    from classify.checkpoint import model_from_checkpoint
+    from classify.rebuild import for_store
+    from classify.sources import make_source, stored_as_trained
+    from tests.synthetic import tiny_config as train_config
+
+    train = FeatureStore(stored)
+    config = asdict(train_config(variant="ssl+mean", ssl_kwargs={"stream": trained_on, "layers": "2-4"}))
+    model = for_store(config, train)
+    assert stored_as_trained(train, trained_on, model) is None  # its training store: as trained already
+    checkpoint = {"config": config, "ssl": train.streams[trained_on].source, "model": model.state_dict()}
+
+    other = tmp_path / "f16.zarr"
+    shutil.copytree(tiny_store, other)
+    extract(tiny_config(tiny_corpus, other, **SSL, ssl_stream=trained_on, ssl_storage="float16"), log=quiet)
+    evaluated = FeatureStore(str(other))
+    again = model_from_checkpoint(checkpoint, evaluated)
+    assert again.ssl_storage == model.ssl_storage  # the storage it was trained on, not the store's
+    reader = make_source(evaluated, again, config).lead.reader
+    rows = np.arange(len(reader.counts))
+    for row in rows[reader.counts > 0][:4]:
+        n = int(reader.counts[row])
+        got = reader.read(np.array([row]), np.arange(n)[None])[0].astype(np.float32)
+        coded = frames(train, trained_on)[row][:, 1:].astype(np.float32)  # extraction's coding, layers 2-4
+        plain = frames(evaluated, trained_on)[row][:, 1:].astype(np.float32)
+        step = np.abs(plain).max(axis=-1, keepdims=True) / 127  # an int8 step of each frame's layer
+        assert np.abs(got - coded).max() <= max(1.01 * step.max(), 0.02 * np.abs(coded).max())
+        # what the reader's coding changes: read as they are, the frames would be further off
+        if trained_on == "ssl8":  # the same int8 steps (to a float16 ulp of the scale), but where float16
+            # rounding of the input flips one
+            same, left = (np.mean(np.isclose(a, coded, rtol=2e-3, atol=1e-6)) for a in (got, plain))
+            assert same > 0.9 > 0.5 > left
+        else:  # the PCA's residual
+            assert np.sqrt(np.mean((plain - coded) ** 2)) > 4 * np.sqrt(np.mean((got - coded) ** 2))
+
+    plain_model = for_store({**config, "ssl_kwargs": {"stream": "ssl", "layers": "2-4"}}, train)
+    assert stored_as_trained(train, "ssl8", plain_model) is None  # a float16 model reads coded frames as they are
