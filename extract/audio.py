@@ -3,7 +3,8 @@
 Two decoders, one conversion. What libsndfile opens (WAV, FLAC, AIFF, MP3, Ogg ...) is read by
 soundfile exactly as before, so WAV and FLAC give the same samples, codes and scores as they always
 did. Everything else FFmpeg reads (M4A/AAC, WebM, Matroska, AMR, a video's audio track, and an Ogg
-file libsndfile opens but cannot read, e.g. some Ogg Opus files FFmpeg writes: "file is malformed")
+file libsndfile opens but cannot read, e.g. some Ogg Opus files FFmpeg writes: "file is malformed";
+and every Ogg Vorbis file, which libsndfile reads short when FFmpeg wrote it)
 is decoded through `extract.avio`, the project's one FFmpeg module, to float32 at the file's own
 rate; from there both take the same channel mean and resampler. :data:`AUDIO_EXTENSIONS` lists the
 file name endings folders are searched for.
@@ -117,6 +118,8 @@ def probe(path: str | Path) -> AudioInfo:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
         return _ffmpeg_probe(path, str(err))
+    if (info.format, info.subtype) == ("OGG", "VORBIS"):  # libsndfile counts and reads FFmpeg's Ogg Vorbis
+        return _ffmpeg_probe(path, "")                   # short (a 3 s file as 0.24 s), silently
     if info.frames <= 0:
         raise AudioError("audio has no samples")
     cut = _CUT_DATA.search(info.extra_info or "")

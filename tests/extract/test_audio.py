@@ -194,3 +194,19 @@ def test_an_ogg_file_libsndfile_opens_but_cannot_read_goes_to_ffmpeg(tmp_path, m
     data, rate = avio.decode(tmp_path / "x.ogg")
     expected = convert_audio(torch.from_numpy(data), rate, 24000, 1)
     assert torch.allclose(load_audio(tmp_path / "x.ogg"), expected, atol=1e-6)
+
+
+def test_an_ogg_vorbis_file_is_decoded_whole(tmp_path):
+    """libsndfile counts and reads an Ogg Vorbis file FFmpeg writes short (3 s as a quarter of a
+    second, no error): Ogg Vorbis goes to FFmpeg, and the whole file is decoded."""
+    from extract import avio
+
+    wav = tone(16000, 3.0)[:, 0].astype(np.float32)
+    (tmp_path / "x.ogg").write_bytes(avio.encode(wav, 16000, "vorbis"))
+    assert sf.info(str(tmp_path / "x.ogg")).subtype == "VORBIS"
+    data, rate = avio.decode(tmp_path / "x.ogg")
+    assert abs(data.shape[1] / rate - 3.0) < 0.1  # FFmpeg decodes it all (the encoder's padding aside)
+    expected = convert_audio(torch.from_numpy(data), rate, 24000, 1)
+    got = load_audio(tmp_path / "x.ogg")
+    assert abs(got.shape[1] / 24000 - 3.0) < 0.1 and torch.allclose(got, expected, atol=1e-6)
+    assert probe(tmp_path / "x.ogg").decoder == "ffmpeg"
