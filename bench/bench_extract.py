@@ -81,6 +81,9 @@ from pipeline.cluster import threads_per_worker  # noqa: E402
 from store.inspect import inspect_store  # noqa: E402
 from store.reader import FeatureStore  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from timed import parse_time_v  # noqa: E402  (bench/timed.py: the one GNU time -v parser)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import profile_extract  # noqa: E402
 import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
@@ -212,16 +215,11 @@ def run_measured(name: str, cmd: list[str], work: Path, env: dict | None = None)
     (work / f"{name}.log").write_text(output)
     if proc.returncode != 0:
         raise SystemExit(f"{name}: {' '.join(cmd)} failed (exit {proc.returncode}); see {work / (name + '.log')}")
-    tv = timefile.read_text()
-
-    def field(label: str) -> float:
-        m = re.search(rf"{re.escape(label)}: (.+)", tv)
-        return float(m.group(1).strip()) if m else 0.0
-
-    user, system = field("User time (seconds)"), field("System time (seconds)")
+    tv = parse_time_v(timefile.read_text())
+    user, system = tv.get("user_s", 0.0), tv.get("system_s", 0.0)
     return {"name": name, "command": " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *cmd]), "output": output,
             "wall_s": wall, "cpu_s": user + system, "user_s": user, "sys_s": system,
-            "minflt": int(field("Minor (reclaiming a frame) page faults")), "rss_mb": rss,
+            "minflt": int(tv.get("minor_faults", 0)), "rss_mb": rss,
             "load_before": load_before, "load_after": loadavg()}
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import results as bench_results  # noqa: E402  (bench/results.py)
+from timed import parse_time_v  # noqa: E402  (bench/timed.py: the one GNU time -v parser)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,12 +45,9 @@ def timed_train(store: str, epochs: int, layers: int) -> dict:
         done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
         if done.returncode:
             raise SystemExit(f"train failed: {done.stderr[-2000:]}")
-        text = done.stderr
-        grab = lambda label: float(re.search(rf"{label}: ([\d.:]+)", text).group(1))  # noqa: E731
-        user, system = grab(r"User time \(seconds\)"), grab(r"System time \(seconds\)")
-        return {"user_s": user, "system_s": system, "system_pct": round(100 * system / (user + system), 1),
-                "minor_faults": int(grab(r"Minor \(reclaiming a frame\) page faults")),
-                "peak_rss_mb": round(grab(r"Maximum resident set size \(kbytes\)") / 1024)}
+        tv = parse_time_v(done.stderr)
+        return {"user_s": tv["user_s"], "system_s": tv["system_s"], "system_pct": round(100 * tv["system_share"], 1),
+                "minor_faults": int(tv["minor_faults"]), "peak_rss_mb": round(tv["max_rss_kb"] / 1024)}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
