@@ -68,6 +68,7 @@ def main() -> None:
         rec.codec_weights(None, store.codec.weights_sha256)
         table = store.utterances[store.utterances["status"] == "ok"]
         seconds = table.groupby("split")["duration"].sum().to_dict()
+        counts = table.groupby("split")["duration"].count().to_dict()
         files = StoreFiles(out)
         clean_bytes = sum(files.size(n) for n in ("codes", "latent", "energy"))
         audio = float(table["duration"].sum())
@@ -86,7 +87,7 @@ def main() -> None:
             views = load_views(REPO / path)
             rec.figures["views"][path] = {}
             for name, view in views.items():
-                cost = estimate({name: view}, seconds)[0]
+                cost = estimate({name: view}, seconds, utterances=counts)[0]
                 started = time.perf_counter()
                 extract(ExtractConfig(**settings, views=str(REPO / path), views_only=name), log=quiet)
                 wall = time.perf_counter() - started

@@ -37,6 +37,7 @@ import torch
 from common.lease import Lease
 from store import format as sf
 from store.format import StoreFiles
+from store.sslstorage import SSLStorage
 from store.views import view_group, view_names, view_record, view_stream_group
 from store.writer import StoreError, now
 
@@ -187,10 +188,13 @@ def extract_views(config, views: dict[str, View], weights, device: str, submit, 
     files = StoreFiles(config.out)
     table = files.read_table(sf.UTTERANCES)
     ok = table["status"] == "ok"
-    seconds = table.loc[ok].groupby(table.loc[ok, "split"].astype(str))["duration"].sum().to_dict()
+    by_split = table.loc[ok].groupby(table.loc[ok, "split"].astype(str))["duration"]
+    seconds = by_split.sum().to_dict()
     fresh = {n: v for n, v in views.items() if n not in view_names(files)}
     if fresh:
-        log("estimated cost of the new views:\n" + format_estimate(estimate(fresh, seconds, _ssl_layers(config))))
+        costs = estimate(fresh, seconds, _ssl_layers(config), utterances=by_split.count().to_dict(),
+                         ssl_storage=_ssl_storage(config))
+        log("estimated cost of the new views:\n" + format_estimate(costs))
     ran, names = 0, []
     for name, view in views.items():
         missing = [s for s in view.splits if s not in seconds]
@@ -229,6 +233,15 @@ def _ssl_layers(config) -> int:
     from .ssl_stream import default_layers  # noqa: PLC0415
 
     return len(parse_layers(config.ssl_layers or default_layers(config.ssl), architecture(config.ssl).num_layers))
+
+
+def _ssl_storage(config) -> SSLStorage | None:
+    """The storage the views' SSL stream gets: the store's SSL stream's (`extract.ssl_stream.chosen_storage`)."""
+    if not config.ssl:
+        return None
+    from .ssl_stream import chosen_storage  # noqa: PLC0415
+
+    return SSLStorage.parse(chosen_storage(config.out, config.ssl_stream, config.ssl_storage))
 
 
 def view_backend_audio(url: str, group: str) -> ViewAudio | None:

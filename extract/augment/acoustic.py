@@ -197,8 +197,10 @@ class Reverb(_FromFolder):
     def describe_origin(self) -> str:
         return "files" if self.folder else f"simulated (pyroomacoustics {pra.__version__})"
 
-    def setup_seconds(self) -> float:
-        return 0.0 if self.folder else ROOM_SECONDS * self.rooms
+    def setup_seconds(self, utterances: int | None = None) -> float:
+        # a room is simulated when an utterance first draws it (bank_rir keeps it): at most one per utterance
+        rooms = self.rooms if utterances is None else min(self.rooms, utterances)
+        return 0.0 if self.folder else ROOM_SECONDS * rooms
 
     def __call__(self, wav: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
         x = as_float32(wav)

@@ -68,8 +68,9 @@ class Augmentation(BaseModel):
         parameters change the cost."""
         return self.speed
 
-    def setup_seconds(self) -> float:
-        """Seconds it spends once per process whatever the audio (a bank of simulated rooms)."""
+    def setup_seconds(self, utterances: int | None = None) -> float:
+        """Seconds it spends once per process whatever the audio length, over ``utterances``
+        utterances (None: as many as it may need), e.g. the simulated rooms they use."""
         return 0.0
 
     def recipe(self) -> dict[str, Any]:

@@ -6,15 +6,17 @@ on this project's reference machine (BENCHMARKS.md; a 2-core AMD EPYC VM, no GPU
 * codes: 1,204 B/s uncompressed (8 levels x 75 frames x 2 B; 828 B/s on disk with zstd), section 1;
 * latent: 15,743 B/s on disk (float16 [75, 128] per s, zstd), section 1;
 * energy: 150 B/s (float16, 75 frames per s, uncompressed);
-* ssl: 1.12 MB/s for WavLM-Large's 12 layers on disk (186,388 B/s measured for 2 layers), section 5;
-  scaled by the layers kept;
+* ssl: 1.12 MB/s for WavLM-Large's 12 layers on disk as float16 (186,388 B/s measured for 2 layers),
+  section 5; scaled by the layers kept and by the stream's storage (int8, the default, about half:
+  `store.sslstorage`, BENCHMARKS section 18);
 * time: CPU cost, then the share of the machine this run gets now. The rates are what a core does
   when it has the core to itself: the codec streams at 17.7 audio s per s with both cores
   (``pipeline extract``, untrained codec, section 1), the SSL stream at 5.2 (12 layers, both
   cores, section 5), each augmentation at its measured speed on one core
   (``Augmentation.audio_per_second``, bench/results/augment.json: the median of short calls, which a
   loaded scheduler mostly lets run unpreempted, so close to CPU time, not to throughput under
-  load). Each part's wall time is its core-seconds divided by the cores it gets beside the others'
+  load), plus what it spends once per process over the view's utterances (simulated rooms: one per
+  utterance at most, ``Augmentation.setup_seconds``). Each part's wall time is its core-seconds divided by the cores it gets beside the others'
   runnable threads (:class:`Machine`: the 1-minute load average and the cores this process may
   use, read when the estimate is made, and printed with it). Taking the rates as wall speeds made
   the estimate about 10x optimistic on the shared 2-core VM at load 14 to 18 (bench/results/views.json:
@@ -31,9 +33,12 @@ import os
 from dataclasses import dataclass
 
 from extract.augment.views import View
+from store.sslstorage import SSLStorage
 
 BYTES_PER_SECOND = {"codes": 1_204, "latent": 15_743, "energy": 150, "ssl": 1_118_328}
 SSL_LAYERS_MEASURED = 12
+SSL_HIDDEN = 1024
+"""WavLM-Large's width, for the storage's bytes per frame against float16's (the +2 scale bytes of int8)."""
 CODEC_SPEED = 17.7
 """Audio s per wall s of the codec streams (codes, latent, energy come from one encoder pass) with
 :data:`ENCODER_CORES` cores to itself."""
@@ -91,17 +96,22 @@ class ViewCost:
 
 
 def estimate(views: dict[str, View], audio_seconds: dict[str, float], ssl_layers: int = SSL_LAYERS_MEASURED,
-             machine: Machine | None = None) -> list[ViewCost]:
-    """Each view's cost on a corpus with ``audio_seconds`` per split, on ``machine`` (default: this
-    one now, :meth:`Machine.now`): see the module docstring. ``seconds``: wall seconds there;
+             machine: Machine | None = None, utterances: dict[str, int] | None = None,
+             ssl_storage: SSLStorage | None = None) -> list[ViewCost]:
+    """Each view's cost on a corpus with ``audio_seconds`` (and ``utterances``, None: not known) per
+    split, on ``machine`` (default: this one now, :meth:`Machine.now`), its SSL stream stored as
+    ``ssl_storage`` (default float16): see the module docstring. ``seconds``: wall seconds there;
     ``core_seconds``: the CPU work, whatever the load."""
     machine = machine or Machine.now()
+    storage = ssl_storage or SSLStorage()
+    share = storage.bytes_per_frame(ssl_layers, SSL_HIDDEN) / SSLStorage().bytes_per_frame(ssl_layers, SSL_HIDDEN)
     costs = []
     for name, view in views.items():
         audio = sum(audio_seconds.get(split, 0.0) for split in view.splits)
-        rates = dict(BYTES_PER_SECOND, ssl=BYTES_PER_SECOND["ssl"] * ssl_layers / SSL_LAYERS_MEASURED)
+        count = None if utterances is None else sum(utterances.get(split, 0) for split in view.splits)
+        rates = dict(BYTES_PER_SECOND, ssl=BYTES_PER_SECOND["ssl"] * ssl_layers / SSL_LAYERS_MEASURED * share)
         sizes = {stream: int(round(audio * rates[stream])) for stream in view.streams}
-        augment = sum(audio / step.audio_per_second() + step.setup_seconds() for step in view.chain)  # one core
+        augment = sum(audio / step.audio_per_second() + step.setup_seconds(count) for step in view.chain)  # one core
         encoders = 0.0  # core-seconds on ENCODER_CORES cores
         if set(view.streams) & {"codes", "latent", "energy"}:
             encoders += ENCODER_CORES * audio / CODEC_SPEED

@@ -164,6 +164,13 @@ def test_the_estimate_is_audio_of_the_views_splits_times_the_measured_rates(tmp_
     assert b.seconds > a.seconds  # the SSL stream is the slow one
     half = estimate(views, audio, ssl_layers=6)[1]
     assert half.bytes["ssl"] == pytest.approx(b.bytes["ssl"] / 2, rel=1e-6)
+    from store.sslstorage import SSLStorage  # noqa: PLC0415
+
+    # int8 (the default storage): 1026 bytes per 1024-dim layer row instead of 2048
+    coded = estimate(views, audio, ssl_storage=SSLStorage.parse("int8"))[1]
+    assert coded.bytes["ssl"] == pytest.approx(b.bytes["ssl"] * 1026 / 2048, rel=1e-6)
+    assert estimate(views, audio, ssl_storage=SSLStorage.parse("pca:256"))[1].bytes["ssl"] == pytest.approx(
+        b.bytes["ssl"] / 4, rel=1e-6)
     text = format_estimate([a, b])
     assert "view a: 100 audio s" in text and "views: 2" in text
     assert BYTES_PER_SECOND["codes"] == 1_204
@@ -222,3 +229,20 @@ def test_the_estimate_divides_the_cpu_work_by_the_cores_the_load_leaves(tmp_path
     text = format_estimate([busy])
     assert "2 cores at 1-min load 16.0" in text and f"~{busy.seconds / 60:.1f} min" in text
     assert f"about {idle.seconds / 60:.1f} min on an idle 2-core CPU" in text
+
+
+def test_the_estimate_prices_simulated_rooms_by_the_utterances_that_draw_them(tmp_path):
+    """A room is simulated when an utterance first draws it: 24 utterances build at most 24 of a
+    200-room bank (the estimate used to price all 200: 466 s predicted, 58 s taken, BENCHMARKS 17)."""
+    from extract.augment.acoustic import ROOM_SECONDS  # noqa: PLC0415
+    from extract.augment.estimate import IDLE  # noqa: PLC0415
+
+    views = load_views(write(tmp_path, '[view.r]\nseed = 1\nsplits = ["train"]\nstreams = ["codes"]\n'
+                                       'chain = [{augment = "reverb", rooms = 200}]\n'))
+    step = views["r"].chain[0]
+    audio = {"train": 60.0}
+    few, unknown = (estimate(views, audio, machine=IDLE, utterances=n)[0] for n in ({"train": 24}, None))
+    assert unknown.core_seconds - few.core_seconds == pytest.approx(ROOM_SECONDS * (200 - 24))
+    many = estimate(views, audio, machine=IDLE, utterances={"train": 5000})[0]
+    assert many.core_seconds == pytest.approx(unknown.core_seconds)  # never more rooms than the bank holds
+    assert step.setup_seconds(24) == pytest.approx(ROOM_SECONDS * 24) and step.setup_seconds() == ROOM_SECONDS * 200
