@@ -1,7 +1,14 @@
 """Benchmark: what a store on an S3 object store costs, in requests, bytes and time, against the
 local file system on the same corpus (issue 21, item 2).
 
-    PYTHONPATH=. python bench/bench_s3.py --root CORPUS --dataset asv19 --out /tmp/bench_s3 [--split train]
+    python bench/bench_s3.py --root CORPUS --dataset asv19 --out /tmp/bench_s3 [--split train,dev] [--files N] \
+        [--ssl wavlm-large [--ssl-layers 1-12]] [--result s3]
+
+``--files N``: N utterances of each split, half bona fide (the first by id), written as a manifest in OUT (a corpus
+small enough to extract twice). ``--ssl MODEL``: the store also gets the SSL stream (untrained weights,
+the default storage, int8), and training reads it lazily (``ram_mb = 0``: one ranged GET of a chunk per
+crop), as a stream larger than the memory is read each epoch: the stream whose requests and bytes
+matter at scale (a chunk holds 340 int8 frames of 12 layers, 6.8 s; a shard 16 chunks, 109 s).
 
 The S3 side is moto's S3 API server on loopback (the S3 extra), whose request log is counted: every
 PUT, GET, HEAD, LIST (a GET on the bucket with ``list-type``), DELETE and POST the client stack
@@ -19,8 +26,9 @@ before both (``--weights untrained``: as `pipeline extract` builds it, `extract.
 the same work: the time ratio compares the stores alone. Bytes: the stream's per audio hour
 (``stream_bytes_per_audio_hour``: the frame arrays, offsets and utterance tables, which grow with
 the audio) apart from the per-store tables that do not (``fixed_store_bytes``: the codec weights
-file, the codebooks, an SSL stream's PCA basis, the arrays' metadata). Writes
-bench/results/s3.json (the figures renderer's format) and prints a table.
+file, the codebooks, an SSL stream's PCA basis, the arrays' metadata); with ``--ssl``, the SSL
+stream's own (``ssl_bytes_per_audio_hour``). Writes its result through `bench/results.py`
+(``bench/results/NAME.json``, default ``s3``) and prints the figures.
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -37,15 +44,18 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import results as bench_results  # noqa: E402  (bench/results.py: the one stamp)
+
 REQUEST = re.compile(r'"(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP')
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 """moto's log colours some request lines (e.g. 206 partial reads): the codes are stripped first."""
 MODULES = ["store/writer.py", "store/reader.py", "store/format.py", "extract/run.py", "extract/unit.py",
            "extract/committer.py", "common/lease.py", "classify/data.py", "classify/train.py"]
+SSL_MODULES = ["extract/ssl_stream.py", "store/sslstorage.py", "classify/frames.py", "classify/sources.py"]
 
 
 def free_port() -> int:
@@ -62,14 +72,6 @@ def count_requests(log: Path, start: int) -> tuple[dict[str, int], int]:
         kind = "LIST" if method == "GET" and ("list-type" in target or target.rstrip("/").count("/") <= 1 and "?" in target) else method
         counts[kind] += 1
     return dict(counts), len(text)
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
 
 FIXED_NAMES = ("codec_weights.th", "codebooks", "pca_mean", "pca_basis")
@@ -106,6 +108,21 @@ def build_codec(args: argparse.Namespace, out: Path) -> tuple[str, float]:
     return str(path), time.perf_counter() - started
 
 
+def write_manifest(args: argparse.Namespace, out: Path) -> str:
+    """OUT/manifest.csv: about ``--files`` utterances of each of the splits, half of each label (path, label,
+    utt_id, speaker, system, split), so that the benchmark's corpus is made from the corpus itself."""
+    sys.path.insert(0, str(ROOT))
+    from extract.datasets import get_dataset  # noqa: PLC0415
+
+    splits = [x.strip() for x in args.split.split(",") if x.strip()] or None
+    table = get_dataset(args.dataset).load(Path(args.root), splits).table
+    # half bona fide, half spoof (training and the EER need both), the first of each by id
+    pick = table.sort_values("utt_id").groupby(["split", "label"], observed=True).head((args.files + 1) // 2)
+    path = out / "manifest.csv"
+    pick[["path", "label", "utt_id", "speaker", "system", "split"]].to_csv(path, index=False)
+    return str(path)
+
+
 def run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env, cwd=ROOT)
@@ -123,11 +140,16 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--weights", default="untrained")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--files", type=int, default=0, help="the first N utterances of each split (0: all)")
+    parser.add_argument("--ssl", default=None, help="also the SSL stream of this model (untrained weights)")
+    parser.add_argument("--ssl-layers", default=None, help="its layers (default: the model's default, 1-12)")
     args = parser.parse_args()
 
     import s3fs  # the S3 extra
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.files:
+        args.root, args.dataset = write_manifest(args, args.out), "manifest"
     port = free_port()
     log = args.out / "moto.log"
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
@@ -135,8 +157,6 @@ def main() -> None:
     endpoint = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
            "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(ROOT)}
-    load_before = loadavg()
-    samples: list[float] = []
     codec_file, codec_seconds = build_codec(args, args.out)  # once, for both extractions
     try:
         for _ in range(100):
@@ -155,15 +175,19 @@ def main() -> None:
         steps = {}
         position = 0
         common = ["--dataset", args.dataset, "--root", args.root, "--split", args.split, "--weights", codec_file]
+        ssl = ["--ssl", args.ssl, "--ssl-weights", "untrained", *(["--ssl-layers", args.ssl_layers] if args.ssl_layers else [])]
+        layers = f'layers="{args.ssl_layers}", ' if args.ssl_layers else ""
+        trained = (["--variant", "ssl+qaf-static", "--set", f"ssl_kwargs={{{layers}proj_dim=64, ram_mb=0}}"]
+                   if args.ssl else [])  # ram_mb 0: each crop read from the store, as a stream larger than RAM
         for target, where in ((str(local), "local"), (remote, "s3")):
             commands = {
-                "extract": ["extract", *common, "--out", target],
+                "extract": ["extract", *common, *(ssl if args.ssl else []), "--out", target],
                 "verify": ["verify", target],
-                "train": ["train", "--features", target, "--out", str(args.out / f"run_{where}"), "--set", f"epochs={args.epochs}"],
+                "train": ["train", "--features", target, "--out", str(args.out / f"run_{where}"),
+                          "--set", f"epochs={args.epochs}", *trained],
             }
             for step, command in commands.items():
                 seconds, output = run(command, env)
-                samples.append(os.getloadavg()[0])
                 requests, position = count_requests(log, position)
                 steps[f"{step}_{where}"] = {"seconds": round(seconds, 2), "requests": requests if where == "s3" else None}
             if where == "s3":
@@ -175,7 +199,11 @@ def main() -> None:
                                                                            if path.endswith("codec_weights.th")))
                 steps[f"extract_{where}"]["objects"] = len(sizes)
                 steps[f"extract_{where}"]["objects_fixed"] = len(fixed)
-        audio_seconds = json.loads(run(["inspect", str(local), "--json"], env)[1])["audio_seconds"]
+                steps[f"extract_{where}"]["bytes_ssl"] = int(sum(size for path, size in sizes.items()
+                                                                 if "/streams/ssl/" in path and not fixed_object(path)))
+                steps[f"extract_{where}"]["objects_ssl"] = sum("/streams/ssl/" in path for path in sizes)
+        info = json.loads(run(["inspect", str(local), "--json"], env)[1])
+        audio_seconds = info["audio_seconds"]
     finally:
         server.terminate()
         server.wait()
@@ -193,32 +221,22 @@ def main() -> None:
         "fixed_store_bytes": steps["extract_s3"]["bytes_fixed"],
         "s3_over_local_time": {step: round(steps[f"{step}_s3"]["seconds"] / steps[f"{step}_local"]["seconds"], 2)
                                for step in ("extract", "verify", "train")},
+        "utterances": info["ok"],
     }
-    result = {
-        "benchmark": "s3",
-        "command": " ".join(["python", *sys.argv]),
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "codec_sha256": None,
-        "ssl_sha256": None,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
-        "load_before": load_before,
-        "load_during": round(sum(samples) / max(1, len(samples)), 2),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "modules": MODULES,
-        "figures": figures,
-    }
-    try:
-        result["codec_sha256"] = json.loads(run(["inspect", str(local), "--json"], env)[1])["weights"]["sha256"]
-    except (KeyError, SystemExit):
-        pass
-    out = ROOT / "bench" / "results" / "s3.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.ssl:
+        stream = info["streams"]["ssl"]
+        figures["ssl"] = {"model": args.ssl, "layers": args.ssl_layers or "default", "dtype": stream["dtype"],
+                          "frame_shape": stream["frame_shape"], "about": stream["about"]}
+        figures["ssl_bytes_per_audio_hour"] = round(steps["extract_s3"]["bytes_ssl"] / hours)
+    rec = bench_results._CURRENT[-1] if bench_results._CURRENT else None
+    if rec is not None:
+        rec.codec_weights(None, info["weights"]["sha256"])
+        if args.ssl:
+            sha = re.search(r"weights sha256 ([0-9a-f]+)", info["streams"]["ssl"]["about"])
+            rec.ssl_weights(None, sha[1] if sha else None)  # the short form the stream's record names
+    bench_results.record(**figures)
     print(json.dumps(figures, indent=1))
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(bench_results.run(main, "s3", MODULES + (SSL_MODULES if "--ssl" in sys.argv else [])))
