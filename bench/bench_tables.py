@@ -1,6 +1,6 @@
 """Benchmark: the official cross-corpus tables at ASVspoof 2021 DF's size.
 
-    python bench/bench_tables.py [--n 611829] [--threads 2] [--seed 0] [--out bench/results/tables.json]
+    python bench/bench_tables.py [--n 611829] [--threads 2] [--seed 0] [--result tables]
 
 A synthetic DF key of ``--n`` trials (DF's 22,617 bona fide and 589,212 spoof at the default size;
 phases progress / eval / hidden 10 / 75 / 15 %, the 5 vocoder types, the 9 compression conditions,
@@ -9,7 +9,7 @@ scores with ties: rounded to 1e-3) is scored by a noisy detector. Timed, with BL
 phase (`classify.metrics.metrics_table` with per attack and per codec) and the per-phase tables
 (`classify.tables.corpus_tables`: vocoder x compression, 6 x 10 cells, three phases); also a LA-size
 table (181,566 trials, 14 x 8 cells) with the min t-DCF from 30,000 synthetic ASV trials. The
-pooled cell is checked against `classify.metrics.compute_eer`. Writes the HELPERS.md result JSON.
+pooled cell is checked against `classify.metrics.compute_eer`. The result: `bench/results.py` (``tables``).
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+import results as bench_results  # bench/results.py: the one stamp
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MODULES = ["classify/tables.py", "classify/metrics.py"]
 
 
 def _limit_threads(n: int) -> None:
@@ -73,17 +74,12 @@ def la_key(n: int, n_asv: int, seed: int):
     return frame, AsvTrials(asv, "synthetic ASV trials")
 
 
-def load() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=611_829)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "bench/results/tables.json"))
     args = parser.parse_args()
     _limit_threads(args.threads)
     import numpy as np
@@ -91,12 +87,10 @@ def main() -> int:
     from classify.metrics import compute_eer, metrics_table
     from classify.tables import corpus_tables
 
-    before = load()
     frame = df_key(args.n, args.seed)
     la, asv = la_key(181_566, 30_000, args.seed)
     timings: dict[str, list[float]] = {"df_metrics_eval_pooled": [], "df_tables_3_phases": [], "df_total": [],
                                        "la_tables_with_tdcf": []}
-    during = []
     for _ in range(args.repeats):
         start = time.perf_counter()
         eval_part = frame[frame["phase"] == "eval"]
@@ -111,7 +105,6 @@ def main() -> int:
         timings["df_tables_3_phases"].append(end - middle)
         timings["df_total"].append(end - start)
         timings["la_tables_with_tdcf"].append(la_end - end)
-        during.append(os.getloadavg()[0])
     cell = tables["phases"]["eval"]["tables"]["vocoder x condition"]["eer"][-1][-1]
     bona = eval_part.loc[eval_part["label"] == "bonafide", "score"].to_numpy()
     spoof = eval_part.loc[eval_part["label"] == "spoof", "score"].to_numpy()
@@ -125,22 +118,12 @@ def main() -> int:
         "target_seconds": 10.0, "within_target": min(timings["df_total"]) < 10.0,
         "pooled_eval_eer": cell,
     }
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT).stdout.strip())
-    result = {
-        "benchmark": "tables", "command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit,
-        "dirty": dirty, "codec_sha256": None, "ssl_sha256": None,
-        "machine": {"cpus": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-                    "platform": platform.platform()},
-        "load_before": before, "load_during": round(float(np.mean(during)), 2),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "modules": ["classify/tables.py", "classify/metrics.py"], "figures": figures,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    bench_results.record(**figures)
     print(json.dumps(figures, indent=2))
-    return 0 if figures["within_target"] else 1
+    if not figures["within_target"]:
+        print(f"target missed: DF total {figures['df_total_seconds_best']} s >= {figures['target_seconds']} s")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_results.run(main, "tables", MODULES))
