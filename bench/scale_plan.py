@@ -102,7 +102,9 @@ def requests(ssl: dict, hours: dict, files: dict) -> dict:
     gets_epoch = files["train"] * CROP_CHUNKS
     return {"chunk_audio_s": round(chunk_s, 2), "shard_puts": round(shards), "unit_parts": round(units),
             "gets_per_epoch": round(gets_epoch), "gets_in_ram_train": round(hours["train"] * 3600 / chunk_s),
-            "bytes_per_epoch_lazy": gets_epoch * ssl["chunk_frames"] * ssl["frame_bytes"]}
+            "bytes_per_epoch_lazy": gets_epoch * ssl["chunk_frames"] * ssl["frame_bytes"],
+            "gb_per_epoch_lazy": gb(gets_epoch * ssl["chunk_frames"] * ssl["frame_bytes"]),
+            "get_dollars_per_epoch": round(gets_epoch / 1000 * PRICES["get_per_1000"], 4)}
 
 
 def plan(store: dict[str, dict], codec_speed: float, ssl_speed: float, cpus: int) -> dict:
@@ -155,6 +157,12 @@ def plan(store: dict[str, dict], codec_speed: float, ssl_speed: float, cpus: int
             cost_rows),
     }
     figures["ssl_default_storage"] = "int8" if "int8" in ssl else "float16"
+    rates = {"codec": codec_bps, "codes": store["codes"]["bytes_per_audio_s"],
+             **{f"ssl {name}": v["bytes_per_audio_s"] for name, v in ssl.items()}}
+    figures["bytes_per_audio_s"] = {k: round(v) for k, v in rates.items()}
+    figures["gb_per_audio_hour"] = {k: gb(v * 3600) for k, v in rates.items()}
+    figures["gb"] = {k: {f"{c}_{part}": gb(v * 3600 * h[part]) for c, h in hours.items() for part in ("train", "train_dev", "all")}
+                     for k, v in rates.items()}
     return figures
 
 

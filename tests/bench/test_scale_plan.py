@@ -44,6 +44,9 @@ def test_the_plan_multiplies_each_measured_rate_by_the_assumed_hours():
     # the default (int8) stream of train + dev, and float16 over every split
     assert la_plan["ssl_default_train_dev_bytes"] == pytest.approx(500_000 * 3600 * train_dev)
     assert la_plan["ssl_float16_all_bytes"] == pytest.approx(1_000_000 * 3600 * all_hours)
+    # the same products in GB, keyed by stream and corpus part, as SCALE.md's text quotes them
+    assert figures["gb"]["ssl int8"]["LA19_train"] == pytest.approx(500_000 * 3600 * la["train"] / 1e9, abs=1e-3)
+    assert figures["gb_per_audio_hour"]["codec"] == pytest.approx((800 + 18_000 + 150) * 3600 / 1e9, abs=1e-3)
 
 
 def test_requests_follow_the_chunk_and_shard_layout():
