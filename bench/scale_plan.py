@@ -110,11 +110,14 @@ def requests(ssl: dict, hours: dict, files: dict) -> dict:
 def plan(store: dict[str, dict], codec_speed: float, ssl_speed: float, cpus: int) -> dict:
     """Every product of the plan from the measured inputs and the assumptions."""
     codec_bps = sum(store[s]["bytes_per_audio_s"] for s in CODEC_STREAMS if s in store)
+    from extract.ssl_stream import DEFAULT_STORAGE
+
     ssl = {v["storage"]: {**v, "name": k} for k, v in store.items() if v["storage"]}
+    default = DEFAULT_STORAGE if DEFAULT_STORAGE in ssl else "float16"  # the store may lack the default's stream
     if "float16" not in ssl:
         raise SystemExit(f"the store has no float16 SSL stream (it has {sorted(ssl) or 'none'}): the plan needs one")
     rows = [("codec streams (codes, latent, energy)", codec_bps), ("codec codes alone", store["codes"]["bytes_per_audio_s"])]
-    rows += [(f"SSL {name}" + (" (default)" if name == "int8" else ""), v["bytes_per_audio_s"]) for name, v in ssl.items()]
+    rows += [(f"SSL {name}" + (" (default)" if name == DEFAULT_STORAGE else ""), v["bytes_per_audio_s"]) for name, v in ssl.items()]
     hours = {c: {**v["hours"], "all": sum(v["hours"].values()), "train_dev": v["hours"]["train"] + v["hours"]["dev"]}
              for c, v in CORPORA.items()}
     bytes_table = bench_results.table(
@@ -126,7 +129,7 @@ def plan(store: dict[str, dict], codec_speed: float, ssl_speed: float, cpus: int
     figures: dict = {"codec_core_h_per_audio_h": round(core_h["codec"], 4), "ssl_core_h_per_audio_h": round(core_h["ssl"], 4),
                      "codec_speed": codec_speed, "ssl_speed": ssl_speed, "cpus": cpus, "corpora": {}}
     cost_rows, compute_rows = [], []
-    ssl_default = ssl.get("int8", ssl["float16"])
+    ssl_default = ssl[default]
     for c, h in hours.items():
         f16, small = ssl["float16"]["bytes_per_audio_s"] * 3600, ssl_default["bytes_per_audio_s"] * 3600
         req = requests(ssl_default, CORPORA[c]["hours"], CORPORA[c]["files"])
@@ -151,12 +154,12 @@ def plan(store: dict[str, dict], codec_speed: float, ssl_speed: float, cpus: int
         "compute": bench_results.table(["corpus", "audio h (all)", "codec extraction, core-h", "audio h (train + dev)",
                                         "SSL extraction, core-h", "both, at the core price"], compute_rows),
         "cost": bench_results.table([
-            "corpus", f"SSL cache, train + dev, {next(iter(k for k in ssl if k == 'int8'), 'float16')}",
+            "corpus", f"SSL cache, train + dev, {default}",
             "SSL cache, all splits, float16", "codec streams, all splits",
             f"requests, extraction + {EPOCHS} epochs read lazily", "extraction on CPUs (codec all, SSL train + dev)"],
             cost_rows),
     }
-    figures["ssl_default_storage"] = "int8" if "int8" in ssl else "float16"
+    figures["ssl_default_storage"] = default
     rates = {"codec": codec_bps, "codes": store["codes"]["bytes_per_audio_s"],
              **{f"ssl {name}": v["bytes_per_audio_s"] for name, v in ssl.items()}}
     figures["bytes_per_audio_s"] = {k: round(v) for k, v in rates.items()}
