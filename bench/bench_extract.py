@@ -81,12 +81,10 @@ from pipeline.cluster import threads_per_worker  # noqa: E402
 from store.inspect import inspect_store  # noqa: E402
 from store.reader import FeatureStore  # noqa: E402
 
-sys.path.insert(0, str(REPO / "bench"))
-from timed import parse_time_v  # noqa: E402  (bench/timed.py: the one GNU time -v parser)
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import profile_extract  # noqa: E402
 import results as bench_results  # noqa: E402  (bench/results.py: the raw result of this run)
+from timed import parse_time_v  # noqa: E402  (bench/timed.py: the one GNU time -v parser)
 
 DENSE_BYTES_PER_FRAME_LEVEL = 128 * 4  # float32 x dim
 TARGET_RATIO = 0.85

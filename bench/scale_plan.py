@@ -66,6 +66,11 @@ def human(n_bytes: float) -> str:
     return f"{n_bytes:,.0f} B"
 
 
+def month(n_bytes: float) -> float:
+    """Dollars a month to keep ``n_bytes`` on the object store."""
+    return n_bytes / 1e9 * PRICES["storage_gb_month"]
+
+
 def money(x: float) -> str:
     return f"${x:,.2f}" if x < 10 else f"${x:,.0f}"
 
@@ -141,7 +146,6 @@ def plan(store: dict[str, dict], codec_speed: float, ssl_speed: float, cpus: int
             "codec_all_bytes": codec_bps * 3600 * h["all"], "cpu_core_h": round(cpu_h, 1),
             "cpu_dollars": round(cpu_h * PRICES["core_hour"], 2), "requests": req,
             "request_dollars": round(put_cost + get_cost, 2)}
-        month = lambda n: n / 1e9 * PRICES["storage_gb_month"]  # noqa: E731
         cost_rows.append([CORPORA[c]["title"], f"{human(small * h['train_dev'])} ({money(month(small * h['train_dev']))} a month)",
                           f"{human(f16 * h['all'])} ({money(month(f16 * h['all']))} a month)",
                           f"{human(codec_bps * 3600 * h['all'])} ({money(month(codec_bps * 3600 * h['all']))} a month)",
